@@ -1,20 +1,62 @@
-"""The ``spo`` command: one subcommand per pipeline stage."""
+"""The ``spo`` command: one subcommand per pipeline stage.
+
+Each stage lives in its own module, which provides ``add_arguments(parser)`` and
+``run(args) -> int``; modules are imported only when their subcommand runs, so
+``spo --help`` stays fast. Errors the user can fix (bad input, wrong paths) are
+raised as ``UserError`` or the I/O errors below and printed as one line, exit code 2.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+
+from spo_helpers.errors import UserError
+
+# name -> (module, one-line help)
+STAGES: dict[str, tuple[str, str]] = {
+    "world": ("spo_helpers.world.build", "build the offline CPU world: task data, tokenizer, tiny model"),
+    "split": ("spo_helpers.split", "01: split a training set into subsets for offline estimation"),
+    "estimate": ("spo_helpers.estimate", "02: offline value estimation (verl validation dumps)"),
+    "merge": ("spo_helpers.merge", "03: merge validation dumps into an offline-values file"),
+    "train": ("spo_helpers.train", "04: GRPO or SPO training through verl"),
+    "figures": ("spo_helpers.figures", "05: regenerate the analysis figures of one or more runs"),
+    "simulate": ("spo_helpers.simulate", "agentic long-tail throughput simulation, GRPO vs SPO"),
+    "pipeline": ("spo_helpers.pipeline", "run 01 -> 05 as papermill notebooks into runs/<name>/"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from spo_helpers import __version__
+
+    parser = argparse.ArgumentParser(prog="spo", description="SPO reproduction kit")
+    parser.add_argument("--version", action="version", version=f"spo-helpers {__version__}")
+    sub = parser.add_subparsers(dest="stage", metavar="STAGE")
+    for name, (_, summary) in STAGES.items():
+        sub.add_parser(name, help=summary, add_help=False)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="spo", description=__doc__)
-    parser.add_argument("--version", action="store_true")
-    args = parser.parse_args(argv)
-    if args.version:
-        from spo_helpers import __version__
-
-        print(__version__)
-    return 0
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if not argv or argv[0].startswith("-") or argv[0] not in STAGES:
+        parser.parse_args(argv or ["--help"])
+        return 2
+    name, rest = argv[0], argv[1:]
+    module_name, summary = STAGES[name]
+    module = importlib.import_module(module_name)
+    stage_parser = argparse.ArgumentParser(
+        prog=f"spo {name}", description=module.__doc__ or summary, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    module.add_arguments(stage_parser)
+    args = stage_parser.parse_args(rest)
+    try:
+        return int(module.run(args) or 0)
+    except (UserError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as err:
+        print(f"spo {name}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

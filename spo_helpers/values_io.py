@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 
 from spo_helpers.atomic import atomic_write_json
+from spo_helpers.errors import UserError
 
 
-class OfflineValuesError(ValueError):
+class OfflineValuesError(UserError, ValueError):
     """An offline-values file or mapping that cannot be used as is."""
 
 

@@ -1,0 +1,250 @@
+"""Loading training data and checking that it has what the pipeline needs.
+
+A source is a local parquet file, a JSONL file, a JSON file (a list of row
+objects, or an object of equal-length column lists), a directory of parquet
+files, or otherwise a Hugging Face dataset id (needs the network or a warm cache).
+Everything is read into one Arrow table, so nested columns (the chat ``prompt``,
+``reward_model``, ``extra_info``) keep their types when written back to parquet.
+
+Two prompt layouts are valid: the kit's chat list ``[{"role": "user", "content": ...}]``
+and the official DAPO data's plain string, which the official dataset class wraps
+into a chat list after appending ``ANSWER_FORMAT_SUFFIX``. Prompt keys are computed
+as the key the training run will see, so both layouts match their offline values.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from spo_helpers.errors import UserError
+from spo_helpers.values_io import OfflineValuesError, row_key
+
+ANSWER_FORMAT_SUFFIX = "\nThe answer format must be: \\boxed{'The final answer goes here.'}"
+"""Appended to a string prompt by the official recipe's dataset class (``CustomRLHFDataset.map_fn2``)."""
+
+PARQUET_SUFFIXES = (".parquet",)
+JSONL_SUFFIXES = (".jsonl", ".ndjson")
+JSON_SUFFIXES = (".json",)
+SCHEMA_COLUMNS = ("prompt", "reward_model", "extra_info")
+SCHEMA_HELP = (
+    'each row needs \'prompt\' (a non-empty string or a chat list [{"role": "user", "content": ...}]) '
+    "and 'reward_model' with a 'ground_truth'"
+)
+
+
+def _natural_key(path: Path) -> list[Any]:
+    """Sort ``subset_10`` after ``subset_9``."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
+
+
+def _looks_like_path(source: str) -> bool:
+    lowered = source.lower()
+    return (
+        source.startswith((".", "/", "~"))
+        or lowered.endswith(PARQUET_SUFFIXES + JSONL_SUFFIXES + JSON_SUFFIXES)
+        or source.count("/") > 1
+    )
+
+
+def _table_from_rows(rows: list[Any], path: Path) -> pa.Table:
+    """Build a table from row objects; columns are the union of the rows' keys, in first-seen order."""
+    columns: dict[str, None] = {}
+    for row in rows:
+        columns.update(dict.fromkeys(row))
+    try:
+        return pa.table({name: [row.get(name) for row in rows] for name in columns})
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
+        raise UserError(
+            f"{path}: the rows do not share one schema ({err}); give each field the same type in every row "
+            "(for example all prompts strings, or all chat lists)"
+        ) from None
+
+
+def _read_jsonl(path: Path) -> pa.Table:
+    rows = []
+    with path.open(encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise UserError(f"{path}:{lineno}: not valid JSON ({err.msg}); fix or remove the line") from None
+            if not isinstance(row, dict):
+                raise UserError(f"{path}:{lineno}: expected a JSON object per line, got {type(row).__name__}")
+            rows.append(row)
+    return _table_from_rows(rows, path)
+
+
+def _read_json(path: Path) -> pa.Table:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}:{err.lineno}:{err.colno}: not valid JSON ({err.msg})") from None
+    if isinstance(data, dict) and all(isinstance(v, list) for v in data.values()):
+        lengths = {len(v) for v in data.values()}
+        if len(lengths) > 1:
+            raise UserError(f"{path}: column lists have different lengths {sorted(lengths)}; make them equal")
+        data = [dict(zip(data, values, strict=True)) for values in zip(*data.values(), strict=True)]
+    if not isinstance(data, list):
+        raise UserError(f"{path}: expected a list of row objects or an object of column lists")
+    bad = next((i for i, row in enumerate(data) if not isinstance(row, dict)), None)
+    if bad is not None:
+        raise UserError(f"{path}: row {bad} is a {type(data[bad]).__name__}, expected a JSON object")
+    return _table_from_rows(data, path)
+
+
+def _read_parquet(path: Path) -> pa.Table:
+    try:
+        return pq.read_table(path)
+    except (pa.ArrowException, OSError) as err:
+        raise UserError(f"{path}: cannot read as parquet ({err}); re-export the file or check it is parquet") from None
+
+
+def _read_parquet_dir(path: Path) -> pa.Table:
+    files = sorted((p for p in path.iterdir() if p.is_file() and p.suffix == ".parquet"), key=_natural_key)
+    if not files:
+        raise UserError(f"{path}: the directory holds no .parquet files; point --dataset at a file or a parquet folder")
+    tables = [_read_parquet(p) for p in files]
+    try:
+        return pa.concat_tables(tables, promote_options="default")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
+        raise UserError(f"{path}: its parquet files have incompatible schemas ({err})") from None
+
+
+def _read_local(path: Path) -> pa.Table:
+    if path.is_dir():
+        return _read_parquet_dir(path)
+    if path.stat().st_size == 0:
+        raise UserError(f"{path}: the file is empty; regenerate it")
+    suffix = path.suffix.lower()
+    if suffix in PARQUET_SUFFIXES:
+        return _read_parquet(path)
+    if suffix in JSONL_SUFFIXES:
+        return _read_jsonl(path)
+    if suffix in JSON_SUFFIXES:
+        return _read_json(path)
+    raise UserError(f"{path}: unsupported file type {suffix!r}; use .parquet, .jsonl, .json or a parquet folder")
+
+
+def _read_hub(source: str, config: str | None, split: str) -> pa.Table:
+    try:
+        import datasets
+    except ImportError:
+        raise UserError(
+            f"{source!r} is not a local file or folder, and loading it as a Hugging Face dataset needs the "
+            "'datasets' package (pip install 'spo-helpers[verl]')"
+        ) from None
+    try:
+        dataset = datasets.load_dataset(source, config, split=split)
+    except Exception as err:  # network, unknown id, unknown config: all are user-fixable
+        raise UserError(
+            f"{source!r} was not found locally and could not be loaded as a Hugging Face dataset "
+            f"(config={config!r}, split={split!r}): {type(err).__name__}: {err}; pass a local parquet/JSONL/JSON "
+            "path or check the id and your network"
+        ) from None
+    return dataset.with_format("arrow")[:]
+
+
+def load_dataset_table(source: str | os.PathLike, *, config: str | None = None, split: str = "train") -> pa.Table:
+    """Load ``source`` as one Arrow table (``config`` and ``split`` apply to Hugging Face ids only).
+
+    Raises ``UserError`` for a missing path, an empty file, zero rows, a malformed line or an unreadable file.
+    """
+    text = os.fspath(source)
+    path = Path(text).expanduser()
+    if path.exists():
+        table = _read_local(path)
+    elif _looks_like_path(text):
+        raise UserError(f"{text}: no such file or directory; check the path")
+    else:
+        table = _read_hub(text, config, split)
+    if table.num_rows == 0:
+        raise UserError(f"{text}: the dataset has no rows; check the file or split")
+    return table
+
+
+def load_dataset_rows(source: str | os.PathLike, *, config: str | None = None, split: str = "train") -> pd.DataFrame:
+    """Load ``source`` as a DataFrame; see ``load_dataset_table``."""
+    return load_dataset_table(source, config=config, split=split).to_pandas()
+
+
+def schema_frame(table: pa.Table) -> pd.DataFrame:
+    """The columns the schema check and prompt keys need, as a DataFrame (cheaper than the whole table)."""
+    return table.select([c for c in SCHEMA_COLUMNS if c in table.column_names]).to_pandas()
+
+
+def _is_messages(value: Any) -> bool:
+    return isinstance(value, list | tuple | np.ndarray)
+
+
+def valid_prompt(value: Any) -> bool:
+    """A non-empty string, or a non-empty chat list of ``{"content": str}`` messages with some text."""
+    if isinstance(value, str):
+        return bool(value.strip())
+    if not _is_messages(value) or len(value) == 0:
+        return False
+    if not all(isinstance(m, Mapping) and isinstance(m.get("content"), str) for m in value):
+        return False
+    return any(m["content"].strip() for m in value)
+
+
+def valid_reward_model(value: Any) -> bool:
+    return isinstance(value, Mapping) and value.get("ground_truth") is not None
+
+
+def check_schema(df: pd.DataFrame, source: str) -> None:
+    """Raise ``UserError`` naming how many rows lack each required field and the first bad row."""
+    problems = []
+    for column, check in (("prompt", valid_prompt), ("reward_model", valid_reward_model)):
+        if column not in df.columns:
+            problems.append(f"column {column!r} is missing (columns: {', '.join(map(str, df.columns))})")
+            continue
+        bad = np.flatnonzero([not check(v) for v in df[column]])
+        if bad.size:
+            what = "a usable 'prompt'" if column == "prompt" else "'reward_model.ground_truth'"
+            problems.append(f"{bad.size} of {len(df)} rows lack {what} (first bad row: {int(bad[0])})")
+    if problems:
+        raise UserError(f"{source}: " + "; ".join(problems) + f"; {SCHEMA_HELP}")
+
+
+def string_prompt_key(prompt: str) -> str:
+    """Key of a string prompt as the official run sees it: ``(prompt + ANSWER_FORMAT_SUFFIX).strip()``."""
+    return (prompt + ANSWER_FORMAT_SUFFIX).strip()
+
+
+def dataset_prompt_keys(df: pd.DataFrame, source: str = "dataset") -> list[str]:
+    """Prompt key of every row: ``extra_info.prompt_key`` if present, else the user message (see module doc)."""
+    if "prompt" not in df.columns and "extra_info" not in df.columns:
+        raise UserError(f"{source}: neither a 'prompt' nor an 'extra_info' column; {SCHEMA_HELP}")
+    n = len(df)
+    prompts = df["prompt"].tolist() if "prompt" in df.columns else [None] * n
+    extras = df["extra_info"].tolist() if "extra_info" in df.columns else [None] * n
+    keys = []
+    for index, (prompt, extra) in enumerate(zip(prompts, extras, strict=True)):
+        explicit = isinstance(extra, Mapping) and isinstance(extra.get("prompt_key"), str)
+        if not explicit and isinstance(prompt, str):
+            keys.append(string_prompt_key(prompt))
+            continue
+        row = {"extra_info": extra} if prompt is None else {"extra_info": extra, "prompt": prompt}
+        try:
+            keys.append(row_key(row))
+        except OfflineValuesError as err:
+            raise UserError(f"{source}: row {index}: {err}") from None
+    return keys
+
+
+def duplicate_keys(keys: Iterable[str]) -> dict[str, int]:
+    """Keys that occur more than once, with their counts (their offline scores get pooled)."""
+    return {key: count for key, count in Counter(keys).items() if count > 1}

@@ -1,0 +1,207 @@
+"""Stage 01: split a training set into subsets for offline value estimation.
+
+Writes ``subset_{i}.parquet`` (contiguous shards, as ``datasets.Dataset.shard(n, i,
+contiguous=True)``: the first ``rows % n`` shards get one extra row) and
+``split_manifest.json`` (source, sizes, sha256 checksums). ``--shuffle`` applies a
+seeded permutation first; the official script never shuffles. Every file is
+written atomically, and all input checks run before the first write.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import os
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from spo_helpers.atomic import atomic_open, atomic_write_json
+from spo_helpers.data import check_schema, dataset_prompt_keys, duplicate_keys, load_dataset_table, schema_frame
+from spo_helpers.errors import UserError
+
+DEFAULT_DATASET = "open-r1/DAPO-Math-17k-Processed"
+DEFAULT_DATASET_CONFIG = "en"  # the official script hard-codes config "en" for this dataset
+DEFAULT_NUM_SUBSETS = 5
+MANIFEST_NAME = "split_manifest.json"
+MANIFEST_VERSION = 1
+
+
+def subset_name(index: int) -> str:
+    return f"subset_{index}.parquet"
+
+
+def shard_bounds(num_rows: int, num_shards: int) -> list[tuple[int, int]]:
+    """``[start, end)`` of each contiguous shard, as ``datasets.Dataset.shard(..., contiguous=True)``."""
+    if num_shards < 1:
+        raise ValueError(f"num_shards must be at least 1, got {num_shards}")
+    div, mod = divmod(num_rows, num_shards)
+    bounds = []
+    for index in range(num_shards):
+        start = div * index + min(index, mod)
+        bounds.append((start, start + div + (1 if index < mod else 0)))
+    return bounds
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    return buffer.getvalue()
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class SplitResult:
+    """What ``split_dataset`` wrote."""
+
+    source: str
+    output_dir: Path
+    paths: list[Path]
+    sizes: list[int]
+    checksums: list[str]
+    manifest_path: Path
+    rows: int
+    shuffle: bool
+    seed: int
+    duplicate_prompts: int = 0
+    stale_files: list[Path] = field(default_factory=list)
+
+
+def _check_num_subsets(num_subsets: object) -> int:
+    if isinstance(num_subsets, bool) or not isinstance(num_subsets, int | np.integer) or num_subsets < 1:
+        raise UserError(f"--num_subsets must be a positive integer, got {num_subsets!r}")
+    return int(num_subsets)
+
+
+def split_dataset(
+    source: str | os.PathLike = DEFAULT_DATASET,
+    output_dir: str | os.PathLike = "subsets",
+    num_subsets: int = DEFAULT_NUM_SUBSETS,
+    *,
+    config: str | None = None,
+    split: str = "train",
+    shuffle: bool = False,
+    seed: int = 0,
+) -> SplitResult:
+    """Split ``source`` into ``num_subsets`` contiguous parquet subsets under ``output_dir``."""
+    num_subsets = _check_num_subsets(num_subsets)
+    source = os.fspath(source)
+    if config is None and source == DEFAULT_DATASET:
+        config = DEFAULT_DATASET_CONFIG
+    table = load_dataset_table(source, config=config, split=split)
+    frame = schema_frame(table)
+    check_schema(frame, source)
+    duplicates = duplicate_keys(dataset_prompt_keys(frame, source))
+    rows = table.num_rows
+    if num_subsets > rows:
+        raise UserError(f"{source}: cannot split {rows} rows into {num_subsets} subsets; use --num_subsets <= {rows}")
+    if shuffle:
+        table = table.take(pa.array(np.random.default_rng(seed).permutation(rows)))
+    out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: --output_dir exists and is not a directory")
+    bounds = shard_bounds(rows, num_subsets)
+    blobs = [parquet_bytes(table.slice(start, end - start)) for start, end in bounds]  # all work before any write
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths, checksums = [], []
+    for index, blob in enumerate(blobs):
+        path = out / subset_name(index)
+        with atomic_open(path, "wb") as handle:
+            handle.write(blob)
+        paths.append(path)
+        checksums.append(hashlib.sha256(blob).hexdigest())
+    written = {p.name for p in paths}
+    stale = sorted(p for p in out.glob("subset_*.parquet") if p.name not in written)
+
+    manifest = {
+        "version": MANIFEST_VERSION,
+        "source": source,
+        "source_path": str(Path(source).expanduser().resolve()) if Path(source).expanduser().exists() else None,
+        "config": config,
+        "split": split,
+        "rows": rows,
+        "columns": table.column_names,
+        "num_subsets": num_subsets,
+        "contiguous": True,
+        "shuffle": bool(shuffle),
+        "seed": int(seed),
+        "duplicate_prompts": len(duplicates),
+        "subsets": [
+            {"file": p.name, "rows": end - start, "start": start, "end": end, "sha256": digest}
+            for p, (start, end), digest in zip(paths, bounds, checksums, strict=True)
+        ],
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    manifest_path = atomic_write_json(out / MANIFEST_NAME, manifest, indent=2)
+    return SplitResult(
+        source=source,
+        output_dir=out,
+        paths=paths,
+        sizes=[end - start for start, end in bounds],
+        checksums=checksums,
+        manifest_path=manifest_path,
+        rows=rows,
+        shuffle=bool(shuffle),
+        seed=int(seed),
+        duplicate_prompts=len(duplicates),
+        stale_files=stale,
+    )
+
+
+def print_split_summary(result: SplitResult, file: IO[str] | None = None) -> None:
+    """One screen: source, order, each subset's size and file, warnings."""
+    file = file or sys.stdout
+    order = f"shuffled (seed {result.seed})" if result.shuffle else "original order"
+    print(f"split {result.source}: {result.rows} rows -> {len(result.paths)} subsets, {order}", file=file)
+    for path, size, digest in zip(result.paths, result.sizes, result.checksums, strict=True):
+        print(f"  {path}  {size:>7} rows  sha256 {digest[:12]}", file=file)
+    print(f"  manifest: {result.manifest_path}", file=file)
+    if result.duplicate_prompts:
+        print(
+            f"  note: {result.duplicate_prompts} prompt keys occur more than once; their scores will be pooled",
+            file=file,
+        )
+    if result.stale_files:
+        names = ", ".join(p.name for p in result.stale_files)
+        print(f"  warning: older subset files not part of this split remain in the folder: {names}", file=file)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", default=DEFAULT_DATASET, help="parquet/JSONL/JSON file, parquet folder or HF id")
+    parser.add_argument("--output_dir", required=True, help="folder for subset_{i}.parquet and the manifest")
+    parser.add_argument("--num_subsets", type=int, default=DEFAULT_NUM_SUBSETS, help="number of subsets (default 5)")
+    parser.add_argument(
+        "--config", default=None, help=f"HF dataset config (default: {DEFAULT_DATASET_CONFIG!r} for {DEFAULT_DATASET})"
+    )
+    parser.add_argument("--split", default="train", help="HF dataset split (default: train)")
+    parser.add_argument("--shuffle", action="store_true", help="apply a seeded permutation before splitting")
+    parser.add_argument("--seed", type=int, default=0, help="seed of --shuffle (default 0)")
+
+
+def run(args: argparse.Namespace) -> int:
+    result = split_dataset(
+        args.dataset,
+        args.output_dir,
+        args.num_subsets,
+        config=args.config,
+        split=args.split,
+        shuffle=args.shuffle,
+        seed=args.seed,
+    )
+    print_split_summary(result)
+    return 0

@@ -1,0 +1,67 @@
+"""verl's ``RLHFDataset`` for the kit's data sources.
+
+Reads, like the official recipe's dataset class:
+- parquet files in the DAPO schema, with ``prompt`` either a chat list (the kit's
+  bundled task) or a plain string (``open-r1/DAPO-Math-17k-Processed``), which is
+  wrapped into a user message with the official answer-format suffix appended;
+- the AIME validation sets by their hub ids (``Maxwell-Jia/AIME_2024``,
+  ``yentinglin/aime_2025``, ...: ``Problem``/``problem`` and ``Answer``/``answer``).
+
+Every row gets ``extra_info.prompt_key`` (the official key: the user message,
+stripped), which the kit's reward function returns, so validation dumps carry an
+explicit key.
+"""
+
+from __future__ import annotations
+
+import datasets
+from verl.utils.dataset import RLHFDataset
+
+from spo_helpers.data import ANSWER_FORMAT_SUFFIX
+
+HUB_SPLITS = {"ByteDance-Seed/BeyondAIME": "test"}
+
+
+def _to_chat_row(row: dict, data_source: str | None = None) -> dict:
+    """One row in the DAPO schema with ``extra_info.prompt_key`` set."""
+    prompt = row.get("prompt")
+    if isinstance(prompt, str):
+        messages = [{"role": "user", "content": prompt + ANSWER_FORMAT_SUFFIX}]
+    elif prompt is None:  # competition sets: Problem/problem and Answer/answer columns
+        problem = row.get("Problem", row.get("problem"))
+        answer = row.get("Answer", row.get("answer"))
+        messages = [{"role": "user", "content": f"{problem}{ANSWER_FORMAT_SUFFIX}"}]
+        row = {
+            "data_source": (data_source or "unknown").split("/")[-1].lower(),
+            "ability": "MATH",
+            "reward_model": {"ground_truth": str(answer), "style": "rule"},
+            "extra_info": {},
+        }
+    else:
+        messages = [dict(m) for m in prompt]
+    user = next((m for m in messages if m.get("role") == "user"), messages[0])
+    extra = dict(row.get("extra_info") or {})
+    extra.setdefault("prompt_key", str(user["content"]).strip())
+    out = dict(row)
+    out["prompt"] = messages
+    out["extra_info"] = extra
+    out.setdefault("data_source", data_source or "unknown")
+    return out
+
+
+class KitRLHFDataset(RLHFDataset):
+    """``RLHFDataset`` that normalises rows to chat prompts with explicit prompt keys."""
+
+    def _read_files_and_tokenize(self):
+        frames = []
+        for source in self.data_files:
+            if str(source).endswith(".parquet"):
+                frame = datasets.load_dataset("parquet", data_files=source)["train"]
+                data_source = None
+            else:
+                frame = datasets.load_dataset(source, split=HUB_SPLITS.get(source, "train"))
+                data_source = source
+            frame = frame.map(_to_chat_row, fn_kwargs={"data_source": data_source}, remove_columns=frame.column_names)
+            frames.append(frame)
+        self.dataframe = datasets.concatenate_datasets(frames)
+        self.dataframe = self.maybe_filter_out_long_prompts(self.dataframe)

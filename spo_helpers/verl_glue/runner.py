@@ -1,0 +1,132 @@
+"""Build and run a kit trainer from a composed config, on either backend.
+
+The steps are verl's ``TaskRunner.run`` steps (tokenizer, reward managers,
+datasets, sampler, worker mapping, config validation), done with verl's own
+functions, but constructing the kit's ``GRPOTrainer`` / ``SPOTrainer``:
+
+- ``cpu``: everything in this process, no Ray;
+- ``ray``: inside a Ray actor, like verl (``run_ppo`` with the kit's task runner),
+  so the driver loop runs where verl expects it and the workers are verl's FSDP +
+  vLLM actors on the GPU nodes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from spo_helpers.atomic import atomic_write_text
+
+
+def _role_mapping(config: DictConfig):
+    """Worker classes per role and the resource pool manager (verl's names)."""
+    from verl.trainer.ppo.ray_trainer import ResourcePoolManager
+    from verl.trainer.ppo.utils import Role
+
+    if config.kit.backend == "cpu":
+        from spo_helpers.verl_glue.cpu_backend import CPUActorRolloutWorkerGroup
+
+        mapping = {Role.ActorRollout: CPUActorRolloutWorkerGroup}
+        if config.actor_rollout_ref.actor.use_kl_loss:
+            mapping[Role.RefPolicy] = CPUActorRolloutWorkerGroup
+        manager = ResourcePoolManager(
+            resource_pool_spec={"global_pool": [1]}, mapping={Role.ActorRollout: "global_pool"}
+        )
+        return mapping, manager, None
+
+    from verl.trainer.main_ppo import TaskRunner
+
+    runner = TaskRunner()
+    _, worker_group_cls = runner.add_actor_rollout_worker(config)
+    runner.add_critic_worker(config)
+    runner.add_reward_model_worker(config)
+    actor_cls = runner.role_worker_mapping[Role.ActorRollout]
+    runner.add_ref_policy_worker(
+        config, actor_cls.__ray_actor_class__ if hasattr(actor_cls, "__ray_actor_class__") else actor_cls
+    )
+    return runner.role_worker_mapping, runner.init_resource_pool_mgr(config), worker_group_cls
+
+
+def build_trainer(config: DictConfig):
+    """The kit trainer for ``config.kit.method``, with workers initialised."""
+    from verl.trainer.main_ppo import create_rl_dataset, create_rl_sampler
+    from verl.trainer.ppo.reward import load_reward_manager
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.utils import hf_processor, hf_tokenizer
+    from verl.utils.config import validate_config
+    from verl.utils.dataset.rl_dataset import collate_fn
+    from verl.utils.fs import copy_to_local
+
+    from spo_helpers.verl_glue.trainer import GRPOTrainer, SPOTrainer
+
+    mapping, pool_manager, worker_group_cls = _role_mapping(config)
+    validate_config(config=config, use_reference_policy=need_reference_policy(mapping), use_critic=need_critic(config))
+    local_path = copy_to_local(config.actor_rollout_ref.model.path)
+    trust = config.data.get("trust_remote_code", False)
+    tokenizer = hf_tokenizer(local_path, trust_remote_code=trust)
+    processor = hf_processor(local_path, trust_remote_code=trust, use_fast=True)
+    reward_kwargs = config.reward_model.get("reward_kwargs", {})
+    reward_fn = load_reward_manager(config, tokenizer, num_examine=0, **reward_kwargs)
+    val_reward_fn = load_reward_manager(config, tokenizer, num_examine=0, **reward_kwargs)
+    train_dataset = create_rl_dataset(config.data.train_files, config.data, tokenizer, processor, is_train=True)
+    val_dataset = create_rl_dataset(config.data.val_files, config.data, tokenizer, processor, is_train=False)
+    trainer_cls = SPOTrainer if config.kit.method == "SPO" else GRPOTrainer
+    kwargs = {"ray_worker_group_cls": worker_group_cls} if worker_group_cls is not None else {}
+    trainer = trainer_cls(
+        config=config,
+        tokenizer=tokenizer,
+        processor=processor,
+        role_worker_mapping=mapping,
+        resource_pool_manager=pool_manager,
+        reward_fn=reward_fn,
+        val_reward_fn=val_reward_fn,
+        train_dataset=train_dataset,
+        val_dataset=val_dataset,
+        collate_fn=collate_fn,
+        train_sampler=create_rl_sampler(config.data, train_dataset),
+        device_name="cpu" if config.kit.backend == "cpu" else None,
+        **kwargs,
+    )
+    trainer.init_workers()
+    return trainer
+
+
+def write_run_config(config: DictConfig, extra: dict | None = None) -> Path:
+    """``$run_dir/config.yaml``: the resolved config, seeds and package versions."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for package in ("spo-helpers", "verl", "torch", "transformers", "vllm", "ray"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            continue
+    record = OmegaConf.create(
+        {"config": OmegaConf.to_container(config, resolve=True), "versions": versions, **(extra or {})}
+    )
+    path = Path(config.kit.run_dir) / "config.yaml"
+    atomic_write_text(path, OmegaConf.to_yaml(record))
+    return path
+
+
+class KitTaskRunner:
+    """What verl's ``TaskRunner`` does in its Ray actor, with the kit's trainers."""
+
+    def run(self, config: DictConfig) -> None:
+        OmegaConf.resolve(config)
+        build_trainer(config).fit()
+
+
+def run_training(config: DictConfig) -> None:
+    """Run ``config`` to completion on its backend (``kit.backend``)."""
+    os.environ["TENSORBOARD_DIR"] = str(Path(config.kit.run_dir) / "tensorboard")
+    if config.kit.backend == "cpu":
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        build_trainer(config).fit()
+        return
+    import ray
+    from verl.trainer.main_ppo import run_ppo
+
+    run_ppo(config, task_runner_class=ray.remote(num_cpus=1)(KitTaskRunner))

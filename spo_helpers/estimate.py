@@ -69,6 +69,37 @@ def summarise_dump(path: Path) -> dict[str, float]:
     }
 
 
+def success_rate_frame(output_dir: str | Path, exp_name: str = DEFAULT_EXP_NAME):
+    """Per prompt of every estimated subset: subset, prompt key, samples and success rate (score > 0)."""
+    import pandas as pd
+
+    rows = []
+    pattern = f"{exp_name}_subset_*"
+    runs = sorted((Path(output_dir) / "spo").glob(pattern)) or [Path(output_dir) / "spo" / exp_name]
+    for run_dir in runs:
+        dump = run_dir / "validation_data" / "0.jsonl"
+        if not dump.is_file():
+            continue
+        match = re.search(r"subset_(\d+)$", run_dir.name)
+        per_prompt: dict[str, list[float]] = {}
+        for line in dump.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                record = json.loads(line)
+                per_prompt.setdefault(record.get("prompt_key") or record.get("input", ""), []).append(record["score"])
+        for key, scores in per_prompt.items():
+            rows.append(
+                {
+                    "subset": int(match.group(1)) if match else 0,
+                    "prompt_key": key,
+                    "samples": len(scores),
+                    "success_rate": float(np.mean(np.asarray(scores, dtype=float) > 0)),
+                }
+            )
+    if not rows:
+        raise UserError(f"no estimation dumps under {Path(output_dir) / 'spo'} ({pattern}/validation_data/0.jsonl)")
+    return pd.DataFrame(rows)
+
+
 def subset_files(data_dir: str | Path) -> list[Path]:
     files = sorted(Path(data_dir).glob("subset_*.parquet"), key=lambda p: int(re.sub(r"\D", "", p.stem) or 0))
     if not files:
@@ -146,44 +177,72 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser)
 
 
-def run(args: argparse.Namespace) -> int:
+def estimate_all(
+    data: str | Path | list,
+    *,
+    output_dir: str | Path = "runs",
+    exp_name: str = DEFAULT_EXP_NAME,
+    model_path: str | None = None,
+    n_val: int = 8,
+    backend: str = "cpu",
+    preset: str = "cpu",
+    assets: str | None = None,
+    progress: bool = True,
+    **kwargs,
+) -> list[EstimateSummary]:
+    """Estimate one subset file, or every ``subset_*.parquet`` of a folder (``EXP_NAME_subset_<i>``).
+
+    Returns the per-subset summaries; ``dry_run=True`` (in ``kwargs``) prints configs instead.
+    """
     from tqdm import tqdm
 
-    backend, preset = resolve_backend(args)
-    if args.data_dir:
-        files = subset_files(args.data_dir)
-    else:
-        files = [require_file(args.data_file, "DATA_FILE", "pass --data_file or --data_dir")]
-    model_path = args.model_path
+    folder = Path(data) if not isinstance(data, list) and Path(data).is_dir() else None
+    files = subset_files(folder) if folder else [Path(f) for f in (data if isinstance(data, list) else [data])]
+    for path in files:
+        require_file(str(path), "DATA_FILE", "run `spo split` first or pass an existing parquet file")
     if not model_path:
         if backend != "cpu":
             raise UserError("MODEL_PATH is not set: pass --model_path (a Hugging Face id or local folder)")
-        model_path = str(world_for(args).model_dir)
-    output_dir = args.output_dir or "runs"
-    base = args.exp_name or DEFAULT_EXP_NAME
-    n_val = args.n_val or 8
+        model_path = str(world_for(argparse.Namespace(assets=assets, seed=0)).model_dir)
     summaries = []
-    for data_file in tqdm(files, desc="subsets", unit="subset", disable=len(files) == 1):
-        match = re.search(r"subset_(\d+)", Path(data_file).stem)
-        exp_name = f"{base}_subset_{match.group(1)}" if args.data_dir and match else base
+    for data_file in tqdm(files, desc="subsets", unit="subset", disable=not progress or len(files) == 1):
+        match = re.search(r"subset_(\d+)", data_file.stem)
+        name = f"{exp_name}_subset_{match.group(1)}" if len(files) > 1 and match else exp_name
         result = estimate_subset(
             data_file,
             output_dir=output_dir,
-            exp_name=exp_name,
+            exp_name=name,
             model_path=model_path,
             n_val=n_val,
-            response_length=args.response_length,
             backend=backend,
             preset=preset,
-            seed=args.seed,
-            debug=args.debug,
-            overrides=args.overrides,
-            force=args.force,
-            dry_run=args.dry_run,
+            **kwargs,
         )
         if isinstance(result, str):
             print(result)
         else:
             summaries.append(result)
+    return summaries
+
+
+def run(args: argparse.Namespace) -> int:
+    backend, preset = resolve_backend(args)
+    data = args.data_dir or require_file(args.data_file, "DATA_FILE", "pass --data_file or --data_dir")
+    summaries = estimate_all(
+        data,
+        output_dir=args.output_dir or "runs",
+        exp_name=args.exp_name or DEFAULT_EXP_NAME,
+        model_path=args.model_path,
+        n_val=args.n_val or 8,
+        backend=backend,
+        preset=preset,
+        assets=args.assets,
+        response_length=args.response_length,
+        seed=args.seed,
+        debug=args.debug,
+        overrides=args.overrides,
+        force=args.force,
+        dry_run=args.dry_run,
+    )
     print_summaries(summaries)
     return 0

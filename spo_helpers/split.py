@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -205,3 +206,28 @@ def run(args: argparse.Namespace) -> int:
     )
     print_split_summary(result)
     return 0
+
+
+def subset_frame(output_dir: str | os.PathLike) -> pd.DataFrame:
+    """One row per prompt of every ``subset_*.parquet``: subset, prompt key, length in characters, difficulty."""
+    from spo_helpers.data import load_dataset_rows
+
+    frames = []
+    for path in sorted(Path(output_dir).glob("subset_*.parquet"), key=lambda p: int(p.stem.split("_")[-1])):
+        rows = load_dataset_rows(str(path))
+        keys = dataset_prompt_keys(rows, str(path))
+        extra = rows["extra_info"] if "extra_info" in rows else pd.Series([None] * len(rows))
+        difficulty = [e.get("difficulty") if isinstance(e, dict) else None for e in extra]
+        frames.append(
+            pd.DataFrame(
+                {
+                    "subset": int(path.stem.split("_")[-1]),
+                    "prompt_key": keys,
+                    "prompt_chars": [len(k) for k in keys],
+                    "difficulty": pd.array(difficulty, dtype="Int64"),
+                }
+            )
+        )
+    if not frames:
+        raise UserError(f"no subset_*.parquet files in {output_dir}")
+    return pd.concat(frames, ignore_index=True)

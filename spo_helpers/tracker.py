@@ -209,6 +209,10 @@ class ValueTracker:
         """Tracked prompts that started at the prior because they had no offline scores."""
         return int((~self._has_offline).sum())
 
+    def has_offline_values(self) -> np.ndarray:
+        """Per row: whether the prompt started from offline scores (else from the prior)."""
+        return self._has_offline.copy()
+
     @property
     def keys_without_offline_values(self) -> list[str]:
         return [self._keys[i] for i in np.flatnonzero(~self._has_offline)]

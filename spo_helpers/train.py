@@ -132,8 +132,13 @@ def train(
     overrides: list[str] | None = None,
     dry_run: bool = False,
     assets: str | None = None,
+    fresh: bool = False,
 ) -> TrainSummary | str:
-    """Train with ``method`` (GRPO or SPO); the Python face of ``spo train``."""
+    """Train with ``method`` (GRPO or SPO); the Python face of ``spo train``.
+
+    An existing run folder is resumed from its newest complete checkpoint, unless
+    ``fresh`` (then it is deleted first).
+    """
     from spo_helpers.verl_glue.config import RunSpec, build_config, command_line
     from spo_helpers.verl_glue.runner import run_training, write_run_config
 
@@ -177,6 +182,10 @@ def train(
 
         return OmegaConf.to_yaml(config) + "\n# command\n" + command_line(spec) + "\n"
     check_offline_values(offline_values, train_files, method)
+    if fresh and spec.run_dir.exists():
+        import shutil
+
+        shutil.rmtree(spec.run_dir)
     write_run_config(config, {"stage": "train"})
     start = time.perf_counter()
     run_training(config)
@@ -191,6 +200,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--offline_values", default=os.environ.get("OFFLINE_VALUES") or None, help="SPO: values JSON")
     parser.add_argument("--n_train", type=int, default=env_int("N_TRAIN"), help="N_TRAIN: responses per prompt")
     parser.add_argument("--total_steps", type=int, default=None, help="trainer.total_training_steps")
+    parser.add_argument("--fresh", action="store_true", help="delete an existing run folder instead of resuming it")
     parser.add_argument(
         "--val_before_train", type=parse_bool, default=env_bool("VAL_BEFORE_TRAIN"), help="VAL_BEFORE_TRAIN"
     )
@@ -220,6 +230,7 @@ def run(args: argparse.Namespace) -> int:
         overrides=args.overrides,
         dry_run=args.dry_run,
         assets=args.assets,
+        fresh=args.fresh,
     )
     if isinstance(result, str):
         print(result)

@@ -20,6 +20,7 @@ Both share ``KitTrainerMixin``:
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import time
@@ -56,8 +57,6 @@ LATEST_FILE = "latest_checkpointed_iteration.txt"
 
 
 def _torch_bytes(obj: Any) -> bytes:
-    import io
-
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     return buffer.getvalue()
@@ -92,6 +91,52 @@ class KitTrainerMixin:
         self.counters = {"samples_total": 0, "response_tokens_total": 0}
         self.train_keys, self.key_rows = self._train_prompt_keys()
         self.tracker = self._build_tracker()
+        self._write_prompt_table()
+
+    def _write_prompt_table(self) -> None:
+        """``prompts.parquet``: per tracker row its key, dataset row, difficulty (if known) and prior."""
+        import pandas as pd
+
+        frame = self.train_dataset.dataframe
+        difficulty = []
+        for index in self.key_rows:
+            info = frame[int(index)].get("extra_info") or {}
+            difficulty.append(info.get("difficulty") if isinstance(info, dict) else None)
+        table = pd.DataFrame(
+            {
+                "row": np.arange(len(self.train_keys)),
+                "prompt_key": self.train_keys,
+                "dataset_index": self.key_rows,
+                "difficulty": pd.array(difficulty, dtype="Int64"),
+                "p_hat0": self.tracker.p_hat(),
+                "n_eff0": self.tracker.n_eff(),
+                "has_offline_values": self.tracker.has_offline_values(),
+            }
+        )
+        buffer = io.BytesIO()
+        table.to_parquet(buffer, index=False)
+        atomic_write_bytes(self.run_dir / "prompts.parquet", buffer.getvalue())
+
+    def _validate(self):
+        """verl's validation, then a snapshot of the tracker (``tracker/<step>.npz``) for the analysis."""
+        if self.config.kit.get("vectorised_val_metrics", True):
+            import verl.trainer.ppo.ray_trainer as ray_trainer
+
+            from spo_helpers.verl_glue.val_metrics import process_validation_metrics
+
+            original = ray_trainer.process_validation_metrics
+            ray_trainer.process_validation_metrics = process_validation_metrics
+            try:
+                metrics = super()._validate()
+            finally:
+                ray_trainer.process_validation_metrics = original
+        else:
+            metrics = super()._validate()
+        snapshot = self.run_dir / "tracker" / f"{self.global_steps}.npz"
+        buffer = io.BytesIO()
+        np.savez(buffer, alpha=self.tracker.alpha(), beta=self.tracker.beta(), visits=self.tracker.visits())
+        atomic_write_bytes(snapshot, buffer.getvalue())
+        return metrics
 
     def _train_prompt_keys(self) -> tuple[list[str], np.ndarray]:
         """Unique prompt keys of the training set and, per key, its first dataset row."""

@@ -1,0 +1,120 @@
+"""The presets compose against verl's shipped Hydra config: every override names a real key."""
+
+import pytest
+
+pytest.importorskip("verl")
+
+from spo_helpers.errors import UserError
+from spo_helpers.verl_glue.config import (
+    AIME_VAL_FILES,
+    RunSpec,
+    all_overrides,
+    build_config,
+    command_line,
+    compose,
+    normalise_override,
+)
+
+
+def spec(**kwargs):
+    base = {"model_path": "/models/m", "train_files": ["/data/subset_0.parquet"], "exp_name": "x"}
+    base.update(kwargs)
+    return RunSpec(**base)
+
+
+@pytest.mark.parametrize("preset", ["official", "paper", "cpu"])
+@pytest.mark.parametrize("method", ["GRPO", "SPO", "EVAL"])
+def test_every_preset_composes(preset, method):
+    config = build_config(spec(method=method, preset=preset, offline_values="/v.json" if method == "SPO" else None))
+    assert config.kit.method == method
+    assert config.algorithm.adv_estimator == "grpo"
+    assert config.actor_rollout_ref.actor.clip_ratio_low == 0.2
+    assert config.actor_rollout_ref.actor.clip_ratio_high == 0.28
+    assert config.actor_rollout_ref.actor.clip_ratio_c == 10.0
+    assert config.actor_rollout_ref.actor.loss_agg_mode == "token-mean"
+    assert not config.actor_rollout_ref.actor.use_kl_loss and not config.algorithm.use_kl_in_reward
+    assert config.custom_reward_function.path.endswith("spo_helpers/reward.py")
+    assert config.data.custom_cls.path.endswith("spo_helpers/verl_glue/dataset.py")
+    assert config.trainer.default_local_dir == "runs/spo/x/checkpoints"
+
+
+def test_official_settings():
+    grpo = build_config(spec(method="GRPO", preset="official"))
+    spo = build_config(spec(method="SPO", preset="official", offline_values="/v.json"))
+    assert (grpo.data.train_batch_size, grpo.actor_rollout_ref.rollout.n) == (128, 8)
+    assert grpo.actor_rollout_ref.actor.ppo_mini_batch_size == 16
+    assert (spo.data.train_batch_size, spo.actor_rollout_ref.rollout.n) == (1024, 1)
+    assert spo.actor_rollout_ref.actor.ppo_mini_batch_size == 128
+    assert spo.data.gen_batch_size == 14000
+    assert spo.trainer.spo.enable and spo.trainer.spo.offline_values == "/v.json"
+    for config in (grpo, spo):
+        assert config.data.max_response_length == 8192 and config.data.max_prompt_length == 2048
+        assert list(config.data.val_files) == list(AIME_VAL_FILES)
+        assert config.actor_rollout_ref.rollout.val_kwargs.n == 16
+        assert config.actor_rollout_ref.rollout.val_kwargs.temperature == 0.6
+        assert config.actor_rollout_ref.rollout.val_kwargs.top_p == 0.95
+        assert config.actor_rollout_ref.rollout.temperature == 1.0
+        assert config.actor_rollout_ref.actor.optim.lr == 1e-6
+        assert (config.trainer.save_freq, config.trainer.test_freq, config.trainer.total_epochs) == (20, 10, 500)
+        assert config.trainer.n_gpus_per_node == 8 and config.trainer.nnodes == 1
+        assert config.actor_rollout_ref.rollout.tensor_model_parallel_size == 4
+        assert config.actor_rollout_ref.actor.ulysses_sequence_parallel_size == 8
+        assert config.actor_rollout_ref.rollout.name == "vllm"
+        assert config.custom_reward_function.reward_kwargs.require_think
+
+
+def test_paper_settings():
+    grpo = build_config(spec(method="GRPO", preset="paper"))
+    spo = build_config(spec(method="SPO", preset="paper", offline_values="/v.json"))
+    assert (grpo.data.train_batch_size, grpo.actor_rollout_ref.rollout.n, grpo.trainer.nnodes) == (256, 8, 2)
+    assert (spo.data.train_batch_size, spo.actor_rollout_ref.rollout.n) == (2048, 1)
+    assert spo.data.max_response_length == 16384
+
+
+def test_estimate_settings_match_eval_sh():
+    config = build_config(spec(method="EVAL", preset="official"))
+    assert config.trainer.val_only and config.trainer.val_before_train
+    assert list(config.data.val_files) == ["/data/subset_0.parquet"]
+    assert config.actor_rollout_ref.rollout.val_kwargs.n == 8
+    assert config.trainer.validation_data_dir == "runs/spo/x/validation_data"
+    assert config.actor_rollout_ref.rollout.agent.default_agent_loop == "single_turn_agent"
+
+
+def test_official_variables_override_presets():
+    config = build_config(spec(method="GRPO", preset="official", response_length=4096, n_train=4, n_val=32))
+    assert config.data.max_response_length == 4096
+    assert config.actor_rollout_ref.rollout.n == 4
+    assert config.actor_rollout_ref.rollout.val_kwargs.n == 32
+
+
+def test_free_overrides_pass_through_and_unknown_keys_fail():
+    config = build_config(spec(overrides=["trainer.save_freq=7", "+data.gen_batch_size=32"]))
+    assert config.trainer.save_freq == 7 and config.data.gen_batch_size == 32
+    with pytest.raises(UserError, match="no_such_key"):
+        compose(all_overrides(spec(overrides=["trainer.no_such_key=1"])))
+
+
+def test_normalise_override():
+    assert normalise_override("+data.gen_batch_size=14000") == "data.gen_batch_size=14000"
+    assert normalise_override("+trainer.x=1") == "+trainer.x=1"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"method": "SPO", "n_train": 8}, "N_TRAIN"),
+        ({"method": "GRPO", "n_train": 1}, "groups of one"),
+        ({"method": "PPO"}, "METHOD"),
+        ({"preset": "huge"}, "preset"),
+        ({"backend": "slurm"}, "backend"),
+    ],
+)
+def test_bad_specs_fail_before_compute(kwargs, match):
+    with pytest.raises(UserError, match=match):
+        spec(**kwargs)
+
+
+def test_command_line_lists_the_overrides():
+    text = command_line(spec(method="SPO", preset="official", offline_values="/v.json"))
+    assert text.startswith("python -m spo_helpers.verl_glue.main")
+    assert "data.gen_batch_size=14000" in text and "trainer.spo.enable=True" in text

@@ -1,0 +1,186 @@
+"""spo_helpers.plots and spo_helpers.figures: every figure from small frames, ``spo figures`` end to end."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+from test_analysis import write_kit_run, write_official_run, write_pipeline
+
+from spo_helpers import analysis as A
+from spo_helpers import plots as P
+from spo_helpers.cli import main
+from spo_helpers.figures import FIGURE_STEMS, build_figures, write_figures
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    return write_pipeline(tmp_path_factory.mktemp("pipeline"), seeds=(0, 1))
+
+
+@pytest.fixture(scope="module")
+def frames(pipeline):
+    runs = A.find_runs(pipeline)
+    steps, _ = A.collect(runs, A.load_steps)
+    prompts, _ = A.collect(runs, A.load_prompts)
+    snapshots, _ = A.collect(runs, A.load_tracker_snapshots)
+    metrics = A.load_runs(runs)
+    return {"runs": runs, "steps": steps, "prompts": prompts, "snapshots": snapshots, "metrics": metrics}
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def drawn(fig) -> bool:
+    """A figure with at least one axes holding lines, patches or collections."""
+    return bool(fig.axes) and any(ax.lines or ax.patches or ax.collections for ax in fig.axes)
+
+
+# ------------------------------------------------------------------------------------------ figure functions
+def test_value_distributions(pipeline, frames):
+    offline = A.load_offline_values(pipeline / "offline_values.json")
+    snapshots = frames["snapshots"][frames["snapshots"]["run"] == "spo_s0"]
+    assert len(P.plot_value_distributions(offline, snapshots).axes) == 3
+    assert len(P.plot_value_distributions(offline).axes) == 2
+    assert drawn(P.plot_value_distributions(None, snapshots))
+    with pytest.raises(A.MissingData):
+        P.plot_value_distributions(None, None)
+
+
+@pytest.mark.parametrize("x", ["step", "samples", "tokens"])
+def test_learning_curves_with_seed_bands(frames, x):
+    validation = A.validation_table(frames["runs"], ks="n")
+    curves = A.learning_curves(frames["metrics"], validation)
+    assert set(curves["metric"]) == {"train reward", "val mean@n", "val maj@n", "val pass@n"}
+    fig = P.plot_learning_curves(curves, x=x, band="range")
+    assert len(fig.axes) == 4 and drawn(fig)
+    assert any(c for ax in fig.axes for c in ax.collections)  # two seeds per method: a band
+    one_seed = curves[curves["seed"] == 0]
+    assert drawn(P.plot_learning_curves(one_seed, x=x, metrics=["train reward"]))
+
+
+def test_seed_bands_by_hand():
+    frame = pd.DataFrame(
+        {"method": "SPO", "run": ["a", "b"], "step": [1, 1], "samples": [10.0, 12.0], "value": [0.2, 0.4]}
+    )
+    band = P.seed_bands(frame, "samples", "value").iloc[0]
+    assert band["x"] == 11.0 and band["mean"] == pytest.approx(0.3) and band["runs"] == 2
+    assert band["high"] - band["low"] == pytest.approx(2 * np.std([0.2, 0.4], ddof=1))
+    band = P.seed_bands(frame, "samples", "value", band="range").iloc[0]
+    assert (band["low"], band["high"]) == (0.2, 0.4)
+
+
+def test_zero_advantage_on_given_axes(frames):
+    frame = A.zero_advantage_share(frames["steps"])
+    fig, ax = plt.subplots()
+    assert P.plot_zero_advantage(frame, axes=ax) is fig
+    assert drawn(fig) and ax.patches  # the paper's band
+    with pytest.raises(ValueError):
+        P.plot_zero_advantage(frame, axes=[ax, ax])
+
+
+def test_advantages(frames):
+    variance = A.advantage_variance(frames["steps"])
+    values = A.advantage_values(frames["steps"], max_samples=50)
+    assert values.groupby(["run", "stage"]).size().max() <= 50
+    assert len(P.plot_advantages(variance, values).axes) == 3
+    assert drawn(P.plot_advantages(variance))
+
+
+def test_reliability(frames):
+    bins = A.reliability(frames["steps"])
+    calibration = A.metric_series(frames["metrics"], "kit/calibration/brier", "brier")
+    assert len(P.plot_reliability(bins, calibration).axes) == 3
+    assert drawn(P.plot_reliability(bins[bins["run"] == "spo_s0"]))
+
+
+def test_rho_drift(frames):
+    spo = frames["steps"][frames["steps"]["method"] == "SPO"]
+    samples = A.rho_drift(spo)
+    clip = A.metric_series(frames["metrics"], "spo/rho_clip_ratio")
+    visits = A.visits_per_prompt(spo, frames["snapshots"][frames["snapshots"]["method"] == "SPO"])
+    assert len(P.plot_rho_drift(samples, clip, visits).axes) == 4
+    assert drawn(P.plot_rho_drift(samples))
+
+
+def test_curriculum(frames):
+    frame = A.curriculum(frames["steps"], frames["prompts"])
+    fig = P.plot_curriculum(frame)
+    assert [ax.get_title() for ax in fig.axes] == ["GRPO (2 runs pooled)", "SPO (2 runs pooled)"]
+    heights = [p.get_height() for p in fig.axes[1].patches]
+    assert sum(heights) == pytest.approx(5.0)  # the dataset bar and four step windows, each summing to 1
+
+
+def test_throughput_sweep():
+    sweep = pd.DataFrame(
+        {
+            "tail": [0.5, 1.0, 0.5, 1.0, 0.5, 1.0],
+            "ratio": [2.0, 6.0, 2.0, 6.0, 3.0, 9.0],
+            "batch_size": [64, 64, 64, 64, 256, 256],
+            "group_size": [4, 4, 8, 8, 4, 4],
+            "tail_param": "sigma",
+        }
+    )
+    fig = P.plot_throughput_sweep(sweep)
+    labels = [line.get_label() for line in fig.axes[0].lines]
+    assert "M=64, n=4/8" in labels and "M=256, n=4" in labels  # equal ratios over n: one line
+    with pytest.raises(A.MissingData):
+        P.plot_throughput_sweep(sweep.iloc[:0])
+
+
+# ------------------------------------------------------------------------------------------ spo figures
+def test_write_figures_end_to_end(pipeline, capsys):
+    files = write_figures([pipeline])
+    out = pipeline / "figures"
+    expected = {f"{stem}.{ext}" for stem in FIGURE_STEMS for ext in ("png", "pdf", "csv")}
+    expected |= {"results_table.csv", "validation_table.csv"}
+    assert {p.name for p in files} == expected
+    assert all(p.parent == out and p.stat().st_size > 0 for p in files)
+    assert not list(out.glob(".*.tmp"))
+    for csv in out.glob("*.csv"):
+        assert len(pd.read_csv(csv)) > 0, csv.name
+    results = pd.read_csv(out / "results_table.csv")
+    assert {"this kit", "paper (Qwen3-8B)"} == set(results["source"])
+    printed = capsys.readouterr().out
+    assert "results (percent" in printed and "skipped" not in printed
+
+
+def test_figures_skip_what_is_missing(tmp_path):
+    official = write_official_run(tmp_path / "spo" / "SPO_official")
+    report = build_figures([official], tmp_path / "figs", formats=["png"], simulation=False)
+    assert "02_learning_curves_step" in report.written
+    assert "02_learning_curves_samples" not in report.written  # official runs log no sample counts
+    for stem in ("03_zero_advantage", "04_advantages", "05_reliability", "06_rho_drift", "07_curriculum"):
+        assert stem in report.skipped, stem
+    assert report.skipped["08_throughput_sweep"].startswith("simulation turned off")
+    assert report.results is not None and "AIME24 maj@4" in report.results.columns
+
+
+def test_figures_on_a_grpo_run_without_prompts_and_a_crashed_run(tmp_path):
+    run = write_kit_run(tmp_path / "spo" / "grpo_only", "GRPO", 0)
+    (run / "prompts.parquet").unlink()
+    crashed = tmp_path / "spo" / "spo_crashed"
+    crashed.mkdir()
+    (crashed / "config.yaml").write_text("config:\n  kit: {method: SPO, seed: 3}\nstage: train\n")
+    report = build_figures([run, crashed], formats=["png"], simulation=False)
+    assert report.output_dir == run / "figures"
+    assert "06_rho_drift" in report.skipped and "07_curriculum" in report.skipped
+    assert {"02_learning_curves_step", "05_reliability"} <= set(report.written)
+    assert any("spo_crashed" in note for note in report.notes)
+
+
+def test_cli(pipeline, tmp_path, capsys):
+    out = tmp_path / "cli_figs"
+    args = ["figures", str(pipeline / "spo" / "spo_s0"), "--output", str(out), "--formats", "png", "--no-simulation"]
+    assert main(args) == 0
+    assert (out / "03_zero_advantage.png").is_file() and not (out / "03_zero_advantage.pdf").exists()
+    assert main(["figures", str(tmp_path / "missing")]) == 2
+    assert "no such run or pipeline folder" in capsys.readouterr().err

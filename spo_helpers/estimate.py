@@ -26,7 +26,14 @@ from pathlib import Path
 import numpy as np
 
 from spo_helpers.errors import UserError
-from spo_helpers.stage_args import add_common_arguments, require_file, resolve_backend, world_for
+from spo_helpers.stage_args import (
+    add_common_arguments,
+    check_model_dir,
+    check_parquet_files,
+    require_file,
+    resolve_backend,
+    world_for,
+)
 
 DEFAULT_EXP_NAME = "offline_value_estimation"
 
@@ -200,10 +207,12 @@ def estimate_all(
     files = subset_files(folder) if folder else [Path(f) for f in (data if isinstance(data, list) else [data])]
     for path in files:
         require_file(str(path), "DATA_FILE", "run `spo split` first or pass an existing parquet file")
+    check_parquet_files([str(p) for p in files], "DATA_FILE")
     if not model_path:
         if backend != "cpu":
             raise UserError("MODEL_PATH is not set: pass --model_path (a Hugging Face id or local folder)")
         model_path = str(world_for(argparse.Namespace(assets=assets, seed=0)).model_dir)
+    check_model_dir(model_path)
     summaries = []
     for data_file in tqdm(files, desc="subsets", unit="subset", disable=not progress or len(files) == 1):
         match = re.search(r"subset_(\d+)", data_file.stem)

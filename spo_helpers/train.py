@@ -24,6 +24,8 @@ from pathlib import Path
 from spo_helpers.errors import UserError
 from spo_helpers.stage_args import (
     add_common_arguments,
+    check_model_dir,
+    check_parquet_files,
     env_bool,
     env_int,
     parse_bool,
@@ -152,9 +154,9 @@ def train(
         raise UserError("MODEL_PATH is not set: pass --model_path (a Hugging Face id or local folder)")
     if not train_files:
         raise UserError("no training data: pass --train_data_dir (subset_*.parquet) or --train_files")
-    for path in train_files:
-        if "/" in path and not Path(path).exists() and path.endswith(".parquet"):
-            raise UserError(f"training file not found: {path}")
+    check_model_dir(model_path)
+    check_parquet_files(list(train_files), "training")
+    check_parquet_files(list(val_files or []), "validation")
     if offline_values and offline_values.lower() != "none" and not Path(offline_values).is_file():
         raise UserError(f"OFFLINE_VALUES file not found: {offline_values}")
     spec = RunSpec(

@@ -1,0 +1,141 @@
+"""GRPO vs SPO on the CPU world at the same budget of generated samples.
+
+Both methods generate 128 samples per step (GRPO: 16 prompts x 8 responses; SPO: 128
+prompts x 1 from a 2400-prompt pool), so steps are equal sample budgets. For several
+seeds each, the benchmark reports:
+
+- validation accuracy (mean@4 at temperature 0.6) at the same number of generated
+  samples, and the ratio SPO / GRPO;
+- samples needed to first reach a target accuracy (default: the midpoint between the
+  initial accuracy and GRPO's final accuracy), and the ratio SPO / GRPO (< 1: SPO
+  needs fewer);
+- GRPO's share of zero-advantage samples and each method's advantage variance before
+  normalisation.
+
+The offline values SPO starts from come from the estimation stage (n = 8 samples per
+prompt) run once on the world's training set and cached in the output folder.
+
+    python bench/bench_train.py [--seeds 0 1 2] [--steps 30] [--test_freq 5] [--output runs/bench_train]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from spo_helpers.estimate import estimate_subset
+from spo_helpers.merge import merge_dumps, write_merge
+from spo_helpers.steplog import read_step_log
+from spo_helpers.train import train
+from spo_helpers.world.build import build_world
+
+
+def offline_values(world, output: Path) -> Path:
+    target = output / "offline_values.json"
+    if not target.is_file():
+        estimate_subset(
+            world.train_file, output_dir=output, exp_name="offline_value_estimation", model_path=str(world.model_dir)
+        )
+        write_merge(merge_dumps(output / "spo", pattern="offline_value_estimation/validation_data/0.jsonl"), target)
+    return target
+
+
+def curve(run_dir: Path) -> pd.DataFrame:
+    """Validation accuracy against generated samples, plus per-step diagnostics."""
+    rows, samples = [], 0.0
+    for record in read_step_log(run_dir / "metrics.jsonl"):
+        data = record["data"]
+        samples = data.get("kit/samples_total", samples)
+        acc = [v for k, v in data.items() if k.startswith("val-core/") and "/acc/mean@" in k]
+        rows.append(
+            {
+                "step": record["step"],
+                "samples": samples if record["step"] > 0 else 0.0,
+                "val_acc": float(np.mean(acc)) if acc else np.nan,
+                "zero_adv": data.get("kit/zero_adv_frac", np.nan),
+                "adv_var": data.get("kit/adv_var_before_norm", np.nan),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def samples_to_reach(frame: pd.DataFrame, target: float) -> float:
+    hit = frame.dropna(subset=["val_acc"])
+    hit = hit[hit["val_acc"] >= target]
+    return float(hit["samples"].iloc[0]) if len(hit) else np.nan
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--test_freq", type=int, default=5)
+    parser.add_argument("--target", type=float, default=None, help="accuracy to reach (default: see above)")
+    parser.add_argument("--output", default="runs/bench_train")
+    parser.add_argument("--assets", default=None)
+    args = parser.parse_args()
+
+    output = Path(args.output)
+    world = build_world(args.assets)
+    values = offline_values(world, output)
+    start = time.perf_counter()
+    curves = {}
+    for seed in args.seeds:
+        for method in ("GRPO", "SPO"):
+            summary = train(
+                method,
+                output_dir=str(output),
+                exp_name=f"{method.lower()}_seed{seed}",
+                model_path=str(world.model_dir),
+                train_files=[str(world.train_file)],
+                val_files=[str(world.val_file)],
+                offline_values=str(values) if method == "SPO" else None,
+                total_steps=args.steps,
+                seed=seed,
+                overrides=[f"trainer.test_freq={args.test_freq}", f"trainer.save_freq={args.steps}"],
+            )
+            curves[(method, seed)] = curve(summary.run_dir)
+
+    print(f"\nmachine: {platform.machine()}, python {platform.python_version()}, {time.perf_counter() - start:.0f}s")
+    print(f"{args.steps} steps x 128 samples per method and seed; seeds {args.seeds}\n")
+    rows = []
+    for seed in args.seeds:
+        grpo, spo = curves[("GRPO", seed)], curves[("SPO", seed)]
+        initial = grpo["val_acc"].iloc[0]
+        final_grpo = grpo["val_acc"].dropna().iloc[-1]
+        target = args.target if args.target is not None else (initial + final_grpo) / 2
+        reach_grpo, reach_spo = (
+            samples_to_reach(grpo[grpo.step > 0], target),
+            samples_to_reach(spo[spo.step > 0], target),
+        )
+        final_spo = spo["val_acc"].dropna().iloc[-1]
+        rows.append(
+            {
+                "seed": seed,
+                "initial acc": initial,
+                "GRPO acc": final_grpo,
+                "SPO acc": final_spo,
+                "acc ratio SPO/GRPO": final_spo / final_grpo if final_grpo else np.nan,
+                "target": target,
+                "GRPO samples to target": reach_grpo,
+                "SPO samples to target": reach_spo,
+                "samples ratio SPO/GRPO": reach_spo / reach_grpo if reach_grpo else np.nan,
+                "GRPO zero-adv share": grpo["zero_adv"].mean(),
+                "GRPO adv var": grpo["adv_var"].mean(),
+                "SPO adv var": spo["adv_var"].mean(),
+            }
+        )
+    table = pd.DataFrame(rows)
+    with pd.option_context("display.width", 200, "display.precision", 3):
+        print(table.to_string(index=False))
+        print("\nmean over seeds")
+        print(table.drop(columns=["seed"]).mean().to_string())
+
+
+if __name__ == "__main__":
+    main()

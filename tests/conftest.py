@@ -1,0 +1,18 @@
+"""Shared fixtures: a small CPU world built once per test session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def small_world(tmp_path_factory):
+    """A few hundred training prompts, a tokenizer and a warm-started tiny model (about a minute)."""
+    pytest.importorskip("verl")
+    from spo_helpers.world.build import build_world
+
+    return build_world(tmp_path_factory.mktemp("assets"), seed=0, num_train=300, num_val=40, progress=False)

@@ -1,0 +1,153 @@
+"""GRPO and SPO through verl's trainer on the in-process CPU backend."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("verl")
+
+from spo_helpers.errors import UserError
+from spo_helpers.steplog import read_step_log
+from spo_helpers.train import train
+from spo_helpers.values_io import read_offline_values, write_offline_values
+from spo_helpers.verl_glue.trainer import RunStopped, newest_complete_checkpoint
+from spo_helpers.world.task import read_rows
+
+FAST = ["actor_rollout_ref.rollout.val_kwargs.n=2", "trainer.save_freq=2", "trainer.test_freq=2"]
+VOLATILE = ("timing_s/", "timing_per_token_ms/", "perf/")
+
+
+def run(method, world, out, name, steps, *extra, offline_values=None):
+    overrides = [*FAST, *extra]
+    if method == "SPO":
+        overrides.append("data.gen_batch_size=200")
+    return train(
+        method,
+        output_dir=str(out),
+        exp_name=name,
+        model_path=str(world.model_dir),
+        train_files=[str(world.train_file)],
+        val_files=[str(world.val_file)],
+        offline_values=offline_values,
+        total_steps=steps,
+        overrides=overrides,
+    )
+
+
+@pytest.fixture(scope="module")
+def offline_values(small_world, tmp_path_factory):
+    """Offline scores for every training prompt (4 samples each, from a fixed pattern)."""
+    rows = read_rows(small_world.train_file)
+    rng = np.random.default_rng(0)
+    values = {r["extra_info"]["prompt_key"]: rng.integers(0, 2, size=4).astype(float).tolist() for r in rows}
+    return str(write_offline_values(values, tmp_path_factory.mktemp("values") / "offline_values.json"))
+
+
+def stable_metrics(run_dir):
+    return [
+        (r["step"], {k: v for k, v in r["data"].items() if not k.startswith(VOLATILE)})
+        for r in read_step_log(run_dir / "metrics.jsonl")
+    ]
+
+
+def test_grpo_short_run(small_world, tmp_path):
+    summary = run("GRPO", small_world, tmp_path, "grpo", 2)
+    assert summary.steps == 2 and summary.samples == 2 * 16 * 8
+    metrics = dict(stable_metrics(summary.run_dir))
+    for key in ("kit/zero_adv_frac", "kit/adv_var_before_norm", "kit/samples_total", "kit/calibration/brier"):
+        assert key in metrics[2]
+    assert 0.0 <= metrics[2]["kit/zero_adv_frac"] <= 1.0
+    assert any(k.startswith("val-core/") for k in metrics[0])
+    dump = (summary.run_dir / "validation_data" / "2.jsonl").read_text().splitlines()
+    assert len(dump) == 40 * 2 and {"prompt_key", "score", "pred"} <= set(json.loads(dump[0]))
+    assert newest_complete_checkpoint(summary.run_dir / "checkpoints").name == "global_step_2"
+
+
+def test_spo_short_run(small_world, tmp_path, offline_values):
+    summary = run("SPO", small_world, tmp_path, "spo", 3, offline_values=offline_values)
+    records = read_step_log(summary.run_dir / "steps.jsonl")
+    assert [r["step"] for r in records] == [1, 2, 3]
+    for record in records:
+        rows = record["data"]["row"]
+        assert len(rows) == 128 and len(set(rows)) == 128  # one response per prompt, no duplicates
+        assert all(0.0 <= r <= 1.0 for r in record["data"]["reward"])
+        assert all(0.875 <= r <= 0.96 for r in record["data"]["rho"])
+    metrics = dict(stable_metrics(summary.run_dir))
+    assert metrics[1]["spo/first_sampled_ratio"] == 1.0 and metrics[1]["spo/D"] == 0.0
+    assert metrics[3]["spo/first_sampled_ratio"] < 1.0  # the 200-prompt pools overlap across steps
+    # Advantages are batch-normalised: mean 0, unbiased std 1.
+    adv = np.asarray(records[0]["data"]["advantage"])
+    assert abs(adv.mean()) < 1e-6 and adv.std(ddof=1) == pytest.approx(1.0, rel=1e-4)
+    # The first step's baselines are the offline priors (s + 0.5) / (n + 1) with n = 4.
+    values = read_offline_values(offline_values)
+    p_hat = np.asarray(records[0]["data"]["p_hat"])
+    assert np.all(np.isin(np.round(p_hat * 5 - 0.5, 6), [0, 1, 2, 3, 4]))
+    assert len(values) == 300
+
+
+@pytest.mark.parametrize("method", ["SPO", "GRPO"])
+def test_resume_equals_straight_run(method, small_world, tmp_path, offline_values):
+    values = offline_values if method == "SPO" else None
+    straight = run(method, small_world, tmp_path, "straight", 4, offline_values=values)
+    with pytest.raises(RunStopped):
+        run(method, small_world, tmp_path, "resumed", 4, "kit.stop_after_step=2", offline_values=values)
+    resumed = run(method, small_world, tmp_path, "resumed", 4, offline_values=values)
+
+    def state(run_dir):
+        step = run_dir / "checkpoints" / "global_step_4"
+        worker = torch.load(step / "actor" / "cpu_worker.pt", weights_only=False)
+        kit = torch.load(step / "kit_state" / "state.pt", weights_only=False)
+        return worker, kit
+
+    (w1, k1), (w2, k2) = state(straight.run_dir), state(resumed.run_dir)
+    assert all(torch.equal(w1["model"][name], w2["model"][name]) for name in w1["model"])
+    assert k1["tracker"] == k2["tracker"] and k1["counters"] == k2["counters"]
+    if method == "SPO":
+        assert k1["sampler"] == k2["sampler"]
+        assert torch.equal(k1["store"]["logprobs"], k2["store"]["logprobs"])
+    assert stable_metrics(straight.run_dir) == stable_metrics(resumed.run_dir)
+    for name in ("steps.jsonl", "validation_data/4.jsonl"):
+        assert (straight.run_dir / name).read_text() == (resumed.run_dir / name).read_text()
+
+
+def test_half_written_checkpoint_is_never_picked_up(small_world, tmp_path):
+    first = run("GRPO", small_world, tmp_path, "crash", 2)
+    checkpoints = first.run_dir / "checkpoints"
+    fake = checkpoints / "global_step_4"
+    (fake / "actor").mkdir(parents=True)  # a crash mid-save: no completion marker
+    (checkpoints / "latest_checkpointed_iteration.txt").write_text("4")
+    assert newest_complete_checkpoint(checkpoints).name == "global_step_2"
+    resumed = run("GRPO", small_world, tmp_path, "crash", 3)
+    assert [r["step"] for r in read_step_log(resumed.run_dir / "metrics.jsonl")] == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("method", "kwargs", "match"),
+    [
+        ("SPO", {"offline_values": None}, "OFFLINE_VALUES"),
+        ("SPO", {"offline_values": "/nope/values.json"}, "not found"),
+        ("SPO", {"n_train": 4, "offline_values": "none"}, "N_TRAIN"),
+        ("GRPO", {"n_train": 1}, "groups of one"),
+    ],
+)
+def test_bad_requests_fail_before_compute(method, kwargs, match, small_world, tmp_path):
+    with pytest.raises(UserError, match=match):
+        train(
+            method,
+            output_dir=str(tmp_path),
+            model_path=str(small_world.model_dir),
+            train_files=[str(small_world.train_file)],
+            val_files=[str(small_world.val_file)],
+            **kwargs,
+        )
+    assert not any(tmp_path.iterdir())
+
+
+def test_offline_values_for_another_dataset_are_refused(small_world, tmp_path):
+    other = write_offline_values({"a prompt from elsewhere": [1.0, 0.0]}, tmp_path / "other.json")
+    with pytest.raises(UserError, match="none of its 1 prompts"):
+        run("SPO", small_world, tmp_path / "out", "spo", 1, offline_values=str(other))

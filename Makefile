@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 EXTRAS ?= verl,notebooks,test,dev
 PYTEST_ARGS ?=
 
-.PHONY: setup setup-gpu demo test test-slow test-all lint format bench clean
+.PHONY: setup setup-gpu demo test test-unit test-notebooks test-slow test-all lint format bench figures reference clean
 
 $(STAMP): pyproject.toml constraints-cpu.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,11 +25,18 @@ setup-gpu:
 	$(PY) -m pip install --no-build-isolation -e '.[verl,gpu,notebooks,test,dev]'
 	touch $(STAMP)
 
+# The whole pipeline (01 -> 05) on the CPU default, as papermill notebooks into runs/demo/.
 demo: $(STAMP)
-	$(PY) bench/bench_core.py --prompts 17000
+	$(VENV)/bin/spo pipeline --name demo
 
-test: $(STAMP)
+# Unit and integration tests, then notebooks 01-05 under nbval with their small defaults.
+test: test-unit test-notebooks
+
+test-unit: $(STAMP)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-notebooks: $(STAMP)
+	SPO_HEADLESS=1 $(PY) -m pytest --nbval-lax --nbval-cell-timeout=900 -p no:cacheprovider notebooks/
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
@@ -46,7 +53,17 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 
 bench: $(STAMP)
-	$(PY) bench/bench_core.py
+	$(PY) bench/run_all.py
+
+# Rebuild the committed reference run (a few minutes), pruned to the analysis inputs.
+reference: $(STAMP)
+	rm -rf runs/reference/spo runs/reference/offline_values*.json
+	$(VENV)/bin/spo pipeline --name reference --force
+	$(PY) -m spo_helpers.reference runs/reference
+
+# Regenerate every figure of the committed reference run (seconds, no training).
+figures: $(STAMP)
+	$(VENV)/bin/spo figures runs/reference
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

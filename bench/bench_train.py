@@ -4,8 +4,10 @@ Both methods generate 128 samples per step (GRPO: 16 prompts x 8 responses; SPO:
 prompts x 1 from a 2400-prompt pool), so steps are equal sample budgets. For several
 seeds each, the benchmark reports:
 
-- validation accuracy (mean@4 at temperature 0.6) at the same number of generated
-  samples, and the ratio SPO / GRPO;
+- accuracy (mean@4 at temperature 0.6) on the training probe (200 training prompts:
+  the objective RL optimises) at the same number of generated samples, and the ratio
+  SPO / GRPO; plus accuracy on the held-out prompts (generalisation of a tiny model,
+  which RL barely moves);
 - samples needed to first reach a target accuracy (default: the midpoint between the
   initial accuracy and GRPO's final accuracy), and the ratio SPO / GRPO (< 1: SPO
   needs fewer);
@@ -32,7 +34,10 @@ from spo_helpers.estimate import estimate_subset
 from spo_helpers.merge import merge_dumps, write_merge
 from spo_helpers.steplog import read_step_log
 from spo_helpers.train import train
+from spo_helpers.world.build import PROBE_DATA_SOURCE as PROBE
 from spo_helpers.world.build import build_world
+
+HELD_OUT = "spo_arith"
 
 
 def offline_values(world, output: Path) -> Path:
@@ -51,12 +56,14 @@ def curve(run_dir: Path) -> pd.DataFrame:
     for record in read_step_log(run_dir / "metrics.jsonl"):
         data = record["data"]
         samples = data.get("kit/samples_total", samples)
-        acc = [v for k, v in data.items() if k.startswith("val-core/") and "/acc/mean@" in k]
+        probe = [v for k, v in data.items() if k.startswith(f"val-core/{PROBE}/acc/mean@")]
+        held_out = [v for k, v in data.items() if k.startswith(f"val-core/{HELD_OUT}/acc/mean@")]
         rows.append(
             {
                 "step": record["step"],
                 "samples": samples if record["step"] > 0 else 0.0,
-                "val_acc": float(np.mean(acc)) if acc else np.nan,
+                "val_acc": float(np.mean(probe)) if probe else np.nan,
+                "held_out_acc": float(np.mean(held_out)) if held_out else np.nan,
                 "zero_adv": data.get("kit/zero_adv_frac", np.nan),
                 "adv_var": data.get("kit/adv_var_before_norm", np.nan),
             }
@@ -93,7 +100,7 @@ def main() -> None:
                 exp_name=f"{method.lower()}_seed{seed}",
                 model_path=str(world.model_dir),
                 train_files=[str(world.train_file)],
-                val_files=[str(world.val_file)],
+                val_files=[str(p) for p in world.validation_files],
                 offline_values=str(values) if method == "SPO" else None,
                 total_steps=args.steps,
                 seed=seed,
@@ -120,6 +127,8 @@ def main() -> None:
                 "initial acc": initial,
                 "GRPO acc": final_grpo,
                 "SPO acc": final_spo,
+                "GRPO held-out": grpo["held_out_acc"].dropna().iloc[-1],
+                "SPO held-out": spo["held_out_acc"].dropna().iloc[-1],
                 "acc ratio SPO/GRPO": final_spo / final_grpo if final_grpo else np.nan,
                 "target": target,
                 "GRPO samples to target": reach_grpo,

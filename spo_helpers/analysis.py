@@ -632,19 +632,24 @@ def val_metrics_from_logs(metrics: pd.DataFrame) -> pd.DataFrame:
 def learning_curves(metrics: pd.DataFrame, validation: pd.DataFrame | None = None) -> pd.DataFrame:
     """``run, method, seed, step, samples, tokens, metric, value`` for training reward and validation accuracy.
 
-    Validation (mean over data sources) from a ``validation_table`` frame at k = n (avg@n, maj@n, pass@n);
-    without one, from the logged ``val-core`` keys.
+    Validation from a ``validation_table`` frame at k = n (avg@n, maj@n, pass@n, averaged over data sources;
+    with two to four data sources, mean@n of each instead of their average); without one, from the logged
+    ``val-core`` keys.
     """
     axes = metrics[[*RUN_COLUMNS, "step", "samples", "tokens"]].drop_duplicates([*RUN_COLUMNS[:1], "step"])
     reward = metric_series(metrics, TRAIN_REWARD).assign(metric="train reward")
     parts = [reward[[*RUN_COLUMNS, "step", "samples", "tokens", "metric", "value"]]]
     val = validation if validation is not None and not validation.empty else val_metrics_from_logs(metrics)
     if not val.empty:
-        val = val[val["data_source"] == "avg"]
+        sources = sorted(set(val["data_source"]) - {"avg"})
         top_k = val[val["metric"] == "avg"].groupby("run")["k"].max().rename("n")
         val = val.merge(top_k, on="run")
         val = val[val["k"] == val["n"]]
-        val = val.assign(metric="val " + val["metric"].map({"avg": "mean", "maj": "maj", "pass": "pass"}) + "@n")
+        names = val["metric"].map({"avg": "mean", "maj": "maj", "pass": "pass"})
+        # Several benchmarks: mean@n of each one, maj@n and pass@n of their average.
+        per_source = (val["data_source"] != "avg") & (val["metric"] == "avg") & (1 < len(sources) <= 4)
+        val = val.assign(metric="val " + names + "@n" + np.where(per_source, " · " + val["data_source"], ""))
+        val = val[(val["data_source"] == "avg") & ~((val["metric"] == "val mean@n") & (len(sources) > 1)) | per_source]
         val = val.drop(columns=["samples", "tokens"], errors="ignore")
         val = val.merge(axes.drop(columns=["method", "seed"]), on=["run", "step"], how="left")
         parts.append(val[[*RUN_COLUMNS, "step", "samples", "tokens", "metric", "value"]])

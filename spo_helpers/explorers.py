@@ -2,7 +2,10 @@
 
 Every explorer draws its figure for the current selection right away, so an
 executed notebook (papermill, nbval, a static viewer) shows a real figure; with
-``interactive=True`` in a live kernel the controls redraw it.
+``interactive=True`` in a live kernel the controls redraw it. Headless runs set
+``SPO_HEADLESS=1`` (``spo pipeline`` and ``make test`` do), which turns the
+controls off: there is no one to move them, and widget views only bloat the
+executed notebook.
 
 - ``metric_explorer``: pick runs and metrics, against steps, samples or tokens;
 - ``value_scrubber``: scrub training steps through the tracker's p̂ distribution;
@@ -12,6 +15,7 @@ executed notebook (papermill, nbval, a static viewer) shows a real figure; with
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,6 +24,11 @@ import numpy as np
 import pandas as pd
 
 from spo_helpers import analysis as A
+
+
+def live(interactive: bool) -> bool:
+    """Whether to build widget controls: asked for, and not a headless run."""
+    return interactive and os.environ.get("SPO_HEADLESS", "") in ("", "0")
 
 
 def _show(fig) -> None:
@@ -51,7 +60,7 @@ def metric_explorer(
     all_keys = sorted(metrics["key"].unique())
     keys = [k for k in keys if k in all_keys] or all_keys[:1]
     _show(_draw_metrics(metrics, runs, keys, x))
-    if not interactive:
+    if not live(interactive):
         return None
     import ipywidgets as w
 
@@ -82,7 +91,7 @@ def value_scrubber(run: A.RunInfo | str | Path, interactive: bool = True):
     snapshots = A.load_tracker_snapshots(run)
     steps = sorted(int(s) for s in snapshots["step"].unique())
     _show(_draw_values(snapshots, steps[-1]))
-    if not interactive:
+    if not live(interactive):
         return None
     import ipywidgets as w
 
@@ -136,7 +145,7 @@ def prompt_inspector(run: A.RunInfo | str | Path, row: int | None = None, intera
         display(prompt_responses(run, key))
 
     render(row)
-    if not interactive:
+    if not live(interactive):
         return None
     import ipywidgets as w
 

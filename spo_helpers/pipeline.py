@@ -149,6 +149,7 @@ def run_pipeline(cfg: PipelineConfig, *, force: bool = False, stages: tuple[str,
     import papermill as pm
 
     source = notebooks_dir()
+    os.environ["SPO_HEADLESS"] = "1"  # the kernels inherit it: explorers draw static figures
     root = cfg.root
     (root / "notebooks").mkdir(parents=True, exist_ok=True)
     record = _load_record(root)

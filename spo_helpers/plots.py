@@ -41,7 +41,7 @@ def _panels(axes: Axes | Sequence[Axes] | None, count: int, width: float = 4.2, 
         fig, created = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
         flat = list(created.ravel())
         for extra in flat[count:]:
-            extra.set_visible(False)
+            fig.delaxes(extra)
         return fig, flat[:count]
     given = [axes] if isinstance(axes, Axes) else list(axes)
     if len(given) != count:

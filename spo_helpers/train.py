@@ -149,7 +149,7 @@ def train(
         world = world_for(argparse.Namespace(assets=assets, seed=0))
         model_path = model_path or str(world.model_dir)
         train_files = train_files or [str(world.train_file)]
-        val_files = val_files or [str(world.val_file)]
+        val_files = val_files or [str(p) for p in world.validation_files]
     if not model_path:
         raise UserError("MODEL_PATH is not set: pass --model_path (a Hugging Face id or local folder)")
     if not train_files:

@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
-from test_analysis import write_kit_run, write_official_run, write_pipeline
+from test_analysis import VAL_SOURCES, write_kit_run, write_official_run, write_pipeline
 
 from spo_helpers import analysis as A
 from spo_helpers import plots as P
@@ -59,9 +59,10 @@ def test_value_distributions(pipeline, frames):
 def test_learning_curves_with_seed_bands(frames, x):
     validation = A.validation_table(frames["runs"], ks="n")
     curves = A.learning_curves(frames["metrics"], validation)
-    assert set(curves["metric"]) == {"train reward", "val mean@n", "val maj@n", "val pass@n"}
+    per_source = {f"val mean@n · {source}" for source in VAL_SOURCES}  # two benchmarks: each one's mean@n
+    assert set(curves["metric"]) == {"train reward", "val maj@n", "val pass@n"} | per_source
     fig = P.plot_learning_curves(curves, x=x, band="range")
-    assert len(fig.axes) == 4 and drawn(fig)
+    assert len(fig.axes) == 3 + len(per_source) and drawn(fig)
     assert any(c for ax in fig.axes for c in ax.collections)  # two seeds per method: a band
     one_seed = curves[curves["seed"] == 0]
     assert drawn(P.plot_learning_curves(one_seed, x=x, metrics=["train reward"]))

@@ -111,14 +111,19 @@ def test_reference_responses_score_one(rows):
 
 
 def test_world_layout_and_manifest(world):
-    for p in (world.train_file, world.val_file, world.manifest_file, world.model_dir / "config.json"):
+    for p in (world.train_file, world.val_file, world.probe_file, world.manifest_file, world.model_dir / "config.json"):
         assert p.is_file()
-    assert world.root.name == f"world-v1-seed0-n{NUM_TRAIN}"
+    assert world.root.name == f"world-v{world_build.WORLD_VERSION}-seed0-n{NUM_TRAIN}"
     manifest = json.loads(world.manifest_file.read_text())
     assert manifest["seed"] == 0 and manifest["num_train"] == NUM_TRAIN and manifest["num_val"] == NUM_VAL
     assert manifest["files"]["data/train.parquet"] == world_build.sha256_file(world.train_file)
     assert manifest["files"]["data/val.parquet"] == world_build.sha256_file(world.val_file)
     assert read_rows(world.train_file) == make_task(NUM_TRAIN, NUM_VAL, seed=0)[0]
+    train_keys = {r["extra_info"]["prompt_key"] for r in read_rows(world.train_file)}
+    probe = read_rows(world.probe_file)
+    assert len(probe) == min(world_build.PROBE_PROMPTS, NUM_TRAIN)
+    assert all(r["data_source"] == world_build.PROBE_DATA_SOURCE for r in probe)
+    assert {r["extra_info"]["prompt_key"] for r in probe} <= train_keys
     assert manifest["tokenizer"]["max_prompt_tokens"] < 64 and manifest["tokenizer"]["max_response_tokens"] <= 16
 
 

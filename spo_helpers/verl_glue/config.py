@@ -185,7 +185,7 @@ def _cpu_overrides(spec: RunSpec, samples_per_mini_batch: int) -> list[str]:
         f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={_largest_divisor_at_most(samples_per_mini_batch, 64)}",
         "actor_rollout_ref.actor.use_torch_compile=False",
         "actor_rollout_ref.actor.fsdp_config.dtype=fp32",
-        "actor_rollout_ref.actor.optim.lr=2e-5",
+        "actor_rollout_ref.actor.optim.lr=3e-4",
         "actor_rollout_ref.actor.optim.weight_decay=0.0",
         "actor_rollout_ref.rollout.name=hf",
         "actor_rollout_ref.rollout.mode=sync",

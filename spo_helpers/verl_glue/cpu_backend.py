@@ -165,7 +165,7 @@ class CPUActorRolloutWorkerGroup:
         torch.manual_seed(self.seed)
         path = self.config.model.path
         trust = bool(self.config.model.get("trust_remote_code", False))
-        self.module = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32, trust_remote_code=trust)
+        self.module = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, trust_remote_code=trust)
         if self.config.model.get("enable_gradient_checkpointing", False):
             self.module.gradient_checkpointing_enable()
 
@@ -183,7 +183,7 @@ class CPUActorRolloutWorkerGroup:
         )
         self.reference = None
         if self.use_reference:
-            ref_module = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32, trust_remote_code=trust)
+            ref_module = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, trust_remote_code=trust)
             ref_module.requires_grad_(False)
             ref_cfg = copy.deepcopy(self.config.ref)
             with open_dict(ref_cfg):

@@ -12,7 +12,9 @@ functions, but constructing the kit's ``GRPOTrainer`` / ``SPOTrainer``:
 
 from __future__ import annotations
 
+import contextlib
 import os
+import warnings
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -111,6 +113,40 @@ def write_run_config(config: DictConfig, extra: dict | None = None) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def quiet_verl(log_path: Path):
+    """verl's prints go to ``log_path``; progress bars (stderr) and errors stay on screen.
+
+    ``SPO_VERBOSE=1`` shows everything.
+    """
+    if os.environ.get("SPO_VERBOSE", "") not in ("", "0"):
+        yield
+        return
+    import datasets
+
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    bars = datasets.utils.logging.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    with open(log_path, "a", encoding="utf-8") as log, contextlib.redirect_stdout(log), warnings.catch_warnings():
+        for pattern in NOISY_WARNINGS:
+            warnings.filterwarnings("ignore", message=pattern)
+        try:
+            yield
+        finally:
+            if bars:
+                datasets.enable_progress_bars()
+
+
+NOISY_WARNINGS = (
+    ".*Disabled critic.*",
+    ".*set_vital.*",
+    ".*CPU Autocast only supports.*",
+    ".*In CPU autocast.*",
+    ".*Torch profiler tool config.*",
+    ".*torch_dtype.*is deprecated.*",
+)
+
+
 class KitTaskRunner:
     """What verl's ``TaskRunner`` does in its Ray actor, with the kit's trainers."""
 
@@ -124,7 +160,8 @@ def run_training(config: DictConfig) -> None:
     os.environ["TENSORBOARD_DIR"] = str(Path(config.kit.run_dir) / "tensorboard")
     if config.kit.backend == "cpu":
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        build_trainer(config).fit()
+        with quiet_verl(Path(config.kit.run_dir) / "verl.log"):
+            build_trainer(config).fit()
         return
     import ray
     from verl.trainer.main_ppo import run_ppo

@@ -30,12 +30,14 @@ import numpy as np
 
 from spo_helpers.atomic import atomic_write_json
 
-WORLD_VERSION = 1
+WORLD_VERSION = 2
 ASSETS_ENV = "SPO_ASSETS"
 SPREAD_PROMPTS = 512
 SPREAD_SAMPLES = 8
 VAL_TEMPERATURE = 0.6
 VAL_SAMPLES = 4
+PROBE_PROMPTS = 200
+PROBE_DATA_SOURCE = "spo_arith_train"
 
 
 @dataclass(frozen=True)
@@ -47,11 +49,20 @@ class WorldPaths:
     val_file: Path
     model_dir: Path
     manifest_file: Path
+    probe_file: Path  # a fixed sample of training prompts, validated as data source spo_arith_train
 
     @classmethod
     def at(cls, root: str | os.PathLike) -> WorldPaths:
         r = Path(root)
-        return cls(r, r / "data" / "train.parquet", r / "data" / "val.parquet", r / "model", r / "manifest.json")
+        data = r / "data"
+        return cls(
+            r, data / "train.parquet", data / "val.parquet", r / "model", r / "manifest.json", data / "probe.parquet"
+        )
+
+    @property
+    def validation_files(self) -> list[Path]:
+        """Held-out prompts (generalisation) and the training probe (the RL objective itself)."""
+        return [self.val_file, self.probe_file]
 
 
 def default_assets_dir() -> Path:
@@ -94,7 +105,13 @@ def is_complete(paths: WorldPaths, *, seed: int, num_train: int, num_val: int, w
             not isinstance(recorded, dict) or any(recorded.get(k) != v for k, v in cfg.to_dict().items())
         ):
             return False
-    needed = [paths.train_file, paths.val_file, paths.model_dir / "config.json", paths.model_dir / "tokenizer.json"]
+    needed = [
+        paths.train_file,
+        paths.val_file,
+        paths.probe_file,
+        paths.model_dir / "config.json",
+        paths.model_dir / "tokenizer.json",
+    ]
     return all(p.is_file() for p in needed) and any(paths.model_dir.glob("*.safetensors"))
 
 
@@ -139,6 +156,8 @@ def _build_into(
     train, val = task.make_task(num_train, num_val, seed)
     task.write_rows(train, paths.train_file)
     task.write_rows(val, paths.val_file)
+    probe_rows = np.random.default_rng([seed, 11]).permutation(len(train))[: min(PROBE_PROMPTS, len(train))]
+    task.write_rows([dict(train[int(i)], data_source=PROBE_DATA_SOURCE) for i in np.sort(probe_rows)], paths.probe_file)
     _say(progress, f"1/5 task: {len(train)} train / {len(val)} val prompts, difficulty mix {_counts(train)}")
 
     everything = train + val
@@ -203,6 +222,7 @@ def _build_into(
         "files": {
             "data/train.parquet": sha256_file(paths.train_file),
             "data/val.parquet": sha256_file(paths.val_file),
+            "data/probe.parquet": sha256_file(paths.probe_file),
         },
         "versions": {
             "torch": torch.__version__,
@@ -257,8 +277,6 @@ def build_world(
     settings = {"seed": seed, "num_train": num_train, "num_val": num_val, "warm_cfg": warm_cfg, "model_cfg": model_cfg}
     if not force and is_complete(paths, **settings):
         _say(progress, f"reusing {paths.root}")
-        if progress:
-            print(summary(paths), flush=True)
         return paths
 
     assets.mkdir(parents=True, exist_ok=True)

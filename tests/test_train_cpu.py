@@ -151,3 +151,14 @@ def test_offline_values_for_another_dataset_are_refused(small_world, tmp_path):
     other = write_offline_values({"a prompt from elsewhere": [1.0, 0.0]}, tmp_path / "other.json")
     with pytest.raises(UserError, match="none of its 1 prompts"):
         run("SPO", small_world, tmp_path / "out", "spo", 1, offline_values=str(other))
+
+
+def test_spo_constant_rho(small_world, tmp_path, offline_values):
+    summary = run(
+        "SPO", small_world, tmp_path, "const", 2, "trainer.spo.rho.type=constant", offline_values=offline_values
+    )
+    records = read_step_log(summary.run_dir / "steps.jsonl")
+    assert all(rho == 0.875 for r in records for rho in r["data"]["rho"])
+    assert all(d == 0.0 for r in records for d in r["data"]["drift"])
+    metrics = dict(stable_metrics(summary.run_dir))
+    assert metrics[2]["spo/rho_clipped"] == 0.875 and metrics[2]["spo/store_tokens"] == 0.0

@@ -1,4 +1,4 @@
-"""Atomic file writes: write to a temporary file in the target folder, fsync, rename.
+"""Atomic file writes (temporary file in the target folder, fsync, rename) and checksums.
 
 A crash leaves either the previous file or the complete new one, never a
 half-written file under the final name.
@@ -7,6 +7,7 @@ half-written file under the final name.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -51,3 +52,12 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, *, indent: int | None =
     """Write ``obj`` as strict JSON (NaN and infinity are refused)."""
     text = json.dumps(obj, ensure_ascii=False, indent=indent, allow_nan=False)
     return atomic_write_text(path, text + "\n")
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

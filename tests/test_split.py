@@ -11,13 +11,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from spo_helpers import split as split_mod
+from spo_helpers.atomic import sha256_file
 from spo_helpers.cli import main
 from spo_helpers.errors import UserError
 from spo_helpers.split import (
     DEFAULT_DATASET,
     MANIFEST_NAME,
     print_split_summary,
-    sha256_file,
     shard_bounds,
     split_dataset,
 )

@@ -5,6 +5,7 @@ import time
 import numpy as np
 import pytest
 
+from spo_helpers.atomic import sha256_file
 from spo_helpers.values_io import key_from_dump_input, prompt_key
 from spo_helpers.world import build as world_build
 from spo_helpers.world.task import (
@@ -116,8 +117,8 @@ def test_world_layout_and_manifest(world):
     assert world.root.name == f"world-v{world_build.WORLD_VERSION}-seed0-n{NUM_TRAIN}"
     manifest = json.loads(world.manifest_file.read_text())
     assert manifest["seed"] == 0 and manifest["num_train"] == NUM_TRAIN and manifest["num_val"] == NUM_VAL
-    assert manifest["files"]["data/train.parquet"] == world_build.sha256_file(world.train_file)
-    assert manifest["files"]["data/val.parquet"] == world_build.sha256_file(world.val_file)
+    assert manifest["files"]["data/train.parquet"] == sha256_file(world.train_file)
+    assert manifest["files"]["data/val.parquet"] == sha256_file(world.val_file)
     assert read_rows(world.train_file) == make_task(NUM_TRAIN, NUM_VAL, seed=0)[0]
     train_keys = {r["extra_info"]["prompt_key"] for r in read_rows(world.train_file)}
     probe = read_rows(world.probe_file)

@@ -15,7 +15,6 @@ the same settings returns the cached world at once; ``--force`` rebuilds it.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -28,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from spo_helpers.atomic import atomic_write_json
+from spo_helpers.atomic import atomic_write_json, sha256_file
 
 WORLD_VERSION = 2
 ASSETS_ENV = "SPO_ASSETS"
@@ -73,14 +72,6 @@ def default_assets_dir() -> Path:
 
 def world_name(seed: int, num_train: int) -> str:
     return f"world-v{WORLD_VERSION}-seed{seed}-n{num_train}"
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_manifest(paths: WorldPaths) -> dict[str, Any] | None:

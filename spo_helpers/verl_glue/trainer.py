@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf, open_dict
 from verl import DataProto
+from verl.protocol import pad_dataproto_to_divisor
 from verl.trainer.ppo.core_algos import agg_loss
 from verl.trainer.ppo.metric_utils import compute_data_metrics, compute_throughout_metrics, compute_timing_metrics
 from verl.trainer.ppo.ray_trainer import RayPPOTrainer, compute_response_mask
@@ -446,7 +447,10 @@ class SPOTrainer(KitTrainerMixin, RayPPOTrainer):
         current = DataProto.from_dict(tensors={k: batch.batch[k] for k in select})
         previous, revisit, stored = self._previous_responses(batch, keys)
         combined = current if previous is None else DataProto.concat([current, previous])
-        log_probs = self.actor_rollout_wg.compute_log_prob(combined).batch["old_log_probs"].float()
+        # Ray worker groups split a batch evenly across data-parallel ranks: pad, then drop the padding.
+        padded, _ = pad_dataproto_to_divisor(combined, self.actor_rollout_wg.world_size)
+        log_probs = self.actor_rollout_wg.compute_log_prob(padded).batch["old_log_probs"].float()
+        log_probs = log_probs[: len(combined)]
         size = len(batch)
         drift = np.zeros(size, dtype=np.float64)
         if previous is not None:

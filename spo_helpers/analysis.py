@@ -162,7 +162,10 @@ def find_runs(paths: Iterable[str | os.PathLike] | str | os.PathLike) -> list[Ru
     for item in items:
         root = Path(item).expanduser()
         if not root.exists():
-            raise FileNotFoundError(f"no such run or pipeline folder: {root}")
+            raise FileNotFoundError(
+                f"no such run or pipeline folder: {root}; pass a run folder (<output_dir>/spo/<exp_name>) "
+                "or a pipeline folder (runs/<name>)"
+            )
         if is_run_folder(root):
             info = _describe_run(root, None)
             if info is None:

@@ -55,7 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(module.run(args) or 0)
     except (UserError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as err:
-        print(f"spo {name}: error: {err}", file=sys.stderr)
+        # One line, even when the message quotes a multi-line error (Hydra's override errors, for example).
+        message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+        print(f"spo {name}: error: {message}", file=sys.stderr)
         return 2
 
 

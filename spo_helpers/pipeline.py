@@ -163,8 +163,13 @@ def run_pipeline(cfg: PipelineConfig, *, force: bool = False, stages: tuple[str,
             status[stage] = "skipped"
             continue
         print(f"[{stage}] running notebooks/{stage}.ipynb")
-        # Changed inputs or --force: start afresh. No record (an interrupted run): resume.
-        fresh = force or bool(done)
+        # Changed inputs or --force: start afresh. No record, or an interrupted attempt with the same
+        # inputs ("started"): resume.
+        fresh = force or (bool(done) and done.get("started") != key)
+        # Until the stage finishes, its record says only that it started: a failed attempt may have
+        # overwritten the outputs, so the stage is never skipped on the strength of an older run.
+        record[stage] = {"started": key}
+        atomic_write_json(root / RECORD, record, indent=2)
         stage_params = dict(params[stage], **({"fresh": fresh} if stage in ("02_estimate", "04_train") else {}))
         start = time.perf_counter()
         output = root / "notebooks" / f"{stage}.ipynb"
@@ -201,7 +206,7 @@ def load_config_file(path: str | None) -> dict[str, Any]:
 
     p = Path(path)
     if not p.is_file():
-        raise UserError(f"pipeline config not found: {p}")
+        raise UserError(f"pipeline config not found: {p}; check the --config path")
     data = yaml.safe_load(p.read_text()) or {}
     if not isinstance(data, dict):
         raise UserError(f"{p}: expected a mapping of pipeline parameters")

@@ -104,7 +104,7 @@ def check_model_dir(model_path: str) -> None:
     if not path.exists():
         if "/" in model_path and not model_path.startswith((".", "/")) and model_path.count("/") == 1:
             return  # a Hugging Face id, resolved by verl on the node
-        raise UserError(f"MODEL_PATH not found: {path}")
+        raise UserError(f"MODEL_PATH not found: {path}; pass --model_path a local model folder or a hub id (org/name)")
     if not (path / "config.json").is_file():
         raise UserError(f"{path}: no config.json; MODEL_PATH must be a Hugging Face model folder (save_pretrained)")
     if not any((path / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
@@ -123,10 +123,10 @@ def check_parquet_files(files: list[str], what: str) -> None:
         if not name.endswith(".parquet"):
             continue
         if not path.is_file():
-            raise UserError(f"{what} file not found: {path}")
+            raise UserError(f"{what} file not found: {path}; check the path (`spo split` writes subset_*.parquet)")
         try:
             rows = pq.ParquetFile(path).metadata.num_rows
         except Exception as err:  # pyarrow raises several unrelated types for a damaged file
             raise UserError(f"{path}: not a readable parquet file ({err})") from None
         if rows == 0:
-            raise UserError(f"{path}: the {what} file has no rows")
+            raise UserError(f"{path}: the {what} file has no rows; regenerate it (`spo split`) or pass one with rows")

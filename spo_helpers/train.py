@@ -49,7 +49,7 @@ class TrainSummary:
 def train_files_in(train_data_dir: str | Path) -> list[str]:
     folder = Path(train_data_dir)
     if not folder.is_dir():
-        raise UserError(f"TRAIN_DATA_DIR not found: {folder}")
+        raise UserError(f"TRAIN_DATA_DIR not found: {folder}; pass --train_data_dir the folder `spo split` wrote")
     files = sorted(str(p) for p in folder.glob("subset_*.parquet"))
     if not files:
         raise UserError(f"no subset_*.parquet files in TRAIN_DATA_DIR {folder} (run `spo split` first)")
@@ -76,7 +76,8 @@ def check_offline_values(path: str | None, train_files: list[str], method: str) 
     if report["with_values"] == 0:
         raise UserError(
             f"{path}: none of its {len(values)} prompts matches the {report['dataset_prompts']} training prompts "
-            "(offline values for a different dataset?)"
+            "(offline values for a different dataset?); pass the values `spo merge` wrote for this training set, "
+            "or --offline_values none"
         )
     if report["without_values"]:
         print(
@@ -158,7 +159,9 @@ def train(
     check_parquet_files(list(train_files), "training")
     check_parquet_files(list(val_files or []), "validation")
     if offline_values and offline_values.lower() != "none" and not Path(offline_values).is_file():
-        raise UserError(f"OFFLINE_VALUES file not found: {offline_values}")
+        raise UserError(
+            f"OFFLINE_VALUES file not found: {offline_values}; run `spo merge` or pass --offline_values none"
+        )
     spec = RunSpec(
         method=method,
         preset=preset,

@@ -79,7 +79,10 @@ def _checked_scores(key: Any, scores: Any, source: str) -> list[float]:
             raise OfflineValuesError(f"{source}: prompt {key[:60]!r} has a non-numeric score {s!r}")
         value = float(s)
         if not math.isfinite(value):
-            raise OfflineValuesError(f"{source}: prompt {key[:60]!r} has a NaN or infinite score")
+            raise OfflineValuesError(
+                f"{source}: prompt {key[:60]!r} has a NaN or infinite score; replace it with a finite score "
+                "or rewrite the file with `spo merge`"
+            )
         out.append(value)
     return out
 

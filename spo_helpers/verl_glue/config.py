@@ -271,7 +271,9 @@ def compose(overrides: list[str]) -> DictConfig:
             config = hydra_compose(config_name=CONFIG_NAME, overrides=overrides)
     except Exception as err:  # hydra's override and config errors share no base class
         if isinstance(err, OmegaConfBaseException) or type(err).__module__.startswith("hydra"):
-            raise UserError(f"invalid verl config override: {err}") from None
+            raise UserError(
+                f"invalid verl config override: {err} (check the key against the config `--dry-run` prints)"
+            ) from None
         raise
     finally:
         GlobalHydra.instance().clear()

@@ -17,7 +17,7 @@ import os
 import warnings
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from spo_helpers.atomic import atomic_write_text
 
@@ -74,6 +74,10 @@ def build_trainer(config: DictConfig):
     val_reward_fn = load_reward_manager(config, tokenizer, num_examine=0, **reward_kwargs)
     train_dataset = create_rl_dataset(config.data.train_files, config.data, tokenizer, processor, is_train=True)
     val_dataset = create_rl_dataset(config.data.val_files, config.data, tokenizer, processor, is_train=False)
+    if int(config.data.gen_batch_size) > len(train_dataset) >= int(config.data.train_batch_size):
+        # A candidate pool larger than the data set is the whole data set (verl's loader would be empty).
+        with open_dict(config):
+            config.data.gen_batch_size = len(train_dataset)
     trainer_cls = SPOTrainer if config.kit.method == "SPO" else GRPOTrainer
     kwargs = {"ray_worker_group_cls": worker_group_cls} if worker_group_cls is not None else {}
     trainer = trainer_cls(

@@ -1,0 +1,155 @@
+"""A real crash: SIGKILL a CPU training subprocess after a checkpoint, resume it, compare with a straight run."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("verl")
+
+from spo_helpers.steplog import read_step_log
+from spo_helpers.train import train
+from spo_helpers.values_io import write_offline_values
+from spo_helpers.verl_glue.config import RunSpec, all_overrides
+from spo_helpers.verl_glue.trainer import COMPLETE_MARKER, newest_complete_checkpoint
+from spo_helpers.world.task import read_rows
+
+STEPS = 5
+OVERRIDES = ["trainer.save_freq=1", "trainer.test_freq=2", "actor_rollout_ref.rollout.val_kwargs.n=1"]
+VOLATILE = ("timing_s/", "timing_per_token_ms/", "perf/")
+SEEDS = {"GRPO": 1, "SPO": 11}  # kill during step 3 (GRPO) and late in step 4 (SPO)
+
+
+def run_kwargs(method, world, out, values):
+    """Arguments shared by ``train`` and ``RunSpec``: the same run, whichever way it is started."""
+    extra = ["data.gen_batch_size=200"] if method == "SPO" else []
+    return {
+        "output_dir": str(out),
+        "exp_name": f"{method.lower()}_run",
+        "model_path": str(world.model_dir),
+        "train_files": [str(world.train_file)],
+        "val_files": [str(world.val_file)],
+        "total_steps": STEPS,
+        "overrides": [*OVERRIDES, *extra],
+        "offline_values": values,
+    }
+
+
+def run_in_process(method, world, out, values):
+    return train(method, **run_kwargs(method, world, out, values))
+
+
+def start_subprocess(method, world, out, values, log):
+    """``python -m spo_helpers.verl_glue.main`` with the overrides ``spo train`` would use."""
+    spec = RunSpec(method=method, **run_kwargs(method, world, out, values))
+    command = [sys.executable, "-m", "spo_helpers.verl_glue.main", *all_overrides(spec)]
+    env = dict(os.environ, TOKENIZERS_PARALLELISM="false")
+    return spec.run_dir, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+def wait_for_marker(proc, checkpoints, step, log_path, timeout=300.0):
+    """Poll until step ``step``'s checkpoint is complete; returns the time it was seen."""
+    marker = checkpoints / f"global_step_{step}" / COMPLETE_MARKER
+    deadline = time.monotonic() + timeout
+    while not marker.is_file():
+        if proc.poll() is not None:
+            pytest.fail(f"training exited ({proc.returncode}) before step {step}:\n{log_path.read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"no checkpoint for step {step} after {timeout:.0f}s")
+        time.sleep(0.02)
+    return time.monotonic()
+
+
+def tear(step_dir):
+    """A checkpoint a crash interrupted mid-save: garbage files, no completion marker."""
+    for name in ("actor/cpu_worker.pt", "kit_state/state.pt", "data.pt"):
+        path = step_dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"torn")
+    (step_dir / COMPLETE_MARKER).unlink(missing_ok=True)
+
+
+def stable_metrics(run_dir):
+    return [
+        (r["step"], {k: v for k, v in r["data"].items() if not k.startswith(VOLATILE)})
+        for r in read_step_log(run_dir / "metrics.jsonl")
+    ]
+
+
+def final_state(run_dir):
+    step = run_dir / "checkpoints" / f"global_step_{STEPS}"
+    worker = torch.load(step / "actor" / "cpu_worker.pt", map_location="cpu", weights_only=False)
+    kit = torch.load(step / "kit_state" / "state.pt", map_location="cpu", weights_only=False)
+    return worker["model"], kit["tracker"]
+
+
+def loaded_checkpoint(run_dir):
+    """The folder the last start of the run resumed from, as verl logs it (None: from scratch)."""
+    lines = re.findall(
+        r"^(Load from checkpoint folder: .*|Training from scratch)$", (run_dir / "verl.log").read_text(), re.M
+    )
+    assert lines, "verl.log records no checkpoint decision"
+    return None if lines[-1] == "Training from scratch" else lines[-1].split(": ", 1)[1].strip()
+
+
+@pytest.fixture(scope="module")
+def values_file(small_world, tmp_path_factory):
+    rows = read_rows(small_world.train_file)
+    rng = np.random.default_rng(1)
+    values = {r["extra_info"]["prompt_key"]: rng.integers(0, 2, size=4).astype(float).tolist() for r in rows}
+    return str(write_offline_values(values, tmp_path_factory.mktemp("kill_values") / "offline_values.json"))
+
+
+@pytest.mark.parametrize("method", ["GRPO", "SPO"])
+def test_sigkill_then_resume_equals_straight_run(method, small_world, tmp_path, values_file):
+    values = values_file if method == "SPO" else None
+    rng = random.Random(SEEDS[method])
+    after_step = rng.randint(2, STEPS - 2)
+    fraction = rng.random()
+
+    log_path = tmp_path / "killed.log"
+    with log_path.open("wb") as log:
+        run_dir, proc = start_subprocess(method, small_world, tmp_path / "killed", values, log)
+        try:
+            seen = wait_for_marker(proc, run_dir / "checkpoints", after_step - 1, log_path)
+            step_seconds = wait_for_marker(proc, run_dir / "checkpoints", after_step, log_path) - seen
+            # somewhere in the next step (generation, update, logging or its save); a later step still follows
+            time.sleep(fraction * step_seconds)
+            assert proc.poll() is None, f"the run finished before the kill:\n{log_path.read_text()[-3000:]}"
+            proc.send_signal(signal.SIGKILL)
+            assert proc.wait(timeout=60) == -signal.SIGKILL
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+    checkpoints = run_dir / "checkpoints"
+    newest = newest_complete_checkpoint(checkpoints)
+    assert newest is not None and int(newest.name.split("_")[-1]) in (after_step, after_step + 1)
+    torn = checkpoints / f"global_step_{int(newest.name.split('_')[-1]) + 1}"
+    tear(torn)
+    (checkpoints / "latest_checkpointed_iteration.txt").write_text(torn.name.split("_")[-1])
+
+    resumed = run_in_process(method, small_world, tmp_path / "killed", values)
+    assert loaded_checkpoint(run_dir) == str(newest)
+    assert resumed.steps == STEPS
+    assert (torn / COMPLETE_MARKER).is_file()  # rewritten by the resumed run, not loaded from
+
+    straight = run_in_process(method, small_world, tmp_path / "straight", values)
+    (w1, t1), (w2, t2) = final_state(straight.run_dir), final_state(run_dir)
+    assert w1.keys() == w2.keys()
+    assert all(torch.equal(w1[name], w2[name]) for name in w1)
+    assert t1 == t2
+    assert (straight.run_dir / "steps.jsonl").read_text() == (run_dir / "steps.jsonl").read_text()
+    assert stable_metrics(straight.run_dir) == stable_metrics(run_dir)
+    assert [step for step, _ in stable_metrics(run_dir)] == list(range(STEPS + 1))

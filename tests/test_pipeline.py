@@ -1,0 +1,186 @@
+"""``spo pipeline``: failing cells, skip logic and the config file, with tiny stand-in notebooks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("papermill")
+
+import nbformat  # papermill depends on it
+
+from spo_helpers.cli import main
+from spo_helpers.errors import UserError
+from spo_helpers.pipeline import (
+    RECORD,
+    PipelineConfig,
+    PipelineStageFailed,
+    load_config_file,
+    run_pipeline,
+    stage_outputs,
+)
+
+# Each stand-in writes the files that mark its stage as finished and appends a line to calls.log.
+SPLIT = """
+import json, pathlib
+out = pathlib.Path(output_dir)
+out.mkdir(parents=True, exist_ok=True)
+(out / "split_manifest.json").write_text(json.dumps({"num_subsets": num_subsets, "seed": seed}))
+with open(out.parent / "calls.log", "a") as log:
+    log.write("01_split\\n")
+"""
+ESTIMATE = """
+import json, pathlib
+root = pathlib.Path(output_dir)
+subsets = json.loads((pathlib.Path(data_dir) / "split_manifest.json").read_text())["num_subsets"]
+for i in range(subsets):
+    dump = root / "spo" / f"offline_value_estimation_subset_{i}" / "validation_data" / "0.jsonl"
+    dump.parent.mkdir(parents=True, exist_ok=True)
+    dump.write_text(json.dumps({"n_val": n_val}) + "\\n")
+with open(root / "calls.log", "a") as log:
+    log.write(f"02_estimate fresh={fresh}\\n")
+if n_val == 3:
+    raise RuntimeError("estimation crashed after writing its dumps")
+"""
+PARAMETERS = {
+    "01_split": "dataset = None\noutput_dir = ''\nnum_subsets = 1\nseed = 0\nassets = None",
+    "02_estimate": "data_dir = ''\noutput_dir = ''\nmodel_path = None\nn_val = 8\nbackend = 'cpu'\n"
+    "preset = 'cpu'\nseed = 0\nassets = None\nfresh = False",
+}
+
+
+def write_notebook(path, parameters, *cells):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(parameters, metadata={"tags": ["parameters"]})]
+    nb.cells += [nbformat.v4.new_code_cell(source) for source in cells]
+    nbformat.write(nb, path)
+
+
+@pytest.fixture
+def notebooks(tmp_path, monkeypatch):
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    write_notebook(folder / "01_split.ipynb", PARAMETERS["01_split"], SPLIT)
+    write_notebook(folder / "02_estimate.ipynb", PARAMETERS["02_estimate"], ESTIMATE)
+    monkeypatch.setenv("SPO_NOTEBOOKS", str(folder))
+    monkeypatch.setenv("SPO_HEADLESS", "0")  # run_pipeline sets it; monkeypatch restores it
+    return folder
+
+
+def calls(cfg):
+    path = cfg.root / "calls.log"
+    lines = path.read_text().splitlines() if path.exists() else []
+    path.unlink(missing_ok=True)
+    return lines
+
+
+def test_failing_cell_stops_the_pipeline_with_stage_cell_and_error(notebooks, tmp_path, capsys):
+    write_notebook(notebooks / "02_estimate.ipynb", "", "x = 1", "raise ValueError('no dumps today')", "y = 2")
+    argv = ["pipeline", "--name", "fail", "--runs_dir", str(tmp_path / "runs"), "--stages", "01_split", "02_estimate"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    executed = nbformat.read(tmp_path / "runs" / "fail" / "notebooks" / "02_estimate.ipynb", as_version=4)
+    failed = [c for c in executed.cells if any(o.get("output_type") == "error" for o in c.get("outputs", []))]
+    assert len(failed) == 1 and "raise ValueError" in failed[0].source
+    assert err[0].startswith("spo pipeline: error: stage 02_estimate failed in cell ")
+    assert f"cell [{failed[0].execution_count}]" in err[0]
+    assert "02_estimate.ipynb" in err[0] and "ValueError: no dumps today" in err[0]
+    record = json.loads((tmp_path / "runs" / "fail" / RECORD).read_text())
+    assert "fingerprint" in record["01_split"] and "fingerprint" not in record["02_estimate"]
+
+
+def test_run_pipeline_raises_stage_failed(notebooks, tmp_path):
+    write_notebook(notebooks / "01_split.ipynb", "", "1 / 0")
+    cfg = PipelineConfig(name="raise", runs_dir=str(tmp_path / "runs"))
+    with pytest.raises(PipelineStageFailed, match=r"stage 01_split failed in cell \[\d+\] .*ZeroDivisionError"):
+        run_pipeline(cfg, stages=("01_split",))
+
+
+def test_skip_logic(notebooks, tmp_path):
+    stages = ("01_split", "02_estimate")
+    cfg = PipelineConfig(name="skip", runs_dir=str(tmp_path / "runs"), num_subsets=2, n_val=8)
+
+    assert run_pipeline(cfg, stages=stages) == {"01_split": "ran", "02_estimate": "ran"}
+    assert calls(cfg) == ["01_split", "02_estimate fresh=False"]
+    assert all(p.exists() for s in stages for p in stage_outputs(cfg, s))
+
+    assert run_pipeline(cfg, stages=stages) == {"01_split": "skipped", "02_estimate": "skipped"}
+    assert calls(cfg) == []
+
+    cfg.n_val = 4  # a parameter of stage 02 only
+    assert run_pipeline(cfg, stages=stages) == {"01_split": "skipped", "02_estimate": "ran"}
+    assert calls(cfg) == ["02_estimate fresh=True"]
+
+    manifest = cfg.root / "splits" / "split_manifest.json"  # stage 02's input
+    manifest.write_text(manifest.read_text().replace("}", ', "edited": true}'))
+    assert run_pipeline(cfg, stages=stages) == {"01_split": "skipped", "02_estimate": "ran"}
+    assert calls(cfg) == ["02_estimate fresh=True"]
+
+    stage_outputs(cfg, "02_estimate")[1].unlink()  # an output went missing
+    assert run_pipeline(cfg, stages=stages)["02_estimate"] == "ran"
+    calls(cfg)
+
+    cfg.num_subsets = 3  # stage 01's parameter changes its output, so stage 02 reruns as well
+    assert run_pipeline(cfg, stages=stages) == {"01_split": "ran", "02_estimate": "ran"}
+    assert len(stage_outputs(cfg, "02_estimate")) == 3 and all(p.exists() for p in stage_outputs(cfg, "02_estimate"))
+    calls(cfg)
+
+    assert run_pipeline(cfg, stages=stages, force=True) == {"01_split": "ran", "02_estimate": "ran"}
+    assert calls(cfg) == ["01_split", "02_estimate fresh=True"]
+
+
+def test_failed_rerun_is_not_skipped_afterwards(notebooks, tmp_path):
+    """A rerun that fails after overwriting outputs must not leave the old stage record behind."""
+    cfg = PipelineConfig(name="rerun", runs_dir=str(tmp_path / "runs"), num_subsets=1, n_val=8)
+    stages = ("01_split", "02_estimate")
+    run_pipeline(cfg, stages=stages)
+    calls(cfg)
+    cfg.n_val = 3  # the stand-in writes its dumps, then raises
+    for fresh in (True, False):  # a second attempt with the same inputs resumes the first
+        with pytest.raises(PipelineStageFailed, match="estimation crashed"):
+            run_pipeline(cfg, stages=stages)
+        assert calls(cfg) == [f"02_estimate fresh={fresh}"]
+    dump = stage_outputs(cfg, "02_estimate")[0]
+    assert json.loads(dump.read_text()) == {"n_val": 3}
+    cfg.n_val = 8  # back to the parameters of the last successful run: the dumps on disk are not theirs
+    assert run_pipeline(cfg, stages=stages) == {"01_split": "skipped", "02_estimate": "ran"}
+    assert calls(cfg) == ["02_estimate fresh=True"]
+    assert json.loads(dump.read_text()) == {"n_val": 8}
+    assert run_pipeline(cfg, stages=stages)["02_estimate"] == "skipped"
+
+
+def test_load_config_file(tmp_path):
+    assert load_config_file(None) == {}
+    good = tmp_path / "good.yaml"
+    good.write_text("name: exp1\ntotal_steps: 3\nmethods: [SPO]\n")
+    assert load_config_file(str(good)) == {"name": "exp1", "total_steps": 3, "methods": ["SPO"]}
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    assert load_config_file(str(empty)) == {}
+
+    with pytest.raises(UserError, match=r"pipeline config not found: .*missing\.yaml"):
+        load_config_file(str(tmp_path / "missing.yaml"))
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("name: x\ntotal_stepz: 3\n")
+    with pytest.raises(UserError, match=r"unknown.yaml: unknown pipeline parameters \['total_stepz'\]"):
+        load_config_file(str(unknown))
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- name\n- seed\n")
+    with pytest.raises(UserError, match=r"list\.yaml: expected a mapping"):
+        load_config_file(str(listing))
+
+
+@pytest.mark.parametrize(
+    ("text", "match"), [(None, "not found"), ("[1, 2]", "expected a mapping"), ("x: 1", "unknown")]
+)
+def test_config_errors_through_the_cli(tmp_path, capsys, text, match):
+    path = tmp_path / "pipeline.yaml"
+    if text is not None:
+        path.write_text(text)
+    assert main(["pipeline", "--config", str(path), "--runs_dir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("spo pipeline: error: ") and match in err[0] and str(path) in err[0]
+    assert not (tmp_path / "runs").exists()

@@ -20,8 +20,9 @@ import os
 import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
@@ -203,24 +204,28 @@ def merge_dumps(
 ) -> MergeResult:
     """Read and merge all dumps; see the module doc.
 
-    ``workers`` (reader threads) defaults to ``min(8, files)``; the progress bar shows on a terminal only.
+    ``workers`` (reader processes) defaults to ``min(cpu count, 8, files)``; the progress bar shows on a
+    terminal only.
     """
     if isinstance(max_scores_per_prompt, bool) or max_scores_per_prompt < 0:
         raise UserError(f"--max_scores_per_prompt must be >= 0 (0 keeps all scores), got {max_scores_per_prompt}")
     if workers is not None and workers < 1:
         raise UserError(f"--workers must be at least 1, got {workers}")
     files = find_dumps(input_dir, pattern)
-    workers = min(MAX_WORKERS, len(files)) if workers is None else min(workers, len(files))
+    default = min(MAX_WORKERS, os.cpu_count() or 1)
+    workers = min(default if workers is None else workers, len(files))
 
     from tqdm.auto import tqdm
 
-    pool = ThreadPoolExecutor(max_workers=workers)
-    try:
-        # map yields in file order, so the first bad file in sorted order is the one reported
-        results = pool.map(lambda p: read_dump(p, skip_bad_lines=skip_bad_lines), files)
-        dumps = list(tqdm(results, total=len(files), desc="dumps", unit="file", disable=None if progress else True))
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    read = partial(read_dump, skip_bad_lines=skip_bad_lines)
+    bar = partial(tqdm, total=len(files), desc="dumps", unit="file", disable=None if progress else True)
+    if workers == 1:
+        dumps = list(bar(map(read, files)))
+    else:
+        # Parsing JSON holds the interpreter lock: separate processes read files truly in parallel.
+        # map yields in file order, so the first bad file in sorted order is the one reported.
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            dumps = list(bar(pool.map(read, files)))
 
     grouped: dict[str, list[float]] = {}
     bad: Counter[str] = Counter()
@@ -333,7 +338,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="training data for a coverage report",
     )
     parser.add_argument(
-        "--workers", type=int, default=None, help=f"reader threads (default: min({MAX_WORKERS}, files))"
+        "--workers", type=int, default=None, help=f"reader processes (default: min(cpus, {MAX_WORKERS}, files))"
     )
 
 

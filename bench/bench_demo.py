@@ -33,14 +33,9 @@ import time
 from pathlib import Path
 
 import psutil
+from results_line import emit
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def emit(name: str, value: float, unit: str, baseline: float | None, ratio: float | None) -> None:
-    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
-    record = {"name": name, "value": value, "unit": unit, "baseline": baseline, "ratio": ratio, "command": command}
-    print("RESULT " + json.dumps(record))
 
 
 def world_state(assets: str | None) -> tuple[bool, float | None]:

@@ -27,8 +27,6 @@ import json
 import os
 import platform
 import random
-import shlex
-import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -36,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
+from results_line import emit
 
 from spo_helpers.merge import DEFAULT_PATTERN, merge_dumps, write_merge
 
@@ -148,12 +147,6 @@ def best_time(fn, repeats: int) -> tuple[float, dict]:
 
 def same_values(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(sorted(map(float, a[k])) == sorted(map(float, b[k])) for k in a)
-
-
-def emit(name: str, value: float, unit: str, baseline: float | None, ratio: float | None) -> None:
-    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
-    record = {"name": name, "value": value, "unit": unit, "baseline": baseline, "ratio": ratio, "command": command}
-    print("RESULT " + json.dumps(record))
 
 
 def main() -> None:

@@ -14,12 +14,11 @@ opening braces, one box nested half a million braces deep, 100k boxes in a row, 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import shlex
-import sys
 import time
+
+from results_line import emit
 
 from spo_helpers.reward import compute_score
 
@@ -48,12 +47,6 @@ def best_time(solution: str | bytes, require_think: bool, repeats: int) -> float
         compute_score("spo_arith", solution, GROUND_TRUTH, EXTRA, require_think=require_think)
         best = min(best, time.perf_counter() - start)
     return best
-
-
-def emit(name: str, value: float, unit: str, baseline: float | None, ratio: float | None) -> None:
-    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
-    record = {"name": name, "value": value, "unit": unit, "baseline": baseline, "ratio": ratio, "command": command}
-    print("RESULT " + json.dumps(record))
 
 
 def main() -> None:

@@ -23,24 +23,16 @@ figure is the SPO / GRPO step-time ratio.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import shlex
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from results_line import emit
 
 PHASES = ("gen", "old_log_prob", "update_actor", "spo_rho")
-
-
-def emit(name: str, value: float, unit: str, baseline: float | None, ratio: float | None) -> None:
-    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
-    record = {"name": name, "value": value, "unit": unit, "baseline": baseline, "ratio": ratio, "command": command}
-    print("RESULT " + json.dumps(record))
 
 
 # ---------------------------------------------------------------- (a) generation

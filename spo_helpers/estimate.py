@@ -131,7 +131,7 @@ def estimate_subset(
     dry_run: bool = False,
 ) -> EstimateSummary | str:
     """Run one validation-only job; returns its summary (or the dry-run text)."""
-    from spo_helpers.verl_glue.config import RunSpec, build_config, command_line
+    from spo_helpers.verl_glue.config import RunSpec, build_config, dry_run_text
     from spo_helpers.verl_glue.runner import run_training, write_run_config
 
     spec = RunSpec(
@@ -150,9 +150,7 @@ def estimate_subset(
     )
     config = build_config(spec)
     if dry_run:
-        from omegaconf import OmegaConf
-
-        return OmegaConf.to_yaml(config) + "\n# command\n" + command_line(spec) + "\n"
+        return dry_run_text(spec, config)
     target = dump_path(output_dir, exp_name)
     start = time.perf_counter()
     if target.is_file() and not force:

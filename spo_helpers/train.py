@@ -142,7 +142,7 @@ def train(
     An existing run folder is resumed from its newest complete checkpoint, unless
     ``fresh`` (then it is deleted first).
     """
-    from spo_helpers.verl_glue.config import RunSpec, build_config, command_line
+    from spo_helpers.verl_glue.config import RunSpec, build_config, dry_run_text
     from spo_helpers.verl_glue.runner import run_training, write_run_config
 
     method = method.upper()
@@ -183,9 +183,7 @@ def train(
     )
     config = build_config(spec)
     if dry_run:
-        from omegaconf import OmegaConf
-
-        return OmegaConf.to_yaml(config) + "\n# command\n" + command_line(spec) + "\n"
+        return dry_run_text(spec, config)
     check_offline_values(offline_values, train_files, method)
     if fresh and spec.run_dir.exists():
         import shutil

@@ -302,3 +302,8 @@ def command_line(spec: RunSpec) -> str:
     """The equivalent command: the kit's Hydra entry point with every override."""
     lines = ["python -m spo_helpers.verl_glue.main", *(shlex.quote(o) for o in all_overrides(spec))]
     return " \\\n    ".join(lines)
+
+
+def dry_run_text(spec: RunSpec, config: DictConfig) -> str:
+    """What ``--dry-run`` prints: the resolved verl config, then the equivalent command."""
+    return OmegaConf.to_yaml(config) + "\n# command\n" + command_line(spec) + "\n"

@@ -118,3 +118,20 @@ def test_command_line_lists_the_overrides():
     text = command_line(spec(method="SPO", preset="official", offline_values="/v.json"))
     assert text.startswith("python -m spo_helpers.verl_glue.main")
     assert "data.gen_batch_size=14000" in text and "trainer.spo.enable=True" in text
+
+
+@pytest.mark.parametrize("preset", ["official", "paper"])
+@pytest.mark.parametrize("method", ["GRPO", "SPO", "EVAL"])
+def test_gpu_presets_pass_verls_own_checks(preset, method):
+    """The Ray backend's worker mapping and verl's ``validate_config`` for the GPU presets (no Ray started)."""
+    from verl.trainer.ppo.utils import Role, need_critic, need_reference_policy
+    from verl.utils.config import validate_config
+
+    from spo_helpers.verl_glue.runner import _role_mapping
+
+    config = build_config(spec(method=method, preset=preset, offline_values="/v.json" if method == "SPO" else None))
+    mapping, pools, worker_group_cls = _role_mapping(config)
+    assert Role.ActorRollout in mapping and Role.RefPolicy not in mapping
+    assert worker_group_cls.__name__ == "RayWorkerGroup"
+    assert pools.resource_pool_spec["global_pool"] == [8] * config.trainer.nnodes
+    validate_config(config=config, use_reference_policy=need_reference_policy(mapping), use_critic=need_critic(config))

@@ -54,9 +54,10 @@ def grpo_diagnostics(rewards: np.ndarray, group_ids, advantages: np.ndarray) -> 
 def spo_diagnostics(rewards: np.ndarray, p_hat: np.ndarray, advantages: np.ndarray) -> dict[str, float]:
     r = np.asarray(rewards, dtype=np.float64)
     raw = r - np.asarray(p_hat, dtype=np.float64)
+    zero = zero_fraction(advantages)  # no groups: the structural and the realised share coincide
     return {
-        "kit/zero_adv_frac": zero_fraction(advantages),
-        "kit/zero_adv_frac_realised": zero_fraction(advantages),
+        "kit/zero_adv_frac": zero,
+        "kit/zero_adv_frac_realised": zero,
         "kit/adv_var_before_norm": _variance(raw),
         "kit/adv_var_after_norm": _variance(np.asarray(advantages, dtype=np.float64)),
     }

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 from spo_helpers.atomic import atomic_write_text
 
@@ -324,7 +324,3 @@ class CPUActorRolloutWorkerGroup:
 
     def dump_memory_snapshot(self, tag: str = "manual", sub_dir: str | None = None) -> None:
         return None
-
-
-def resolved_copy(config: DictConfig) -> DictConfig:
-    return OmegaConf.create(OmegaConf.to_container(config, resolve=True))

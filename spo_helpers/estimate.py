@@ -55,15 +55,20 @@ def dump_path(output_dir: str | Path, exp_name: str) -> Path:
     return Path(output_dir) / "spo" / exp_name / "validation_data" / "0.jsonl"
 
 
-def summarise_dump(path: Path) -> dict[str, float]:
-    """Prompts, samples, mean score and the share of prompts that always fail or always pass."""
+def scores_by_prompt(path: Path) -> dict[str, list[float]]:
+    """A dump's scores grouped by prompt (the explicit ``prompt_key``, else the decoded ``input``)."""
     per_prompt: dict[str, list[float]] = {}
     for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        record = json.loads(line)
-        key = record.get("prompt_key") or record.get("input", "")
-        per_prompt.setdefault(key, []).append(float(record["score"]))
+        if line.strip():
+            record = json.loads(line)
+            key = record.get("prompt_key") or record.get("input", "")
+            per_prompt.setdefault(key, []).append(float(record["score"]))
+    return per_prompt
+
+
+def summarise_dump(path: Path) -> dict[str, float]:
+    """Prompts, samples, mean score and the share of prompts that always fail or always pass."""
+    per_prompt = scores_by_prompt(path)
     rates = np.array([np.mean(np.asarray(v) > 0) for v in per_prompt.values()])
     samples = sum(len(v) for v in per_prompt.values())
     scores = np.concatenate([np.asarray(v) for v in per_prompt.values()]) if per_prompt else np.empty(0)
@@ -88,18 +93,13 @@ def success_rate_frame(output_dir: str | Path, exp_name: str = DEFAULT_EXP_NAME)
         if not dump.is_file():
             continue
         match = re.search(r"subset_(\d+)$", run_dir.name)
-        per_prompt: dict[str, list[float]] = {}
-        for line in dump.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                record = json.loads(line)
-                per_prompt.setdefault(record.get("prompt_key") or record.get("input", ""), []).append(record["score"])
-        for key, scores in per_prompt.items():
+        for key, scores in scores_by_prompt(dump).items():
             rows.append(
                 {
                     "subset": int(match.group(1)) if match else 0,
                     "prompt_key": key,
                     "samples": len(scores),
-                    "success_rate": float(np.mean(np.asarray(scores, dtype=float) > 0)),
+                    "success_rate": float(np.mean(np.asarray(scores) > 0)),
                 }
             )
     if not rows:

@@ -90,19 +90,14 @@ class KitTrainerMixin:
         self.run_dir = Path(kit.run_dir)
         self.step_records = StepLog(self.run_dir / "steps.jsonl")
         self.counters = {"samples_total": 0, "response_tokens_total": 0}
-        self.train_keys, self.key_rows = self._train_prompt_keys()
+        self.train_keys, self.key_rows, difficulty = self._train_prompt_keys()
         self.tracker = self._build_tracker()
-        self._write_prompt_table()
+        self._write_prompt_table(difficulty)
 
-    def _write_prompt_table(self) -> None:
+    def _write_prompt_table(self, difficulty: list[int | None]) -> None:
         """``prompts.parquet``: per tracker row its key, dataset row, difficulty (if known) and prior."""
         import pandas as pd
 
-        frame = self.train_dataset.dataframe
-        difficulty = []
-        for index in self.key_rows:
-            info = frame[int(index)].get("extra_info") or {}
-            difficulty.append(info.get("difficulty") if isinstance(info, dict) else None)
         table = pd.DataFrame(
             {
                 "row": np.arange(len(self.train_keys)),
@@ -139,18 +134,20 @@ class KitTrainerMixin:
         atomic_write_bytes(snapshot, buffer.getvalue())
         return metrics
 
-    def _train_prompt_keys(self) -> tuple[list[str], np.ndarray]:
-        """Unique prompt keys of the training set and, per key, its first dataset row."""
+    def _train_prompt_keys(self) -> tuple[list[str], np.ndarray, list[int | None]]:
+        """One pass over the training set: unique prompt keys and, per key, its first row and difficulty."""
         frame = self.train_dataset.dataframe
-        keys, rows, seen = [], [], {}
+        keys, rows, difficulty, seen = [], [], [], set()
         for index, row in enumerate(frame):
             key = row_key(row)
             if key not in seen:
-                seen[key] = len(keys)
+                seen.add(key)
                 keys.append(key)
                 rows.append(index)
+                info = row.get("extra_info")
+                difficulty.append(info.get("difficulty") if isinstance(info, dict) else None)
         self.duplicate_prompt_rows = len(frame) - len(keys)
-        return keys, np.asarray(rows, dtype=np.int64)
+        return keys, np.asarray(rows, dtype=np.int64), difficulty
 
     def _build_tracker(self) -> ValueTracker:
         spo = self.config.trainer.spo

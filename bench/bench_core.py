@@ -20,8 +20,8 @@ from collections import defaultdict
 
 import numpy as np
 
-from spo_helpers.sampler import PrioritizedSampler, SamplerConfig
-from spo_helpers.tracker import TrackerConfig, ValueTracker
+from spo_helpers.core.sampler import PrioritizedSampler, SamplerConfig
+from spo_helpers.core.tracker import TrackerConfig, ValueTracker
 
 EPS = 0.05
 SUFFIX = "The answer format must be: \\boxed{'The final answer goes here.'}"

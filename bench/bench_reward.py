@@ -1,6 +1,6 @@
 """Worst-case cost of the reward function on hostile model outputs.
 
-``spo_helpers.reward.compute_score`` scores untrusted text, so a pathological response
+``spo_helpers.verl_glue.reward.compute_score`` scores untrusted text, so a pathological response
 must not stall a training step. Each hostile case below is scored with
 ``require_think`` off (the CPU preset) and on (the official Qwen3 runs), and the slowest
 call, best of ``--repeats``, is compared with the baseline: the same function on a
@@ -20,7 +20,7 @@ import time
 
 from results_line import emit
 
-from spo_helpers.reward import compute_score
+from spo_helpers.verl_glue.reward import compute_score
 
 GROUND_TRUTH = "42"
 EXTRA = {"prompt_key": "What is 6 * 7?"}

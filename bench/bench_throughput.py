@@ -140,7 +140,7 @@ def bench_generation(world, batch: int, new_tokens: int, repeats: int, naive_pro
 
 # ---------------------------------------------------------------- (b) training
 def step_figures(run_dir: Path, warmup: int) -> dict[str, float]:
-    from spo_helpers.steplog import read_step_log
+    from spo_helpers.formats.steplog import read_step_log
 
     records = [r for r in read_step_log(run_dir / "metrics.jsonl") if "timing_s/step" in r["data"]]
     records.sort(key=lambda r: r["step"])

@@ -4,14 +4,20 @@ Each stage lives in its own module, which provides ``add_arguments(parser)`` and
 ``run(args) -> int``; modules are imported only when their subcommand runs, so
 ``spo --help`` stays fast. Errors the user can fix (bad input, wrong paths) are
 raised as ``UserError`` or the I/O errors below and printed as one line, exit code 2.
+Every long flag takes both spellings (``--output_dir`` / ``--output-dir``). Library
+code reports through ``logging``; the command shows INFO and above on stderr
+(``SPO_LOG_LEVEL=DEBUG`` for more).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
+import os
 import sys
 
+from spo_helpers.cli_options import StageParser
 from spo_helpers.errors import UserError
 
 # name -> (module, one-line help)
@@ -38,6 +44,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def configure_logging() -> None:
+    """INFO and above from the kit's loggers to stderr, as plain lines (no-op when logging is already set up)."""
+    level = os.environ.get("SPO_LOG_LEVEL", "INFO").upper()
+    root = logging.getLogger("spo_helpers")
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        root.addHandler(handler)
+    root.setLevel(getattr(logging, level, logging.INFO))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -47,11 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     name, rest = argv[0], argv[1:]
     module_name, summary = STAGES[name]
     module = importlib.import_module(module_name)
-    stage_parser = argparse.ArgumentParser(
+    stage_parser = StageParser(
         prog=f"spo {name}", description=module.__doc__ or summary, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     module.add_arguments(stage_parser)
     args = stage_parser.parse_args(rest)
+    configure_logging()
     try:
         return int(module.run(args) or 0)
     except (UserError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as err:

@@ -3,3 +3,7 @@
 
 class UserError(Exception):
     """Bad input or configuration, with a message that names the file and the fix."""
+
+
+class MissingData(UserError):
+    """An input a loader or a figure needs is absent (the message names the file)."""

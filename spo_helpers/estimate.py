@@ -16,26 +16,31 @@ A subset whose dump already exists is skipped unless ``--force``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from spo_helpers.backends import resolve_backend
+from spo_helpers.cli_options import add_common_arguments
 from spo_helpers.errors import UserError
-from spo_helpers.stage_args import (
-    add_common_arguments,
-    check_model_dir,
-    check_parquet_files,
-    require_file,
-    resolve_backend,
-    world_for,
+from spo_helpers.formats.dumps import read_dump
+from spo_helpers.formats.layout import (
+    ESTIMATION_EXP_NAME,
+    RUNS_SUBDIR,
+    SUBSET_GLOB,
+    RunLayout,
+    estimation_dump_pattern,
+    estimation_exp_name,
+    estimation_run_glob,
+    subset_index,
 )
+from spo_helpers.formats.layout import subset_files as layout_subset_files
+from spo_helpers.preflight import check_model_dir, check_parquet_files, require_file
 
-DEFAULT_EXP_NAME = "offline_value_estimation"
+DEFAULT_EXP_NAME = ESTIMATION_EXP_NAME
 
 
 @dataclass(frozen=True)
@@ -52,18 +57,12 @@ class EstimateSummary:
 
 
 def dump_path(output_dir: str | Path, exp_name: str) -> Path:
-    return Path(output_dir) / "spo" / exp_name / "validation_data" / "0.jsonl"
+    return RunLayout.of(output_dir, exp_name).estimation_dump
 
 
 def scores_by_prompt(path: Path) -> dict[str, list[float]]:
-    """A dump's scores grouped by prompt (the explicit ``prompt_key``, else the decoded ``input``)."""
-    per_prompt: dict[str, list[float]] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            record = json.loads(line)
-            key = record.get("prompt_key") or record.get("input", "")
-            per_prompt.setdefault(key, []).append(float(record["score"]))
-    return per_prompt
+    """A dump's scores grouped by prompt key (``formats.keys.dump_key``); a bad line stops with its file:line."""
+    return read_dump(path, fix="re-run this subset with --force").grouped()
 
 
 def summarise_dump(path: Path) -> dict[str, float]:
@@ -86,31 +85,30 @@ def success_rate_frame(output_dir: str | Path, exp_name: str = DEFAULT_EXP_NAME)
     import pandas as pd
 
     rows = []
-    pattern = f"{exp_name}_subset_*"
-    runs = sorted((Path(output_dir) / "spo").glob(pattern)) or [Path(output_dir) / "spo" / exp_name]
-    for run_dir in runs:
-        dump = run_dir / "validation_data" / "0.jsonl"
+    runs_dir = Path(output_dir) / RUNS_SUBDIR
+    runs = sorted(runs_dir.glob(estimation_run_glob(exp_name)), key=lambda p: subset_index(p) or 0)
+    for run_dir in runs or [runs_dir / exp_name]:
+        dump = RunLayout(run_dir).estimation_dump
         if not dump.is_file():
             continue
-        match = re.search(r"subset_(\d+)$", run_dir.name)
         for key, scores in scores_by_prompt(dump).items():
             rows.append(
                 {
-                    "subset": int(match.group(1)) if match else 0,
+                    "subset": subset_index(run_dir) or 0,
                     "prompt_key": key,
                     "samples": len(scores),
                     "success_rate": float(np.mean(np.asarray(scores) > 0)),
                 }
             )
     if not rows:
-        raise UserError(f"no estimation dumps under {Path(output_dir) / 'spo'} ({pattern}/validation_data/0.jsonl)")
+        raise UserError(f"no estimation dumps under {runs_dir} ({estimation_dump_pattern(exp_name)})")
     return pd.DataFrame(rows)
 
 
 def subset_files(data_dir: str | Path) -> list[Path]:
-    files = sorted(Path(data_dir).glob("subset_*.parquet"), key=lambda p: int(re.sub(r"\D", "", p.stem) or 0))
+    files = layout_subset_files(data_dir)
     if not files:
-        raise UserError(f"no subset_*.parquet files in {data_dir} (run `spo split` first)")
+        raise UserError(f"no {SUBSET_GLOB} files in {data_dir} (run `spo split` first)")
     return files
 
 
@@ -209,12 +207,14 @@ def estimate_all(
     if not model_path:
         if backend != "cpu":
             raise UserError("MODEL_PATH is not set: pass --model_path (a Hugging Face id or local folder)")
-        model_path = str(world_for(argparse.Namespace(assets=assets, seed=0)).model_dir)
+        from spo_helpers.world.build import build_world
+
+        model_path = str(build_world(assets, seed=0).model_dir)
     check_model_dir(model_path)
     summaries = []
     for data_file in tqdm(files, desc="subsets", unit="subset", disable=not progress or len(files) == 1):
-        match = re.search(r"subset_(\d+)", data_file.stem)
-        name = f"{exp_name}_subset_{match.group(1)}" if len(files) > 1 and match else exp_name
+        index = subset_index(data_file) if len(files) > 1 else None
+        name = estimation_exp_name(index, exp_name)
         result = estimate_subset(
             data_file,
             output_dir=output_dir,
@@ -233,7 +233,7 @@ def estimate_all(
 
 
 def run(args: argparse.Namespace) -> int:
-    backend, preset = resolve_backend(args)
+    backend, preset = resolve_backend(args.backend, args.preset)
     data = args.data_dir or require_file(args.data_file, "DATA_FILE", "pass --data_file or --data_dir")
     summaries = estimate_all(
         data,

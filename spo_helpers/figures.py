@@ -24,8 +24,9 @@ import pandas as pd
 
 from spo_helpers import analysis as A
 from spo_helpers.analysis import MissingData, RunInfo
-from spo_helpers.atomic import atomic_write_bytes, atomic_write_text
+from spo_helpers.core.metric_names import ZERO_ADV_FRAC
 from spo_helpers.errors import UserError
+from spo_helpers.formats.atomic import atomic_write_bytes, atomic_write_text
 
 FORMATS = ("png", "pdf", "svg")
 DEFAULT_FORMATS = ("png", "pdf")
@@ -138,7 +139,7 @@ def _first_spo(frame: pd.DataFrame) -> pd.DataFrame:
 
 # ---------------------------------------------------------------------------------------------- builders
 def _value_distributions(data: RunData) -> Built:
-    from spo_helpers.plots import pick_steps, plot_value_distributions
+    from spo_helpers.analysis.plots import pick_steps, plot_value_distributions
 
     snapshots = data.optional("snapshots")
     if snapshots is not None:
@@ -154,7 +155,7 @@ def _value_distributions(data: RunData) -> Built:
 
 
 def _learning_curves(data: RunData) -> Built:
-    from spo_helpers.plots import plot_learning_curves
+    from spo_helpers.analysis.plots import plot_learning_curves
 
     curves = A.learning_curves(data.metrics, data.validation_all_steps)
     built = []
@@ -170,20 +171,20 @@ def _learning_curves(data: RunData) -> Built:
 
 
 def _zero_advantage(data: RunData) -> Built:
-    from spo_helpers.plots import plot_zero_advantage
+    from spo_helpers.analysis.plots import plot_zero_advantage
 
-    logged = data.metric(A.ZERO_ADV_KEY, "zero_adv_frac")[[*A.RUN_COLUMNS, "step", "zero_adv_frac"]]
+    logged = data.metric(ZERO_ADV_FRAC, "zero_adv_frac")[[*A.RUN_COLUMNS, "step", "zero_adv_frac"]]
     steps = data.optional("steps")
     if steps is not None:
         derived = A.zero_advantage_share(steps)
         logged = pd.concat([logged, derived[~derived["run"].isin(logged["run"])]], ignore_index=True)
     if logged.empty:
-        raise MissingData(f"neither {A.ZERO_ADV_KEY} nor steps.jsonl advantages")
+        raise MissingData(f"neither {ZERO_ADV_FRAC} nor steps.jsonl advantages")
     return [("03_zero_advantage", plot_zero_advantage(logged), logged)]
 
 
 def _advantages(data: RunData) -> Built:
-    from spo_helpers.plots import plot_advantages
+    from spo_helpers.analysis.plots import plot_advantages
 
     steps = data.optional("steps")
     frames = []
@@ -206,7 +207,7 @@ def _advantages(data: RunData) -> Built:
 
 
 def _reliability(data: RunData) -> Built:
-    from spo_helpers.plots import plot_reliability
+    from spo_helpers.analysis.plots import plot_reliability
 
     bins = A.reliability(data.steps.dropna(subset=["p_hat"]))
     calibration = data.metric("kit/calibration/brier", "brier")
@@ -215,7 +216,7 @@ def _reliability(data: RunData) -> Built:
 
 
 def _rho_drift(data: RunData) -> Built:
-    from spo_helpers.plots import plot_rho_drift
+    from spo_helpers.analysis.plots import plot_rho_drift
 
     samples = A.rho_drift(data.steps)
     spo_runs = set(samples["run"])
@@ -230,7 +231,7 @@ def _rho_drift(data: RunData) -> Built:
 
 
 def _curriculum(data: RunData) -> Built:
-    from spo_helpers.plots import plot_curriculum
+    from spo_helpers.analysis.plots import plot_curriculum
 
     frame = A.curriculum(data.steps, data.prompts)
     left_out = set(data.steps["run"]) - set(frame["run"])
@@ -240,7 +241,7 @@ def _curriculum(data: RunData) -> Built:
 
 
 def _throughput(data: RunData) -> Built:
-    from spo_helpers.plots import plot_throughput_sweep
+    from spo_helpers.analysis.plots import plot_throughput_sweep
     from spo_helpers.simulate import SimConfig, sweep
 
     frame = sweep(

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import glob
 import hashlib
-import json
 import math
 import os
 import sys
@@ -28,32 +27,15 @@ from typing import IO, Any
 
 import numpy as np
 
-from spo_helpers.atomic import atomic_write_json
 from spo_helpers.errors import UserError
-from spo_helpers.values_io import coverage, key_from_dump_input, values_summary, write_offline_values
+from spo_helpers.formats.atomic import atomic_write_json
+from spo_helpers.formats.dumps import DumpFile, read_dump
+from spo_helpers.formats.layout import estimation_dump_pattern, stats_path_for
+from spo_helpers.formats.offline_values import coverage, values_summary, write_offline_values
 
-DEFAULT_PATTERN = "offline_value_estimation_subset_*/validation_data/0.jsonl"
+DEFAULT_PATTERN = estimation_dump_pattern()
 DEFAULT_MAX_SCORES = 8
 MAX_WORKERS = 8
-
-# reason -> what the error message says
-BAD_LINE_REASONS = {
-    "invalid_json": "not valid JSON",
-    "not_an_object": "not a JSON object",
-    "missing_score": "no 'score' field",
-    "bad_score": "'score' is not a finite number",
-    "missing_key": "no prompt key ('prompt_key' string or 'input' text)",
-}
-
-
-@dataclass(frozen=True)
-class DumpFile:
-    """The usable ``(key, score)`` pairs of one dump and what was wrong with it."""
-
-    path: Path
-    entries: list[tuple[str, float]]
-    lines: int
-    bad: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -67,66 +49,6 @@ class MergeResult:
     empty_files: list[Path] = field(default_factory=list)
     input_dir: Path | None = None
     pattern: str = DEFAULT_PATTERN
-
-
-def line_key(item: dict[str, Any]) -> str | None:
-    """``prompt_key`` when it is a non-empty string, else the official parse of ``input``; None if neither."""
-    key = item.get("prompt_key")
-    if isinstance(key, str) and key.strip():
-        return key
-    text = item.get("input")
-    if isinstance(text, str):
-        return key_from_dump_input(text) or None
-    return None
-
-
-def _score(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
-def parse_line(line: str) -> tuple[str, float] | str:
-    """``(key, score)`` of a dump line, or the reason it is bad (a key of ``BAD_LINE_REASONS``)."""
-    try:
-        item = json.loads(line)
-    except json.JSONDecodeError:
-        return "invalid_json"
-    if not isinstance(item, dict):
-        return "not_an_object"
-    if "score" not in item:
-        return "missing_score"
-    score = _score(item["score"])
-    if score is None:
-        return "bad_score"
-    key = line_key(item)
-    if key is None:
-        return "missing_key"
-    return key, score
-
-
-def read_dump(path: str | os.PathLike, *, skip_bad_lines: bool = False) -> DumpFile:
-    """Parse one JSONL dump. A bad line raises ``UserError`` (``file:line: reason``) unless skipped and counted."""
-    path = Path(path)
-    entries: list[tuple[str, float]] = []
-    bad: Counter[str] = Counter()
-    lines = 0
-    with path.open(encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            lines += 1
-            parsed = parse_line(line)
-            if isinstance(parsed, tuple):
-                entries.append(parsed)
-            elif skip_bad_lines:
-                bad[parsed] += 1
-            else:
-                raise UserError(
-                    f"{path}:{lineno}: {BAD_LINE_REASONS[parsed]}; fix the line or pass --skip_bad_lines to skip it"
-                )
-    return DumpFile(path=path, entries=entries, lines=lines, bad=dict(bad))
 
 
 def find_dumps(input_dir: str | os.PathLike, pattern: str = DEFAULT_PATTERN) -> list[Path]:
@@ -173,7 +95,7 @@ def _statistics(
         "files": len(dumps),
         "empty_files": [str(d.path) for d in dumps if d.lines == 0],
         "lines": sum(d.lines for d in dumps),
-        "samples_read": sum(len(d.entries) for d in dumps),
+        "samples_read": sum(len(d.keys) for d in dumps),
         "bad_lines": sum(bad.values()),
         "bad_lines_by_reason": dict(sorted(bad.items())),
         "prompts": len(values),
@@ -251,7 +173,7 @@ def merge_dumps(
 
 def dataset_coverage(result: MergeResult, sources: Iterable[str | os.PathLike]) -> dict[str, int]:
     """Coverage of the merged values over the training prompts of ``sources``; also stored in ``result.stats``."""
-    from spo_helpers.data import dataset_prompt_keys, load_dataset_table, schema_frame
+    from spo_helpers.formats.datasets import dataset_prompt_keys, load_dataset_table, schema_frame
 
     keys: list[str] = []
     names = []
@@ -261,11 +183,6 @@ def dataset_coverage(result: MergeResult, sources: Iterable[str | os.PathLike]) 
     report = coverage(result.values, keys)
     result.stats["coverage"] = {"datasets": names, **report}
     return report
-
-
-def stats_path_for(output_file: str | os.PathLike) -> Path:
-    path = Path(output_file)
-    return path.with_name(f"{path.stem}.stats.json")
 
 
 def write_merge(result: MergeResult, output_file: str | os.PathLike) -> tuple[Path, Path]:

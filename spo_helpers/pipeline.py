@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spo_helpers.atomic import atomic_write_json
 from spo_helpers.errors import UserError
+from spo_helpers.formats.atomic import atomic_write_json
 
 STAGES = ("01_split", "02_estimate", "03_merge", "04_train", "05_analysis")
 RECORD = "pipeline.json"

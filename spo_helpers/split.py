@@ -24,9 +24,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from spo_helpers.atomic import atomic_open, atomic_write_json
-from spo_helpers.data import check_schema, dataset_prompt_keys, duplicate_keys, load_dataset_table, schema_frame
 from spo_helpers.errors import UserError
+from spo_helpers.formats.atomic import atomic_open, atomic_write_json
+from spo_helpers.formats.datasets import (
+    check_schema,
+    dataset_prompt_keys,
+    load_dataset_table,
+    schema_frame,
+)
+from spo_helpers.formats.keys import duplicates as duplicate_keys_of
 
 DEFAULT_DATASET = "open-r1/DAPO-Math-17k-Processed"
 DEFAULT_DATASET_CONFIG = "en"  # the official script hard-codes config "en" for this dataset
@@ -98,7 +104,7 @@ def split_dataset(
     table = load_dataset_table(source, config=config, split=split)
     frame = schema_frame(table)
     check_schema(frame, source)
-    duplicates = duplicate_keys(dataset_prompt_keys(frame, source))
+    duplicates = duplicate_keys_of(dataset_prompt_keys(frame, source))
     rows = table.num_rows
     if num_subsets > rows:
         raise UserError(f"{source}: cannot split {rows} rows into {num_subsets} subsets; use --num_subsets <= {rows}")
@@ -202,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
 
 def subset_frame(output_dir: str | os.PathLike) -> pd.DataFrame:
     """One row per prompt of every ``subset_*.parquet``: subset, prompt key, length in characters, difficulty."""
-    from spo_helpers.data import load_dataset_rows
+    from spo_helpers.formats.datasets import load_dataset_rows
 
     frames = []
     for path in sorted(Path(output_dir).glob("subset_*.parquet"), key=lambda p: int(p.stem.split("_")[-1])):

@@ -21,18 +21,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from spo_helpers.backends import resolve_backend
+from spo_helpers.cli_options import add_common_arguments, env_bool, env_int, parse_bool
 from spo_helpers.errors import UserError
-from spo_helpers.stage_args import (
-    add_common_arguments,
-    check_model_dir,
-    check_parquet_files,
-    env_bool,
-    env_int,
-    parse_bool,
-    resolve_backend,
-    world_for,
-)
-from spo_helpers.steplog import read_step_log
+from spo_helpers.formats.steplog import read_step_log
+from spo_helpers.preflight import check_model_dir, check_parquet_files
 
 
 @dataclass(frozen=True)
@@ -67,8 +60,8 @@ def check_offline_values(path: str | None, train_files: list[str], method: str) 
         )
     if path.lower() == "none":
         return None
-    from spo_helpers.data import dataset_prompt_keys, load_dataset_rows
-    from spo_helpers.values_io import coverage, read_offline_values
+    from spo_helpers.formats.datasets import dataset_prompt_keys, load_dataset_rows
+    from spo_helpers.formats.offline_values import coverage, read_offline_values
 
     values = read_offline_values(path)
     keys = [k for f in train_files for k in dataset_prompt_keys(load_dataset_rows(f), f)]
@@ -147,7 +140,9 @@ def train(
 
     method = method.upper()
     if preset == "cpu" and (not model_path or not train_files or not val_files):
-        world = world_for(argparse.Namespace(assets=assets, seed=0))
+        from spo_helpers.world.build import build_world
+
+        world = build_world(assets, seed=0)
         model_path = model_path or str(world.model_dir)
         train_files = train_files or [str(world.train_file)]
         val_files = val_files or [str(p) for p in world.validation_files]
@@ -211,7 +206,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    backend, preset = resolve_backend(args)
+    backend, preset = resolve_backend(args.backend, args.preset)
     train_files = args.train_files or (train_files_in(args.train_data_dir) if args.train_data_dir else None)
     result = train(
         args.method,

@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spo_helpers.advantages import (
+from spo_helpers.core.advantages import (
     group_ids_for_repeats,
     grpo_advantages,
     spo_advantages,

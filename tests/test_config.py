@@ -33,7 +33,7 @@ def test_every_preset_composes(preset, method):
     assert config.actor_rollout_ref.actor.clip_ratio_c == 10.0
     assert config.actor_rollout_ref.actor.loss_agg_mode == "token-mean"
     assert not config.actor_rollout_ref.actor.use_kl_loss and not config.algorithm.use_kl_in_reward
-    assert config.custom_reward_function.path.endswith("spo_helpers/reward.py")
+    assert config.custom_reward_function.path.endswith("spo_helpers/verl_glue/reward.py")
     assert config.data.custom_cls.path.endswith("spo_helpers/verl_glue/dataset.py")
     assert config.trainer.default_local_dir == "runs/spo/x/checkpoints"
 

@@ -6,17 +6,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from spo_helpers.data import (
-    ANSWER_FORMAT_SUFFIX,
+from spo_helpers.errors import UserError
+from spo_helpers.formats.datasets import (
     check_schema,
     dataset_prompt_keys,
-    duplicate_keys,
     load_dataset_rows,
     load_dataset_table,
     schema_frame,
 )
-from spo_helpers.errors import UserError
-from spo_helpers.values_io import key_from_dump_input, prompt_key
+from spo_helpers.formats.keys import ANSWER_FORMAT_SUFFIX, key_from_dump_input, prompt_key
+from spo_helpers.formats.keys import duplicates as duplicate_keys
 
 
 def chat_rows(n=4):

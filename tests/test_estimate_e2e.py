@@ -10,9 +10,9 @@ import pytest
 pytest.importorskip("verl")
 
 from spo_helpers.estimate import estimate_all, success_rate_frame, summarise_dump
+from spo_helpers.formats.offline_values import read_offline_values
 from spo_helpers.merge import merge_dumps, write_merge
 from spo_helpers.split import split_dataset
-from spo_helpers.values_io import read_offline_values
 from spo_helpers.world.task import read_rows
 
 

@@ -7,20 +7,20 @@ import pyarrow.parquet as pq
 import pytest
 
 from spo_helpers.cli import main
-from spo_helpers.data import ANSWER_FORMAT_SUFFIX
 from spo_helpers.errors import UserError
+from spo_helpers.formats.dumps import read_dump
+from spo_helpers.formats.keys import ANSWER_FORMAT_SUFFIX
+from spo_helpers.formats.keys import dump_key as line_key
+from spo_helpers.formats.layout import stats_path_for
+from spo_helpers.formats.offline_values import read_offline_values
 from spo_helpers.merge import (
     DEFAULT_PATTERN,
     cap_scores,
     dataset_coverage,
-    line_key,
     merge_dumps,
     print_merge_summary,
-    read_dump,
-    stats_path_for,
     write_merge,
 )
-from spo_helpers.values_io import read_offline_values
 
 
 def dump_line(content, score, *, with_key=True, system=True):

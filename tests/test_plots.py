@@ -1,4 +1,4 @@
-"""spo_helpers.plots and spo_helpers.figures: every figure from small frames, ``spo figures`` end to end."""
+"""spo_helpers.analysis.plots and spo_helpers.figures: every figure from small frames, ``spo figures`` end to end."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from test_analysis import VAL_SOURCES, write_kit_run, write_official_run, write_pipeline
 
 from spo_helpers import analysis as A
-from spo_helpers import plots as P
+from spo_helpers.analysis import plots as P
 from spo_helpers.cli import main
 from spo_helpers.figures import FIGURE_STEMS, build_figures, write_figures
 

@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip("verl")
 
-from spo_helpers.reward import TAIL_CHARS, compute_score
+from spo_helpers.verl_glue.reward import TAIL_CHARS, compute_score
 
 KEY = {"prompt_key": "What is 2+2?"}
 

@@ -5,14 +5,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spo_helpers.sampler import (
+from spo_helpers.core.sampler import (
     PrioritizedSampler,
     SamplerConfig,
     priority_weights,
     sample_without_replacement,
     top_k,
 )
-from spo_helpers.tracker import ValueTracker
+from spo_helpers.core.tracker import ValueTracker
 
 
 def make_tracker(n, seed=0):

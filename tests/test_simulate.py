@@ -5,16 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from spo_helpers.analysis.throughput import SimConfig, compare, paired_configs, sample_times, simulate
+from spo_helpers.analysis.throughput_sweep import find_settings_for_ratio, sweep
 from spo_helpers.cli import main
-from spo_helpers.simulate import (
-    SimConfig,
-    compare,
-    find_settings_for_ratio,
-    paired_configs,
-    sample_times,
-    simulate,
-    sweep,
-)
 
 SMALL = SimConfig(slots=64, batch_size=64, group_size=8, steps=12, sigma=1.0, seed=3)
 

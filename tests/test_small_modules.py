@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from spo_helpers.diagnostics import calibration, grpo_centred, grpo_diagnostics, quantiles, spo_diagnostics
-from spo_helpers.response_store import ResponseStore, mean_abs_logprob_change
-from spo_helpers.steplog import StepLog, read_step_log, to_jsonable
+from spo_helpers.core.diagnostics import calibration, grpo_centred, grpo_diagnostics, quantiles, spo_diagnostics
+from spo_helpers.core.drift import ResponseStore, mean_abs_logprob_change
+from spo_helpers.formats.steplog import StepLog, read_step_log, to_jsonable
 
 # ---------------------------------------------------------------- response store
 

@@ -11,9 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from spo_helpers import split as split_mod
-from spo_helpers.atomic import sha256_file
 from spo_helpers.cli import main
 from spo_helpers.errors import UserError
+from spo_helpers.formats.atomic import sha256_file
 from spo_helpers.split import (
     DEFAULT_DATASET,
     MANIFEST_NAME,
@@ -244,7 +244,7 @@ def test_crash_while_writing_leaves_whole_files(tmp_path, monkeypatch):
             raise OSError("disk full")
         real_replace(src, dst)
 
-    monkeypatch.setattr("spo_helpers.atomic.os.replace", flaky_replace)
+    monkeypatch.setattr("spo_helpers.formats.atomic.os.replace", flaky_replace)
     with pytest.raises(OSError, match="disk full"):
         split_dataset(write_source(tmp_path, chat_rows(8), "other.parquet"), out, 2)
     assert (out / "subset_1.parquet").read_bytes() == old  # untouched, not truncated

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spo_helpers.tracker import TrackerConfig, ValueTracker, forgetting_factor, offline_prior
+from spo_helpers.core.tracker import TrackerConfig, ValueTracker, forgetting_factor, offline_prior
 
 CFG = TrackerConfig()  # N_init = 8
 

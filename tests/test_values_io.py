@@ -3,15 +3,13 @@ import json
 import numpy as np
 import pytest
 
-from spo_helpers.atomic import atomic_open, atomic_write_text
-from spo_helpers.tracker import ValueTracker
-from spo_helpers.values_io import (
+from spo_helpers.core.tracker import ValueTracker
+from spo_helpers.formats.atomic import atomic_open, atomic_write_text
+from spo_helpers.formats.keys import ANSWER_FORMAT_SUFFIX, PromptKeyError, key_from_dump_input, prompt_key, row_key
+from spo_helpers.formats.offline_values import (
     OfflineValuesError,
     coverage,
-    key_from_dump_input,
-    prompt_key,
     read_offline_values,
-    row_key,
     values_summary,
     write_offline_values,
 )
@@ -80,10 +78,18 @@ def test_prompt_key_matches_the_official_rule():
     assert prompt_key([{"role": "system", "content": "sys"}, {"role": "user", "content": " q "}]) == "q"
     assert row_key({"prompt": chat}) == content.strip()
     assert row_key({"prompt": chat, "extra_info": {"prompt_key": "explicit"}}) == "explicit"
-    with pytest.raises(OfflineValuesError):
+    with pytest.raises(PromptKeyError):
         prompt_key([])
-    with pytest.raises(OfflineValuesError):
+    with pytest.raises(PromptKeyError):
         row_key({"question": "x"})
+
+
+def test_a_string_prompt_is_keyed_as_the_official_dataset_class_wraps_it():
+    """One rule for plain-string prompts everywhere: the answer-format suffix is appended, then stripped."""
+    assert prompt_key(" Compute 12*3.") == f"Compute 12*3.{ANSWER_FORMAT_SUFFIX}"
+    chat = [{"role": "user", "content": " Compute 12*3." + ANSWER_FORMAT_SUFFIX}]
+    assert row_key({"prompt": " Compute 12*3."}) == prompt_key(chat)
+    assert row_key({"prompt": "q", "extra_info": {"prompt_key": "  "}}) == prompt_key("q")  # blank: not explicit
 
 
 def test_key_from_official_dump_input():

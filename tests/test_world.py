@@ -5,8 +5,8 @@ import time
 import numpy as np
 import pytest
 
-from spo_helpers.atomic import sha256_file
-from spo_helpers.values_io import key_from_dump_input, prompt_key
+from spo_helpers.formats.atomic import sha256_file
+from spo_helpers.formats.keys import key_from_dump_input, prompt_key
 from spo_helpers.world import build as world_build
 from spo_helpers.world.task import (
     ANSWER_FORMAT,

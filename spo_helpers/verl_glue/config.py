@@ -125,7 +125,7 @@ def preset_overrides(spec: RunSpec) -> list[str]:
         "data.truncation=error",
         "data.custom_cls.path=pkg://spo_helpers.verl_glue.dataset",
         "data.custom_cls.name=KitRLHFDataset",
-        "custom_reward_function.path=pkg://spo_helpers.reward",
+        "custom_reward_function.path=pkg://spo_helpers.verl_glue.reward",
         "custom_reward_function.name=compute_score",
         f"actor_rollout_ref.model.path={spec.model_path}",
         "algorithm.adv_estimator=grpo",

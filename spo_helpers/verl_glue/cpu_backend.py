@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, open_dict
 
-from spo_helpers.atomic import atomic_write_text
+from spo_helpers.formats.atomic import atomic_write_text
 
 CHECKPOINT_FILE = "cpu_worker.pt"
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import datasets
 from verl.utils.dataset import RLHFDataset
 
-from spo_helpers.data import ANSWER_FORMAT_SUFFIX
+from spo_helpers.formats.keys import ANSWER_FORMAT_SUFFIX, KEY_FIELD, chat_key, chat_messages
 
 HUB_SPLITS = {"ByteDance-Seed/BeyondAIME": "test"}
 
@@ -25,9 +25,7 @@ HUB_SPLITS = {"ByteDance-Seed/BeyondAIME": "test"}
 def _to_chat_row(row: dict, data_source: str | None = None) -> dict:
     """One row in the DAPO schema with ``extra_info.prompt_key`` set."""
     prompt = row.get("prompt")
-    if isinstance(prompt, str):
-        messages = [{"role": "user", "content": prompt + ANSWER_FORMAT_SUFFIX}]
-    elif prompt is None:  # competition sets: Problem/problem and Answer/answer columns
+    if prompt is None:  # competition sets: Problem/problem and Answer/answer columns
         problem = row.get("Problem", row.get("problem"))
         answer = row.get("Answer", row.get("answer"))
         messages = [{"role": "user", "content": f"{problem}{ANSWER_FORMAT_SUFFIX}"}]
@@ -38,10 +36,10 @@ def _to_chat_row(row: dict, data_source: str | None = None) -> dict:
             "extra_info": {},
         }
     else:
-        messages = [dict(m) for m in prompt]
-    user = next((m for m in messages if m.get("role") == "user"), messages[0])
+        messages = chat_messages(prompt)
     extra = dict(row.get("extra_info") or {})
-    extra.setdefault("prompt_key", str(user["content"]).strip())
+    if not (isinstance(extra.get(KEY_FIELD), str) and extra[KEY_FIELD].strip()):
+        extra[KEY_FIELD] = chat_key(messages)
     out = dict(row)
     out["prompt"] = messages
     out["extra_info"] = extra

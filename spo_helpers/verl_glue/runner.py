@@ -19,7 +19,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from spo_helpers.atomic import atomic_write_text
+from spo_helpers.formats.atomic import atomic_write_text
 
 
 def _role_mapping(config: DictConfig):

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Any
 
-from spo_helpers.steplog import StepLog
+from spo_helpers.formats.steplog import StepLog
 
 
 def kit_tracking_class(metrics_path: str, after_log: Callable[[int], None] | None = None):

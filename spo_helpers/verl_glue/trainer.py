@@ -41,15 +41,16 @@ from verl.trainer.ppo.utils import Role
 from verl.utils.debug import marked_timer
 from verl.utils.metric import reduce_metrics
 
-from spo_helpers.advantages import spo_advantages
-from spo_helpers.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
-from spo_helpers.diagnostics import calibration, grpo_diagnostics, quantiles, spo_diagnostics
+from spo_helpers.core.advantages import spo_advantages
+from spo_helpers.core.diagnostics import calibration, grpo_diagnostics, quantiles, spo_diagnostics
+from spo_helpers.core.drift import ResponseStore, mean_abs_logprob_change
+from spo_helpers.core.sampler import PrioritizedSampler, SamplerConfig
+from spo_helpers.core.tracker import TrackerConfig, ValueTracker
 from spo_helpers.errors import UserError
-from spo_helpers.response_store import ResponseStore, mean_abs_logprob_change
-from spo_helpers.sampler import PrioritizedSampler, SamplerConfig
-from spo_helpers.steplog import StepLog
-from spo_helpers.tracker import TrackerConfig, ValueTracker
-from spo_helpers.values_io import read_offline_values, row_key
+from spo_helpers.formats.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from spo_helpers.formats.keys import explicit_key, prompt_key, row_key
+from spo_helpers.formats.offline_values import read_offline_values
+from spo_helpers.formats.steplog import StepLog
 from spo_helpers.verl_glue.tracking import kit_tracking_class, use_kit_tracking
 
 COMPLETE_MARKER = "kit_complete.json"
@@ -261,11 +262,8 @@ class KitTrainerMixin:
         extra = batch.non_tensor_batch.get("extra_info")
         keys = []
         for i in range(len(batch)):
-            info = extra[i] if extra is not None else None
-            key = info.get("prompt_key") if isinstance(info, dict) else None
-            if key is None:
-                key = row_key({"prompt": batch.non_tensor_batch["raw_prompt"][i]})
-            keys.append(key)
+            key = explicit_key(extra[i] if extra is not None else None)
+            keys.append(key if key is not None else prompt_key(batch.non_tensor_batch["raw_prompt"][i]))
         return keys
 
 

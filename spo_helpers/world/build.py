@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from spo_helpers.atomic import atomic_write_json, sha256_file
+from spo_helpers.formats.atomic import atomic_write_json, sha256_file
 
 WORLD_VERSION = 2
 ASSETS_ENV = "SPO_ASSETS"

@@ -31,10 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from spo_helpers.atomic import atomic_open
+from spo_helpers.formats.atomic import atomic_open
+from spo_helpers.formats.keys import ANSWER_FORMAT_SUFFIX as ANSWER_FORMAT
 
 DATA_SOURCE = "spo_arith"
-ANSWER_FORMAT = "\nThe answer format must be: \\boxed{'The final answer goes here.'}"
 LEVELS = 5
 # (operators, widest operand in digits) -> share of the task.
 SHAPE_WEIGHTS: dict[tuple[int, int], float] = {

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from spo_helpers.atomic import atomic_write_text
+from spo_helpers.formats.atomic import atomic_write_text
 
 
 def to_jsonable(value: Any) -> Any:

@@ -1,9 +1,7 @@
-"""The offline-values file and prompt keys.
+"""The offline-values file: the official recipe's JSON object ``{prompt_key: [score, ...]}``.
 
-The file is the official recipe's JSON object ``{prompt_text: [score, ...]}``,
-keyed by the user message's content, stripped. ``prompt_key`` computes that key
-from a dataset row's chat prompt, so files written by the official recipe work
-with our datasets and ours with theirs.
+Keys are ``formats.keys`` prompt keys (the user message's content, stripped), so files
+written by the official recipe work with the kit's datasets and the kit's with theirs.
 """
 
 from __future__ import annotations
@@ -17,55 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from spo_helpers.atomic import atomic_write_json
 from spo_helpers.errors import UserError
+from spo_helpers.formats.atomic import atomic_write_json
 
 
 class OfflineValuesError(UserError, ValueError):
     """An offline-values file or mapping that cannot be used as is."""
-
-
-def prompt_key(prompt: Any) -> str:
-    """Key of a chat prompt: the first user message's content, stripped.
-
-    Accepts a chat list (list, tuple or numpy array of ``{"role", "content"}``
-    dicts, as stored in parquet) or a plain string. The official recipe takes
-    message 0, which is the user message in the DAPO data; a leading system
-    message would make it key on the system prompt, so we look for the user role.
-    """
-    if isinstance(prompt, str):
-        return prompt.strip()
-    messages = list(prompt) if isinstance(prompt, list | tuple | np.ndarray) else None
-    if not messages:
-        raise OfflineValuesError(
-            f"cannot take a prompt key from {type(prompt).__name__}: expected a non-empty chat list"
-        )
-    for message in messages:
-        if isinstance(message, Mapping) and message.get("role") == "user":
-            return str(message.get("content", "")).strip()
-    first = messages[0]
-    if not isinstance(first, Mapping) or "content" not in first:
-        raise OfflineValuesError("chat prompt messages must be dicts with a 'content' field")
-    return str(first["content"]).strip()
-
-
-def row_key(row: Mapping[str, Any]) -> str:
-    """Prompt key of a dataset row: ``extra_info.prompt_key`` when present, else ``prompt_key(row['prompt'])``."""
-    extra = row.get("extra_info")
-    if isinstance(extra, Mapping) and isinstance(extra.get("prompt_key"), str):
-        return extra["prompt_key"]
-    if "prompt" not in row:
-        raise OfflineValuesError("dataset row has neither 'extra_info.prompt_key' nor 'prompt'")
-    return prompt_key(row["prompt"])
-
-
-def dataset_keys(rows: Iterable[Mapping[str, Any]]) -> list[str]:
-    return [row_key(row) for row in rows]
-
-
-def key_from_dump_input(text: str) -> str:
-    """The official merge's key: the text between the last ``user\\n`` and the next ``\\nassistant``."""
-    return text.split("user\n")[-1].split("\nassistant")[0].strip()
 
 
 def _checked_scores(key: Any, scores: Any, source: str) -> list[float]:

@@ -17,8 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from spo_helpers.errors import UserError
-from spo_helpers.values_io import OfflineValuesError, row_key
-
-ANSWER_FORMAT_SUFFIX = "\nThe answer format must be: \\boxed{'The final answer goes here.'}"
-"""Appended to a string prompt by the official recipe's dataset class (``CustomRLHFDataset.map_fn2``)."""
+from spo_helpers.formats.keys import row_keys
 
 PARQUET_SUFFIXES = (".parquet",)
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
@@ -219,32 +215,11 @@ def check_schema(df: pd.DataFrame, source: str) -> None:
         raise UserError(f"{source}: " + "; ".join(problems) + f"; {SCHEMA_HELP}")
 
 
-def string_prompt_key(prompt: str) -> str:
-    """Key of a string prompt as the official run sees it: ``(prompt + ANSWER_FORMAT_SUFFIX).strip()``."""
-    return (prompt + ANSWER_FORMAT_SUFFIX).strip()
-
-
 def dataset_prompt_keys(df: pd.DataFrame, source: str = "dataset") -> list[str]:
-    """Prompt key of every row: ``extra_info.prompt_key`` if present, else the user message (see module doc)."""
+    """Prompt key of every row (``formats.keys.row_key``); a row without one raises ``UserError`` naming it."""
     if "prompt" not in df.columns and "extra_info" not in df.columns:
         raise UserError(f"{source}: neither a 'prompt' nor an 'extra_info' column; {SCHEMA_HELP}")
     n = len(df)
     prompts = df["prompt"].tolist() if "prompt" in df.columns else [None] * n
     extras = df["extra_info"].tolist() if "extra_info" in df.columns else [None] * n
-    keys = []
-    for index, (prompt, extra) in enumerate(zip(prompts, extras, strict=True)):
-        explicit = isinstance(extra, Mapping) and isinstance(extra.get("prompt_key"), str)
-        if not explicit and isinstance(prompt, str):
-            keys.append(string_prompt_key(prompt))
-            continue
-        row = {"extra_info": extra} if prompt is None else {"extra_info": extra, "prompt": prompt}
-        try:
-            keys.append(row_key(row))
-        except OfflineValuesError as err:
-            raise UserError(f"{source}: row {index}: {err}") from None
-    return keys
-
-
-def duplicate_keys(keys: Iterable[str]) -> dict[str, int]:
-    """Keys that occur more than once, with their counts (their offline scores get pooled)."""
-    return {key: count for key, count in Counter(keys).items() if count > 1}
+    return row_keys(prompts, extras, source)

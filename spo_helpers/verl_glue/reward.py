@@ -23,6 +23,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from spo_helpers.formats.keys import reward_key
+
 TAIL_CHARS = 300
 THINK_END = "</think>"
 TOOL_MARKERS = ("<code>", "<interpreter>")
@@ -32,14 +34,6 @@ def _as_text(value: Any) -> str:
     if isinstance(value, bytes | bytearray):
         return bytes(value).decode("utf-8", errors="replace")
     return value if isinstance(value, str) else str(value)
-
-
-def _prompt_key(extra_info: Any) -> str:
-    if isinstance(extra_info, Mapping):
-        key = extra_info.get("prompt_key")
-        if isinstance(key, str):
-            return key
-    return ""
 
 
 def compute_score(
@@ -55,7 +49,7 @@ def compute_score(
     from verl.utils.reward_score import math_dapo
 
     text = _as_text(solution_str)
-    key = _prompt_key(extra_info)
+    key = reward_key(extra_info)
     if require_think:
         first = text.find(THINK_END)
         if first < 0 or text.find(THINK_END, first + 1) >= 0:

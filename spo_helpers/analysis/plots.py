@@ -16,12 +16,11 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullFormatter, PercentFormatter, ScalarFormatter
 
-from spo_helpers.analysis import MissingData
+from spo_helpers.analysis.paper import PAPER_RATIO, PAPER_ZERO_ADV_BAND
+from spo_helpers.errors import MissingData
 
 METHOD_COLORS = {"GRPO": "#4C72B0", "SPO": "#DD8452"}
 X_LABELS = {"step": "training step", "samples": "generated samples", "tokens": "generated response tokens"}
-PAPER_ZERO_ADV_BAND = (0.6, 0.8)
-PAPER_RATIO = 4.35
 
 
 # ---------------------------------------------------------------------------------------------- helpers

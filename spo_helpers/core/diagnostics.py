@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from spo_helpers.advantages import zero_advantage_fraction, zero_fraction
+from spo_helpers.core.advantages import zero_advantage_fraction, zero_fraction
 
 
 def _variance(x: np.ndarray) -> float:

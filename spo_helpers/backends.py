@@ -1,0 +1,44 @@
+"""Which worker backend and preset a stage runs with: the one resolution the CLI and the notebooks share.
+
+Backends: ``cpu`` (verl's trainer in-process on the tiny world, the default without a GPU) and ``ray``
+(verl's FSDP + vLLM workers on GPU nodes). Presets: ``cpu`` (the tiny world), ``official`` (the final
+``train.sh``) and ``paper`` (the paper's first release); their settings are config groups under
+``spo_helpers/verl_glue/config/preset/``.
+"""
+
+from __future__ import annotations
+
+from spo_helpers.errors import UserError
+
+BACKENDS = ("cpu", "ray")
+PRESETS = ("cpu", "official", "paper")
+
+
+def gpu_available() -> bool:
+    """Whether torch sees a CUDA device (False when torch is not installed)."""
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+def resolve_backend(backend: str | None = None, preset: str | None = None) -> tuple[str, str]:
+    """``(backend, preset)`` from what the user chose (None: not chosen).
+
+    Without a choice: ``ray`` with the ``official`` preset when a GPU is visible, else ``cpu`` with ``cpu``.
+    The ``cpu`` preset also runs on ``ray`` (the tiny world on GPU workers: a fast smoke run); the GPU
+    presets need ``ray``.
+    """
+    if backend is not None and backend not in BACKENDS:
+        raise UserError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if preset is not None and preset not in PRESETS:
+        raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    backend = backend or (preset != "cpu" and gpu_available() and "ray") or "cpu"
+    if preset is None and backend == "ray" and not gpu_available():
+        backend = "cpu"
+    preset = preset or ("cpu" if backend == "cpu" else "official")
+    if preset != "cpu" and backend == "cpu":
+        raise UserError(f"the {preset} preset needs GPU nodes (--backend ray); the CPU backend runs --preset cpu")
+    return backend, preset

@@ -1,0 +1,76 @@
+"""Command-line options shared by the verl stages (estimate, train), and the flag-spelling rule of every stage.
+
+The official scripts take environment variables (OUTPUT_DIR, MODEL_PATH, EXP_NAME, N_VAL, RESPONSE_LENGTH,
+DEBUG, ...); every such variable is also a flag here, and the environment gives the flag's default.
+Every long flag is accepted in both spellings, ``--output_dir`` and ``--output-dir`` (``StageParser``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from spo_helpers.backends import BACKENDS, PRESETS
+from spo_helpers.errors import UserError
+
+TRUE = ("1", "true", "yes", "on")
+FALSE = ("0", "false", "no", "off", "")
+
+
+class StageParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` that accepts each long option with underscores and with dashes."""
+
+    def add_argument(self, *names, **kwargs):
+        spelled = list(names)
+        for name in names:
+            if isinstance(name, str) and name.startswith("--"):
+                for other in (name.replace("_", "-"), "--" + name[2:].replace("-", "_")):
+                    if other not in spelled:
+                        spelled.append(other)
+        if spelled != list(names) and "dest" not in kwargs and all(n.startswith("-") for n in names):
+            kwargs["dest"] = names[0].lstrip("-").replace("-", "_")
+        return super().add_argument(*spelled, **kwargs)
+
+
+def env_bool(name: str, default: bool | None = None) -> bool | None:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    if value.strip().lower() in TRUE:
+        return True
+    if value.strip().lower() in FALSE:
+        return False
+    raise UserError(f"environment variable {name}={value!r} is not a boolean (use True or False)")
+
+
+def env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    if value in (None, ""):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise UserError(f"environment variable {name}={value!r} is not an integer") from None
+
+
+def parse_bool(text: str) -> bool:
+    if text.strip().lower() in TRUE:
+        return True
+    if text.strip().lower() in FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not a boolean (use True or False)")
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output_dir", default=os.environ.get("OUTPUT_DIR"), help="OUTPUT_DIR (default: runs/)")
+    parser.add_argument("--model_path", default=os.environ.get("MODEL_PATH"), help="MODEL_PATH (cpu: the tiny world)")
+    parser.add_argument("--exp_name", default=os.environ.get("EXP_NAME"), help="EXP_NAME")
+    parser.add_argument("--n_val", type=int, default=env_int("N_VAL"), help="N_VAL: samples per validation prompt")
+    parser.add_argument("--response_length", type=int, default=env_int("RESPONSE_LENGTH"), help="RESPONSE_LENGTH")
+    parser.add_argument("--debug", type=parse_bool, default=env_bool("DEBUG", False), help="DEBUG: smaller batches")
+    parser.add_argument("--backend", choices=BACKENDS, default=None, help="default: ray with a GPU, else cpu")
+    parser.add_argument("--preset", choices=PRESETS, default=None, help="default from backend")
+    parser.add_argument("--seed", type=int, default=env_int("SEED") or 0)
+    parser.add_argument("--assets", default=None, help="where the CPU world is cached (default: runs/_assets)")
+    parser.add_argument("--dry-run", action="store_true", help="print the verl config and command")
+    parser.add_argument("overrides", nargs="*", help="free Hydra overrides passed to verl (key=value)")

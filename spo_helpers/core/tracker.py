@@ -84,23 +84,40 @@ def offline_prior(successes: np.ndarray, counts: np.ndarray, n_init: float) -> t
     return n_init * (s + 0.5) / (n + 1.0), n_init * (n - s + 0.5) / (n + 1.0)
 
 
+def _checked_drift(drift: np.ndarray | float | None, size: int | None) -> np.ndarray:
+    if drift is None:
+        return np.zeros(1 if size is None else size, dtype=np.float64)
+    d = np.atleast_1d(np.asarray(drift, dtype=np.float64))
+    if size is not None and d.shape != (size,):
+        raise ValueError(f"drift has shape {d.shape}, expected ({size},)")
+    bad = ~np.isfinite(d) | (d < 0)
+    if bad.any():
+        raise ValueError(f"drift must be finite and >= 0; {int(bad.sum())} bad value(s), first {d[bad][0]!r}")
+    return d
+
+
+def raw_forgetting_factor(
+    drift: np.ndarray | float | None, config: TrackerConfig, size: int | None = None
+) -> np.ndarray:
+    """ρ before clipping: ``2^(-D/d_half)``, or ``rho_const`` in constant mode (the official ``spo/rho``).
+
+    ``drift=None`` means a first visit (D = 0); then ``size`` gives the length.
+    """
+    d = _checked_drift(drift, size)
+    if config.rho_mode == "constant":
+        return np.full(d.shape, config.rho_const, dtype=np.float64)
+    return np.exp2(-d / config.d_half)
+
+
 def forgetting_factor(drift: np.ndarray | float | None, config: TrackerConfig, size: int | None = None) -> np.ndarray:
     """ρ for each drift value: ``clip(2^(-D/d_half), rho_min, rho_max)``, or ``rho_const``.
 
     ``drift=None`` means a first visit (D = 0); then ``size`` gives the length.
     """
-    if drift is None:
-        d = np.zeros(1 if size is None else size, dtype=np.float64)
-    else:
-        d = np.atleast_1d(np.asarray(drift, dtype=np.float64))
-        if size is not None and d.shape != (size,):
-            raise ValueError(f"drift has shape {d.shape}, expected ({size},)")
-        bad = ~np.isfinite(d) | (d < 0)
-        if bad.any():
-            raise ValueError(f"drift must be finite and >= 0; {int(bad.sum())} bad value(s), first {d[bad][0]!r}")
+    raw = raw_forgetting_factor(drift, config, size)
     if config.rho_mode == "constant":
-        return np.full(d.shape, config.rho_const, dtype=np.float64)
-    return np.clip(np.exp2(-d / config.d_half), config.rho_min, config.rho_max)
+        return raw
+    return np.clip(raw, config.rho_min, config.rho_max)
 
 
 def _binarised_counts(scores: Sequence[float], key: str) -> tuple[int, int]:
@@ -263,6 +280,10 @@ class ValueTracker:
     def forgetting_factor(self, drift: np.ndarray | float | None) -> np.ndarray:
         """``clip(2^(-D/d_half), rho_min, rho_max)`` (or ``rho_const`` in constant mode)."""
         return forgetting_factor(drift, self.config)
+
+    def raw_forgetting_factor(self, drift: np.ndarray | float | None) -> np.ndarray:
+        """``2^(-D/d_half)`` before clipping (or ``rho_const``): how often the clip binds."""
+        return raw_forgetting_factor(drift, self.config)
 
     def update(self, keys: Iterable[str] | str, rewards: Sequence[float] | np.ndarray, drift=None) -> np.ndarray:
         """Apply ``α ← ρα + r``, ``β ← ρβ + (1-r)`` for one visit per entry; return the ρ used.

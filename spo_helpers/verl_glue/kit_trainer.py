@@ -1,0 +1,177 @@
+"""What both trainers share: the run folder's artefacts, the tracker, the worker backend and diagnostics.
+
+- ``init_workers`` builds the in-process CPU worker group (backend ``cpu``) or verl's Ray workers (``ray``);
+- the run folder gets ``prompts.parquet`` (one row per tracker row), ``tracker/<step>.npz`` snapshots at each
+  validation, ``steps.jsonl`` (per-sample records) and verl's dumps written atomically;
+- diagnostics for both methods (zero-advantage share, advantage variance, samples and tokens so far, tracker
+  calibration) go into verl's metrics;
+- checkpoints follow ``verl_glue.checkpoint``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from verl import DataProto
+
+from spo_helpers.core.metric_names import RESPONSE_TOKENS_TOTAL, SAMPLES_TOTAL
+from spo_helpers.core.tracker import TrackerConfig, ValueTracker
+from spo_helpers.formats.atomic import atomic_write_bytes, atomic_write_text
+from spo_helpers.formats.keys import explicit_key, prompt_key, row_key
+from spo_helpers.formats.layout import RunLayout
+from spo_helpers.formats.offline_values import read_offline_values
+from spo_helpers.formats.steplog import StepLog
+from spo_helpers.verl_glue.checkpoint import CheckpointMixin
+
+
+class KitTrainerMixin(CheckpointMixin):
+    """Shared by both trainers; put before ``RayPPOTrainer`` in the bases."""
+
+    # ------------------------------------------------------------------ setup
+    def _kit_setup(self) -> None:
+        kit = self.config.kit
+        self.kit_backend = kit.backend
+        self.run_dir = Path(kit.run_dir)
+        self.layout = RunLayout(self.run_dir)
+        self.step_records = StepLog(self.layout.steps)
+        self.counters = {"samples_total": 0, "response_tokens_total": 0}
+        self.train_keys, self.key_rows, difficulty = self._train_prompt_keys()
+        self.tracker = self._build_tracker()
+        self._write_prompt_table(difficulty)
+
+    def _write_prompt_table(self, difficulty: list[int | None]) -> None:
+        """``prompts.parquet``: per tracker row its key, dataset row, difficulty (if known) and prior."""
+        import pandas as pd
+
+        table = pd.DataFrame(
+            {
+                "row": np.arange(len(self.train_keys)),
+                "prompt_key": self.train_keys,
+                "dataset_index": self.key_rows,
+                "difficulty": pd.array(difficulty, dtype="Int64"),
+                "p_hat0": self.tracker.p_hat(),
+                "n_eff0": self.tracker.n_eff(),
+                "has_offline_values": self.tracker.has_offline_values(),
+            }
+        )
+        buffer = io.BytesIO()
+        table.to_parquet(buffer, index=False)
+        atomic_write_bytes(self.layout.prompts, buffer.getvalue())
+
+    def _validate(self):
+        """verl's validation, then a snapshot of the tracker (``tracker/<step>.npz``) for the analysis."""
+        if self.config.kit.get("vectorised_val_metrics", True):
+            import verl.trainer.ppo.ray_trainer as ray_trainer
+
+            from spo_helpers.verl_glue.val_metrics import process_validation_metrics
+
+            original = ray_trainer.process_validation_metrics
+            ray_trainer.process_validation_metrics = process_validation_metrics
+            try:
+                metrics = super()._validate()
+            finally:
+                ray_trainer.process_validation_metrics = original
+        else:
+            metrics = super()._validate()
+        snapshot = self.layout.tracker_snapshot(self.global_steps)
+        buffer = io.BytesIO()
+        np.savez(buffer, alpha=self.tracker.alpha(), beta=self.tracker.beta(), visits=self.tracker.visits())
+        atomic_write_bytes(snapshot, buffer.getvalue())
+        return metrics
+
+    def _train_prompt_keys(self) -> tuple[list[str], np.ndarray, list[int | None]]:
+        """One pass over the training set: unique prompt keys and, per key, its first row and difficulty."""
+        frame = self.train_dataset.dataframe
+        keys, rows, difficulty, seen = [], [], [], set()
+        for index, row in enumerate(frame):
+            key = row_key(row)
+            if key not in seen:
+                seen.add(key)
+                keys.append(key)
+                rows.append(index)
+                info = row.get("extra_info")
+                difficulty.append(info.get("difficulty") if isinstance(info, dict) else None)
+        self.duplicate_prompt_rows = len(frame) - len(keys)
+        return keys, np.asarray(rows, dtype=np.int64), difficulty
+
+    def _build_tracker(self) -> ValueTracker:
+        spo = self.config.trainer.spo
+        rho = spo.rho
+        config = TrackerConfig(
+            offline_n=int(spo.offline_N),
+            rho_min=float(rho.clip_lower),
+            rho_max=float(rho.clip_upper),
+            d_half=float(rho.d_half),
+            rho_mode=str(rho.type),
+            rho_const=float(rho.value),
+        )
+        values = read_offline_values(spo.offline_values) if spo.get("offline_values") else {}
+        return ValueTracker.from_offline_values(values, config, keys=self.train_keys, seed=int(self.config.kit.seed))
+
+    # ------------------------------------------------------------------ workers
+    def init_workers(self) -> None:
+        if self.kit_backend == "cpu":
+            from spo_helpers.verl_glue.cpu_backend import CPUActorRolloutWorkerGroup
+
+            self.actor_rollout_wg = CPUActorRolloutWorkerGroup(
+                self.config, self.tokenizer, seed=int(self.config.kit.seed)
+            )
+            self.actor_rollout_wg.init_model()
+            if self.use_reference_policy:
+                self.ref_policy_wg = self.actor_rollout_wg
+            self.rm_wg = None
+            self.async_rollout_mode = False
+        else:
+            super().init_workers()
+
+    def _kit_state(self) -> dict[str, Any]:
+        return {"counters": dict(self.counters), "tracker": self.tracker.state_dict()}
+
+    def _load_kit_state(self, state: dict[str, Any]) -> None:
+        self.counters = dict(state["counters"])
+        self.tracker.load_state_dict(state["tracker"])
+
+    def _dump_generations(self, inputs, outputs, gts, scores, reward_extra_infos_dict, dump_path):
+        """verl's JSONL dump format, written atomically (one line per sample)."""
+        n = len(inputs)
+        columns = {"input": inputs, "output": outputs, "gts": gts, "score": scores, "step": [self.global_steps] * n}
+        for key, values in reward_extra_infos_dict.items():
+            if len(values) == n and key not in columns:
+                columns[key] = values
+        lines = [json.dumps({k: _plain(v[i]) for k, v in columns.items()}, ensure_ascii=False) for i in range(n)]
+        atomic_write_text(Path(dump_path) / f"{self.global_steps}.jsonl", "\n".join(lines) + "\n")
+
+    # ------------------------------------------------------------------ diagnostics
+    def _count_generation(self, batch: DataProto) -> dict[str, float]:
+        self.counters["samples_total"] += len(batch)
+        self.counters["response_tokens_total"] += int(batch.batch["response_mask"].sum().item())
+        return {
+            SAMPLES_TOTAL: float(self.counters["samples_total"]),
+            RESPONSE_TOKENS_TOTAL: float(self.counters["response_tokens_total"]),
+        }
+
+    def _batch_keys(self, batch: DataProto) -> list[str]:
+        extra = batch.non_tensor_batch.get("extra_info")
+        keys = []
+        for i in range(len(batch)):
+            key = explicit_key(extra[i] if extra is not None else None)
+            keys.append(key if key is not None else prompt_key(batch.non_tensor_batch["raw_prompt"][i]))
+        return keys
+
+
+def first_occurrence_codes(ids) -> np.ndarray:
+    """Integer codes numbered by first appearance (stable across runs whatever the ids are)."""
+    codes: dict[Any, int] = {}
+    return np.array([codes.setdefault(i, len(codes)) for i in ids], dtype=np.int64)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value

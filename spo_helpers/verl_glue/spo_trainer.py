@@ -1,0 +1,259 @@
+"""SPO: the single-stream loop on verl's trainer pieces.
+
+One step: select prompts by priority → one response each → reward → old log-probs → SPO advantages
+(``A = r - p̂`` with the pre-update p̂, batch-normalised) → actor update → drift D of each revisited prompt's
+previous response (``verl_glue.drift_pass``) → ρ = clip(2^(-D/D_half), ρ_min, ρ_max) → tracker update
+(``α ← ρα + r``, ``β ← ρβ + (1-r)``) → validate / checkpoint.
+"""
+
+from __future__ import annotations
+
+from pprint import pprint
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from verl import DataProto
+from verl.trainer.ppo.core_algos import agg_loss
+from verl.trainer.ppo.metric_utils import compute_data_metrics, compute_throughout_metrics, compute_timing_metrics
+from verl.trainer.ppo.ray_trainer import RayPPOTrainer, compute_response_mask
+from verl.trainer.ppo.reward import compute_reward
+from verl.trainer.ppo.utils import Role
+from verl.utils.debug import marked_timer
+from verl.utils.metric import reduce_metrics
+
+from spo_helpers.core.advantages import spo_advantages
+from spo_helpers.core.diagnostics import calibration, quantiles, spo_diagnostics
+from spo_helpers.core.drift import ResponseStore
+from spo_helpers.core.sampler import PrioritizedSampler, SamplerConfig
+from spo_helpers.errors import UserError
+from spo_helpers.verl_glue.drift_pass import drift_and_store
+from spo_helpers.verl_glue.kit_trainer import KitTrainerMixin
+from spo_helpers.verl_glue.tracking import kit_tracking_class
+
+
+class SPOTrainer(KitTrainerMixin, RayPPOTrainer):
+    """SPO's single-stream loop on verl's trainer pieces."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if int(self.config.actor_rollout_ref.rollout.n) != 1:
+            raise UserError(
+                f"SPO samples one response per prompt; got actor_rollout_ref.rollout.n="
+                f"{self.config.actor_rollout_ref.rollout.n} (set N_TRAIN=1 or use METHOD=GRPO)"
+            )
+        if self.config.algorithm.use_kl_in_reward:
+            raise UserError("SPO's tracker needs the task reward: algorithm.use_kl_in_reward must be False")
+        self._kit_setup()
+        spo = self.config.trainer.spo
+        gen_batch = self.config.data.get("gen_batch_size", None)
+        self.sampler = PrioritizedSampler(
+            len(self.train_keys),
+            SamplerConfig(
+                batch_size=int(self.config.data.train_batch_size),
+                pool_size=int(gen_batch) if gen_batch else None,
+                mode=str(spo.sampler.mode),
+                eps=float(spo.sampler.eps),
+                gamma=float(spo.sampler.gamma),
+                seed=int(self.config.kit.seed),
+            ),
+        )
+        self.store = ResponseStore(int(spo.store_max_tokens))
+
+    # ------------------------------------------------------------------ state
+    def _kit_state(self) -> dict[str, Any]:
+        state = super()._kit_state()
+        state["sampler"] = self.sampler.state_dict()
+        store = self.store.state_dict()
+        store["token_ids"] = torch.from_numpy(store["token_ids"])
+        store["logprobs"] = torch.from_numpy(store["logprobs"])
+        state["store"] = store
+        return state
+
+    def _load_kit_state(self, state: dict[str, Any]) -> None:
+        super()._load_kit_state(state)
+        self.sampler.load_state_dict(state["sampler"])
+        store = dict(state["store"])
+        store["token_ids"] = store["token_ids"].numpy()
+        store["logprobs"] = store["logprobs"].numpy()
+        self.store.load_state_dict(store)
+
+    # ------------------------------------------------------------------ one step's pieces
+    def _select_batch(self) -> tuple[DataProto, list[str]]:
+        rows = self.sampler.sample(self.tracker)
+        keys = self.tracker.keys_at(rows)
+        items = [self.train_dataset[int(self.key_rows[r])] for r in rows]
+        from verl.utils.dataset.rl_dataset import collate_fn
+
+        batch = DataProto.from_single_dict(collate_fn(items))
+        batch.non_tensor_batch["uid"] = np.array([f"{self.global_steps}-{i}" for i in range(len(batch))], dtype=object)
+        return batch, keys
+
+    def _pad_token_id(self) -> int:
+        return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self):
+        logger = kit_tracking_class(str(self.layout.metrics), self._after_log)(
+            project_name=self.config.trainer.project_name,
+            experiment_name=self.config.trainer.experiment_name,
+            default_backend=self.config.trainer.logger,
+            config=OmegaConf.to_container(self.config, resolve=True),
+        )
+        self.global_steps = 0
+        self._load_checkpoint()
+        if self.val_reward_fn is not None and self.config.trainer.get("val_before_train", True):
+            val_metrics = self._validate()
+            pprint(f"Initial validation metrics: {val_metrics}")
+            logger.log(data=val_metrics, step=self.global_steps)
+            if self.config.trainer.get("val_only", False):
+                return
+        from tqdm import tqdm
+
+        progress = tqdm(total=self.total_training_steps, initial=self.global_steps, desc="SPO training")
+        self.global_steps += 1
+        while self.global_steps <= self.total_training_steps:
+            metrics = self._spo_step()
+            logger.log(data=metrics, step=self.global_steps)
+            progress.update(1)
+            self.global_steps += 1
+        progress.close()
+
+    def _spo_step(self) -> dict[str, Any]:
+        metrics: dict[str, Any] = {}
+        timing: dict[str, float] = {}
+        is_last_step = self.global_steps >= self.total_training_steps
+        with marked_timer("step", timing):
+            batch, keys = self._select_batch()
+            gen_batch = self._get_gen_batch(batch)
+            gen_batch.meta_info["global_steps"] = self.global_steps
+            with marked_timer("gen", timing, color="red"):
+                if self.async_rollout_mode:
+                    gen_output = self.async_rollout_manager.generate_sequences(gen_batch)
+                else:
+                    gen_output = self.actor_rollout_wg.generate_sequences(gen_batch)
+                timing.update(gen_output.meta_info.pop("timing", {}))
+            batch = batch.union(gen_output)
+            batch.non_tensor_batch["spo_key"] = np.array(keys, dtype=object)
+            if "response_mask" not in batch.batch.keys():  # noqa: SIM118 - a TensorDict
+                batch.batch["response_mask"] = compute_response_mask(batch)
+            if self.config.trainer.balance_batch:
+                self._balance_batch(batch, metrics=metrics)
+            batch.meta_info["global_token_num"] = torch.sum(batch.batch["attention_mask"], dim=-1).tolist()
+            keys = list(batch.non_tensor_batch["spo_key"])
+
+            with marked_timer("reward", timing, color="yellow"):
+                reward_tensor, reward_extra = compute_reward(batch, self.reward_fn)
+            rewards = reward_tensor.sum(dim=-1).double().numpy()
+            bad = (rewards < 0) | (rewards > 1) | ~np.isfinite(rewards)
+            if bad.any():
+                raise UserError(
+                    f"SPO needs rewards in [0, 1]; the reward function returned {rewards[bad][:3].tolist()}"
+                    " (map failures to 0, as the kit's reward does)"
+                )
+
+            with marked_timer("adv", timing, color="brown"):
+                alpha, beta = self.tracker.alpha(keys), self.tracker.beta(keys)
+                p_hat = self.tracker.p_hat(keys)
+                advantages = spo_advantages(rewards, p_hat)
+                response_mask = batch.batch["response_mask"]
+                adv = torch.as_tensor(advantages, dtype=torch.float32)[:, None] * response_mask
+                batch.batch["advantages"] = adv
+                batch.batch["returns"] = adv.clone()
+                batch.batch["token_level_scores"] = reward_tensor
+                batch.batch["token_level_rewards"] = reward_tensor
+                if reward_extra:
+                    batch.non_tensor_batch.update({k: np.array(v) for k, v in reward_extra.items()})
+
+            with marked_timer("old_log_prob", timing, color="blue"):
+                old_log_prob = self.actor_rollout_wg.compute_log_prob(batch)
+                entropys = old_log_prob.batch.pop("entropys")
+                loss_agg_mode = self.config.actor_rollout_ref.actor.loss_agg_mode
+                entropy = agg_loss(loss_mat=entropys, loss_mask=response_mask, loss_agg_mode=loss_agg_mode)
+                metrics["actor/entropy"] = entropy.detach().item()
+                batch = batch.union(old_log_prob)
+            if self.use_reference_policy:
+                with marked_timer(str(Role.RefPolicy), timing, color="olive"):
+                    batch = batch.union(self.ref_policy_wg.compute_ref_log_prob(batch))
+
+            with marked_timer("update_actor", timing, color="red"):
+                batch.meta_info["multi_turn"] = self.config.actor_rollout_ref.rollout.multi_turn.enable
+                actor_output = self.actor_rollout_wg.update_actor(batch)
+            metrics.update(reduce_metrics(actor_output.meta_info["metrics"]))
+
+            with marked_timer("spo_rho", timing, color="purple"):
+                rho_cfg = self.config.trainer.spo.rho
+                first_ratio = float(np.mean(self.tracker.visits(keys) == 0))
+                drift = (
+                    drift_and_store(self.actor_rollout_wg, self.store, batch, keys, self._pad_token_id())
+                    if rho_cfg.type == "kl"
+                    else np.zeros(len(keys))
+                )
+                rho = self.tracker.update(keys, rewards, drift=drift)
+            visits = self.tracker.visits(keys)
+            metrics.update(
+                self._spo_metrics(rewards, alpha, beta, p_hat, advantages, drift, rho, first_ratio, visits, rho_cfg)
+            )
+            metrics.update(spo_diagnostics(rewards, p_hat, advantages))
+            metrics.update(calibration(p_hat, rewards))
+            metrics.update(self._count_generation(batch))
+            self.step_records.log(
+                self.global_steps,
+                {
+                    "row": self.tracker.rows(keys).tolist(),
+                    "reward": rewards.tolist(),
+                    "p_hat": p_hat.tolist(),
+                    "advantage": np.asarray(advantages).tolist(),
+                    "drift": drift.tolist(),
+                    "rho": rho.tolist(),
+                },
+            )
+            rollout_dir = self.config.trainer.get("rollout_data_dir", None)
+            if rollout_dir:
+                self._log_rollout_data(batch, reward_extra, timing, rollout_dir)
+
+        if (
+            self.val_reward_fn is not None
+            and self.config.trainer.test_freq > 0
+            and (is_last_step or self.global_steps % self.config.trainer.test_freq == 0)
+        ):
+            with marked_timer("testing", timing, color="green"):
+                metrics.update(self._validate())
+        if self.config.trainer.save_freq > 0 and (
+            is_last_step or self.global_steps % self.config.trainer.save_freq == 0
+        ):
+            with marked_timer("save_checkpoint", timing, color="green"):
+                self._save_checkpoint()
+
+        metrics.update({"training/global_step": self.global_steps, "training/epoch": self.sampler.epoch})
+        metrics.update(compute_data_metrics(batch=batch, use_critic=False))
+        metrics.update(compute_timing_metrics(batch=batch, timing_raw=timing))
+        metrics.update(
+            compute_throughout_metrics(batch=batch, timing_raw=timing, n_gpus=self.resource_pool_manager.get_n_gpus())
+        )
+        return metrics
+
+    def _spo_metrics(self, rewards, alpha, beta, p_hat, advantages, drift, rho, first_ratio, visits, rho_cfg):
+        """The official recipe's ``spo/*`` keys."""
+        raw_rho = self.tracker.raw_forgetting_factor(drift)
+        metrics = {
+            "spo/reward": float(rewards.mean()),
+            "spo/alpha": float(alpha.mean()),
+            "spo/beta": float(beta.mean()),
+            "spo/Neff": float((alpha + beta).mean()),
+            "spo/p_hats": float(p_hat.mean()),
+            "spo/adv_before_norm": float((rewards - p_hat).mean()),
+            "spo/D": float(drift.mean()),
+            "spo/rho": float(np.mean(raw_rho)),
+            "spo/rho_clipped": float(rho.mean()),
+            "spo/rho_clip_ratio": float(np.mean(raw_rho != rho)),
+            "spo/first_sampled_ratio": float(first_ratio),
+            "spo/cur_sampled_number/min": float(visits.min()),
+            "spo/cur_sampled_number/max": float(visits.max()),
+            "spo/cur_sampled_number/mean": float(visits.mean()),
+            "spo/store_tokens": float(self.store.total_tokens),
+            "spo/store_evictions": float(self.store.evictions),
+        }
+        metrics.update(quantiles(np.asarray(advantages), "spo/adv_after_norm"))
+        return metrics

@@ -16,25 +16,30 @@ import shutil
 import sys
 from pathlib import Path
 
-KEEP_FILES = ("config.yaml", "metrics.jsonl", "steps.jsonl", "prompts.parquet")
-KEEP_ROOT = ("offline_values.json", "offline_values.stats.json", "README.md")
+from spo_helpers.formats.layout import OFFLINE_VALUES_FILE, PipelineLayout, RunLayout, stats_path_for
+
+_RUN = RunLayout(Path())
+KEEP_FILES = (_RUN.config.name, _RUN.metrics.name, _RUN.steps.name, _RUN.prompts.name)
+KEEP_SAMPLED = (_RUN.validation_data.name, _RUN.tracker_dir.name)
+KEEP_ROOT = (OFFLINE_VALUES_FILE, stats_path_for(OFFLINE_VALUES_FILE).name, "README.md")
 
 
 def prune(root: str | Path, keep_every: int = 10) -> list[Path]:
     """Delete everything but the analysis inputs; returns the files kept."""
     root = Path(root)
-    runs = [p for p in (root / "spo").iterdir() if p.is_dir() and (p / "steps.jsonl").is_file()]  # training runs
+    runs_dir = PipelineLayout(root).runs
+    runs = [p for p in runs_dir.iterdir() if p.is_dir() and RunLayout(p).steps.is_file()]  # training runs
     for path in root.iterdir():
-        if path.name not in (*KEEP_ROOT, "spo"):
+        if path.name not in (*KEEP_ROOT, runs_dir.name):
             shutil.rmtree(path) if path.is_dir() else path.unlink()
-    for path in (root / "spo").iterdir():
+    for path in runs_dir.iterdir():
         if path not in runs:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
     for run in runs:
         for path in run.iterdir():
             if path.name in KEEP_FILES:
                 continue
-            if path.name in ("validation_data", "tracker"):
+            if path.name in KEEP_SAMPLED:
                 for item in path.iterdir():
                     if not (item.stem.isdigit() and int(item.stem) % keep_every == 0):
                         item.unlink()

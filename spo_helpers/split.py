@@ -33,6 +33,7 @@ from spo_helpers.formats.datasets import (
     schema_frame,
 )
 from spo_helpers.formats.keys import duplicates as duplicate_keys_of
+from spo_helpers.formats.layout import SUBSET_GLOB, subset_file_name, subset_files, subset_index
 
 DEFAULT_DATASET = "open-r1/DAPO-Math-17k-Processed"
 DEFAULT_DATASET_CONFIG = "en"  # the official script hard-codes config "en" for this dataset
@@ -42,7 +43,7 @@ MANIFEST_VERSION = 1
 
 
 def subset_name(index: int) -> str:
-    return f"subset_{index}.parquet"
+    return subset_file_name(index)
 
 
 def shard_bounds(num_rows: int, num_shards: int) -> list[tuple[int, int]]:
@@ -125,7 +126,7 @@ def split_dataset(
         paths.append(path)
         checksums.append(hashlib.sha256(blob).hexdigest())
     written = {p.name for p in paths}
-    stale = sorted(p for p in out.glob("subset_*.parquet") if p.name not in written)
+    stale = [p for p in subset_files(out) if p.name not in written]
 
     manifest = {
         "version": MANIFEST_VERSION,
@@ -211,7 +212,7 @@ def subset_frame(output_dir: str | os.PathLike) -> pd.DataFrame:
     from spo_helpers.formats.datasets import load_dataset_rows
 
     frames = []
-    for path in sorted(Path(output_dir).glob("subset_*.parquet"), key=lambda p: int(p.stem.split("_")[-1])):
+    for path in subset_files(output_dir):
         rows = load_dataset_rows(str(path))
         keys = dataset_prompt_keys(rows, str(path))
         extra = rows["extra_info"] if "extra_info" in rows else pd.Series([None] * len(rows))
@@ -219,7 +220,7 @@ def subset_frame(output_dir: str | os.PathLike) -> pd.DataFrame:
         frames.append(
             pd.DataFrame(
                 {
-                    "subset": int(path.stem.split("_")[-1]),
+                    "subset": subset_index(path),
                     "prompt_key": keys,
                     "prompt_chars": [len(k) for k in keys],
                     "difficulty": pd.array(difficulty, dtype="Int64"),
@@ -227,5 +228,5 @@ def subset_frame(output_dir: str | os.PathLike) -> pd.DataFrame:
             )
         )
     if not frames:
-        raise UserError(f"no subset_*.parquet files in {output_dir}")
+        raise UserError(f"no {SUBSET_GLOB} files in {output_dir} (run `spo split` first)")
     return pd.concat(frames, ignore_index=True)

@@ -16,6 +16,7 @@ Interrupted runs resume from their newest complete checkpoint (``resume_mode=aut
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -23,9 +24,13 @@ from pathlib import Path
 
 from spo_helpers.backends import resolve_backend
 from spo_helpers.cli_options import add_common_arguments, env_bool, env_int, parse_bool
+from spo_helpers.core.metric_names import SAMPLES_TOTAL, TRAIN_REWARD
 from spo_helpers.errors import UserError
+from spo_helpers.formats.layout import SUBSET_GLOB, RunLayout, subset_files
 from spo_helpers.formats.steplog import read_step_log
 from spo_helpers.preflight import check_model_dir, check_parquet_files
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -43,9 +48,9 @@ def train_files_in(train_data_dir: str | Path) -> list[str]:
     folder = Path(train_data_dir)
     if not folder.is_dir():
         raise UserError(f"TRAIN_DATA_DIR not found: {folder}; pass --train_data_dir the folder `spo split` wrote")
-    files = sorted(str(p) for p in folder.glob("subset_*.parquet"))
+    files = [str(p) for p in subset_files(folder)]
     if not files:
-        raise UserError(f"no subset_*.parquet files in TRAIN_DATA_DIR {folder} (run `spo split` first)")
+        raise UserError(f"no {SUBSET_GLOB} files in TRAIN_DATA_DIR {folder} (run `spo split` first)")
     return files
 
 
@@ -73,7 +78,7 @@ def check_offline_values(path: str | None, train_files: list[str], method: str) 
             "or --offline_values none"
         )
     if report["without_values"]:
-        print(
+        logger.warning(
             f"note: {report['without_values']} of {report['dataset_prompts']} training prompts have no offline "
             f"values and start at the prior (alpha = beta = 0.5); {report['unmatched_values']} value entries "
             "match no training prompt"
@@ -82,8 +87,8 @@ def check_offline_values(path: str | None, train_files: list[str], method: str) 
 
 
 def summarise_run(method: str, run_dir: Path, seconds: float) -> TrainSummary:
-    records = read_step_log(run_dir / "metrics.jsonl")
-    train = [r for r in records if "critic/score/mean" in r["data"]]
+    records = read_step_log(RunLayout(run_dir).metrics)
+    train = [r for r in records if TRAIN_REWARD in r["data"]]
     validation = {}
     for record in records:
         validation.update({k: v for k, v in record["data"].items() if k.startswith("val-core/")})
@@ -92,8 +97,8 @@ def summarise_run(method: str, run_dir: Path, seconds: float) -> TrainSummary:
         method=method,
         run_dir=run_dir,
         steps=int(train[-1]["step"]) if train else 0,
-        samples=int(last.get("kit/samples_total", 0) or 0),
-        final_reward=float(last.get("critic/score/mean", float("nan")) or float("nan")),
+        samples=int(last.get(SAMPLES_TOTAL, 0) or 0),
+        final_reward=float(last.get(TRAIN_REWARD, float("nan")) or float("nan")),
         validation=validation,
         seconds=seconds,
     )

@@ -14,7 +14,7 @@ executed notebook.
 
 from __future__ import annotations
 
-import json
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +24,10 @@ import numpy as np
 import pandas as pd
 
 from spo_helpers import analysis as A
+from spo_helpers.formats.dumps import describe_bad, dump_step, read_dump, step_dumps
+from spo_helpers.formats.layout import RunLayout
+
+logger = logging.getLogger(__name__)
 
 
 def live(interactive: bool) -> bool:
@@ -107,14 +111,16 @@ def prompt_history(run: A.RunInfo | str | Path, row: int) -> pd.DataFrame:
 
 def prompt_responses(run: A.RunInfo | str | Path, prompt_key: str, limit: int = 20) -> pd.DataFrame:
     """The prompt's sampled responses from ``rollout_data/<step>.jsonl`` (when rollout dumps were written)."""
-    folder = Path(getattr(run, "path", run)) / "rollout_data"
     rows = []
-    for path in sorted(folder.glob("*.jsonl"), key=lambda p: int(p.stem) if p.stem.isdigit() else -1):
-        for line in path.read_text(encoding="utf-8").splitlines():
-            record = json.loads(line)
-            if record.get("prompt_key") == prompt_key:
-                rows.append({"step": record.get("step"), "score": record.get("score"), "output": record.get("output")})
-    return pd.DataFrame(rows).tail(limit)
+    for path in step_dumps(RunLayout(Path(getattr(run, "path", run))).rollout_data):
+        dump = read_dump(path, skip_bad_lines=True, keep=("output",))
+        if dump.bad:
+            logger.warning("%s: skipped %s", path, describe_bad(dump.bad))
+        step = dump_step(path)
+        for key, score, output in zip(dump.keys, dump.scores, dump.fields["output"], strict=True):
+            if key == prompt_key:
+                rows.append({"step": step, "score": score, "output": output})
+    return pd.DataFrame(rows, columns=["step", "score", "output"]).tail(limit)
 
 
 def _draw_history(history: pd.DataFrame, title: str):

@@ -21,6 +21,7 @@ from spo_helpers.analysis.runs import (
 )
 from spo_helpers.core.metric_names import RESPONSE_TOKENS_TOTAL, SAMPLES_TOTAL
 from spo_helpers.errors import MissingData
+from spo_helpers.formats.layout import RunLayout
 from spo_helpers.formats.steplog import read_step_log
 
 # ---------------------------------------------------------------------------------------------- metrics
@@ -29,16 +30,16 @@ _TB_CACHE: dict[tuple, pd.DataFrame] = {}
 
 def tensorboard_scalars(run: RunInfo | str | os.PathLike) -> pd.DataFrame:
     """Every scalar of ``tensorboard/events.out.tfevents.*`` as ``(step, key, value)``; later files win."""
-    folder = run_path(run) / "tensorboard"
-    files = sorted(folder.glob("events.out.tfevents.*"))
+    layout = RunLayout(run_path(run))
+    files = sorted(layout.tensorboard_events())
     if not files:
-        raise MissingData(f"{folder}: no tensorboard event files")
+        raise MissingData(f"{layout.tensorboard}: no tensorboard event files")
     signature = tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files)
     if signature not in _TB_CACHE:
         try:
             from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
         except ImportError:
-            raise MissingData(f"{folder}: reading event files needs the tensorboard package") from None
+            raise MissingData(f"{layout.tensorboard}: reading event files needs the tensorboard package") from None
 
         rows = []
         for order, path in enumerate(files):
@@ -67,7 +68,7 @@ def load_metrics(run: RunInfo | str | os.PathLike, wide: bool = False) -> pd.Dat
     Read from ``metrics.jsonl``, or from the tensorboard events when there is none (official runs).
     """
     folder = run_path(run)
-    records = read_step_log(folder / "metrics.jsonl")
+    records = read_step_log(RunLayout(folder).metrics)
     if records:
         rows = [
             (int(r["step"]), str(key), number)
@@ -76,7 +77,7 @@ def load_metrics(run: RunInfo | str | os.PathLike, wide: bool = False) -> pd.Dat
             if (number := _numeric(value)) is not None
         ]
         long = pd.DataFrame(rows, columns=["step", "key", "value"]).drop_duplicates(["step", "key"], keep="last")
-    elif any((folder / "tensorboard").glob("events.out.tfevents.*")):
+    elif RunLayout(folder).has_tensorboard_events():
         long = tensorboard_scalars(folder)
     else:
         raise MissingData(f"{folder}: neither metrics.jsonl nor tensorboard events")

@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 
 from spo_helpers.errors import MissingData, UserError
-from spo_helpers.formats.layout import ESTIMATION_EXP_NAME
+from spo_helpers.formats.layout import ESTIMATION_EXP_NAME, RUNS_SUBDIR, RunLayout
 
 RUN_COLUMNS = ("run", "method", "seed")
 """The columns that tag every frame with its run."""
@@ -41,9 +41,10 @@ def is_run_folder(path: str | os.PathLike) -> bool:
     p = Path(path)
     if not p.is_dir():
         return False
-    if (p / "metrics.jsonl").is_file() or (p / "config.yaml").is_file():
+    layout = RunLayout(p)
+    if layout.metrics.is_file() or layout.config.is_file():
         return True
-    return any((p / "tensorboard").glob("events.out.tfevents.*"))
+    return layout.has_tensorboard_events()
 
 
 def load_config(run: RunInfo | str | os.PathLike) -> dict[str, Any]:
@@ -56,7 +57,7 @@ def load_config(run: RunInfo | str | os.PathLike) -> dict[str, Any]:
 def _read_run_yaml(folder: Path) -> dict[str, Any]:
     import yaml
 
-    path = folder / "config.yaml"
+    path = RunLayout(folder).config
     if not path.is_file():
         return {}
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -98,7 +99,7 @@ def _describe_run(folder: Path, pipeline: Path | None) -> RunInfo | None:
         return None
     name = str(config_value(config, "trainer.experiment_name") or folder.name)
     method = config_value(config, "kit.method")
-    kind = "kit" if (record or (folder / "metrics.jsonl").is_file()) else "official"
+    kind = "kit" if (record or RunLayout(folder).metrics.is_file()) else "official"
     if not method:
         method = method_from_name(name) or method_from_name(folder.name)
     if not method:
@@ -116,7 +117,7 @@ def _describe_run(folder: Path, pipeline: Path | None) -> RunInfo | None:
 
 def _candidates(root: Path) -> list[Path]:
     found: list[Path] = []
-    for pattern in ("spo/*", "*", "*/spo/*"):
+    for pattern in (f"{RUNS_SUBDIR}/*", "*", f"*/{RUNS_SUBDIR}/*"):
         found.extend(p for p in sorted(root.glob(pattern)) if p.is_dir() and is_run_folder(p))
     return list(dict.fromkeys(found))
 

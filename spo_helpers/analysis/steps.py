@@ -11,7 +11,7 @@ import pandas as pd
 
 from spo_helpers.analysis.runs import RunInfo, run_path
 from spo_helpers.errors import MissingData
-from spo_helpers.formats.layout import OFFLINE_VALUES_FILE
+from spo_helpers.formats.layout import OFFLINE_VALUES_FILE, RunLayout
 from spo_helpers.formats.offline_values import read_offline_values
 from spo_helpers.formats.steplog import read_step_log
 
@@ -20,7 +20,7 @@ from spo_helpers.formats.steplog import read_step_log
 def load_steps(run: RunInfo | str | os.PathLike) -> pd.DataFrame:
     """``steps.jsonl`` with one row per generated sample: ``step, sample, row, reward, p_hat, advantage``, and
     ``drift, rho`` (SPO) or ``group`` (GRPO), plus ``first_visit`` (the row's first appearance in the log)."""
-    path = run_path(run) / "steps.jsonl"
+    path = RunLayout(run_path(run)).steps
     records = read_step_log(path)
     if not records:
         raise MissingData(f"{path}: missing or empty")
@@ -44,7 +44,7 @@ def load_steps(run: RunInfo | str | os.PathLike) -> pd.DataFrame:
 
 def load_prompts(run: RunInfo | str | os.PathLike) -> pd.DataFrame:
     """``prompts.parquet``: ``row, prompt_key, dataset_index, difficulty, p_hat0, n_eff0, has_offline_values``."""
-    path = run_path(run) / "prompts.parquet"
+    path = RunLayout(run_path(run)).prompts
     if not path.is_file():
         raise MissingData(f"{path}: missing")
     return pd.read_parquet(path)
@@ -52,7 +52,7 @@ def load_prompts(run: RunInfo | str | os.PathLike) -> pd.DataFrame:
 
 def load_tracker_snapshots(run: RunInfo | str | os.PathLike) -> pd.DataFrame:
     """``tracker/<step>.npz`` stacked: ``step, row, alpha, beta, p_hat, n_eff, visits``."""
-    folder = run_path(run) / "tracker"
+    folder = RunLayout(run_path(run)).tracker_dir
     files = sorted((p for p in folder.glob("*.npz") if p.stem.isdigit()), key=lambda p: int(p.stem))
     if not files:
         raise MissingData(f"{folder}: no tracker snapshots (<step>.npz)")

@@ -91,8 +91,11 @@ class RunLayout:
         """The dump of a validation-only (stage 02) run."""
         return self.validation_data / ESTIMATION_DUMP
 
+    def tensorboard_events(self) -> list[Path]:
+        return list(self.tensorboard.glob("events.out.tfevents.*"))
+
     def has_tensorboard_events(self) -> bool:
-        return any(self.tensorboard.glob("events.out.tfevents.*"))
+        return bool(self.tensorboard_events())
 
 
 def estimation_exp_name(subset: int | None, exp_name: str = ESTIMATION_EXP_NAME) -> str:

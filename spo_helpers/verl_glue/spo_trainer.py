@@ -8,7 +8,7 @@ previous response (``verl_glue.drift_pass``) → ρ = clip(2^(-D/D_half), ρ_min
 
 from __future__ import annotations
 
-from pprint import pprint
+import logging
 from typing import Any
 
 import numpy as np
@@ -31,6 +31,8 @@ from spo_helpers.errors import UserError
 from spo_helpers.verl_glue.drift_pass import drift_and_store
 from spo_helpers.verl_glue.kit_trainer import KitTrainerMixin
 from spo_helpers.verl_glue.tracking import kit_tracking_class
+
+logger = logging.getLogger(__name__)
 
 
 class SPOTrainer(KitTrainerMixin, RayPPOTrainer):
@@ -105,7 +107,7 @@ class SPOTrainer(KitTrainerMixin, RayPPOTrainer):
         self._load_checkpoint()
         if self.val_reward_fn is not None and self.config.trainer.get("val_before_train", True):
             val_metrics = self._validate()
-            pprint(f"Initial validation metrics: {val_metrics}")
+            logger.info("initial validation metrics: %s", val_metrics)
             logger.log(data=val_metrics, step=self.global_steps)
             if self.config.trainer.get("val_only", False):
                 return

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -37,6 +38,8 @@ VAL_TEMPERATURE = 0.6
 VAL_SAMPLES = 4
 PROBE_PROMPTS = 200
 PROBE_DATA_SOURCE = "spo_arith_train"
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -108,7 +111,7 @@ def is_complete(paths: WorldPaths, *, seed: int, num_train: int, num_val: int, w
 
 def _say(progress: bool, text: str) -> None:
     if progress:
-        print(f"[world] {text}", flush=True)
+        logger.info("[world] %s", text)
 
 
 def _counts(rows) -> dict[str, int]:

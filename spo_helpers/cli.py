@@ -30,6 +30,10 @@ STAGES: dict[str, tuple[str, str]] = {
     "figures": ("spo_helpers.figures", "05: regenerate the analysis figures of one or more runs"),
     "simulate": ("spo_helpers.simulate", "agentic long-tail throughput simulation, GRPO vs SPO"),
     "pipeline": ("spo_helpers.pipeline", "run 01 -> 05 as papermill notebooks into runs/<name>/"),
+    "sandbox": (
+        "spo_helpers.sandbox.cli",
+        "a local Sandbox Fusion server (POST /run_code) for tool use; check: its isolation",
+    ),
 }
 
 

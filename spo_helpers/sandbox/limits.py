@@ -1,0 +1,132 @@
+"""What one sandboxed run may use, and how a request's own limits are resolved against them.
+
+``SandboxLimits`` is the server's configuration: every field has help text (the
+``spo sandbox`` flags are generated from it). A request may ask for less than these
+limits (``run_timeout``, ``memory_limit_MB``), never for more: ``resolve`` clamps it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field, fields
+
+MIB = 1024 * 1024
+
+# The official SPO tool config (verl-recipe spo/spo_tool_config.yaml): default_timeout 30,
+# memory_limit_mb 1024, num_workers 128. Sandbox Fusion's own request defaults: run_timeout 10,
+# memory_limit_MB -1 (no limit), output captured up to 1 MiB per stream.
+OFFICIAL_TIMEOUT_S = 30.0
+OFFICIAL_MEMORY_MB = 1024
+
+
+def default_workers() -> int:
+    """Runs executed at once by default: one per CPU (2 on the CPU preset's machine)."""
+    return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    """Limits of every run, and of the server that executes them."""
+
+    workers: int = field(
+        default_factory=default_workers,
+        metadata={"help": "runs executed at once; further requests wait in line"},
+    )
+    max_run_timeout_s: float = field(
+        default=OFFICIAL_TIMEOUT_S,
+        metadata={"help": "longest wall time a run may ask for, seconds; a larger run_timeout is clamped to it"},
+    )
+    memory_mb: int = field(
+        default=OFFICIAL_MEMORY_MB,
+        metadata={
+            "help": "address-space limit of each process, MiB, used when a request sends memory_limit_MB <= 0 "
+            "and the most a request may ask for; the whole run (all its processes and its tmpfs) is capped at "
+            "this plus 2 x tmpfs_mb when a memory cgroup is available"
+        },
+    )
+    max_processes: int = field(
+        default=64,
+        metadata={"help": "processes and threads a run may have at once (RLIMIT_NPROC of its own uid, pids cgroup)"},
+    )
+    tmpfs_mb: int = field(
+        default=64,
+        metadata={"help": "size of the run's private /tmp (its working folder) and of its /dev/shm, MiB each"},
+    )
+    output_bytes: int = field(
+        default=1 * MIB,
+        metadata={"help": "stdout and stderr kept per stream, bytes; the rest is read and dropped"},
+    )
+    open_files: int = field(default=1024, metadata={"help": "open file descriptors per process (RLIMIT_NOFILE)"})
+    max_body_bytes: int = field(
+        default=16 * MIB, metadata={"help": "largest request body accepted, bytes; larger ones get HTTP 413"}
+    )
+    max_waiting: int = field(
+        default=1024,
+        metadata={"help": "requests allowed to wait for a free worker; beyond that the server answers HTTP 503"},
+    )
+    nice: int = field(default=10, metadata={"help": "scheduling niceness of the code, so the server stays responsive"})
+    uid_base: int = field(
+        default=2_000_000_000,
+        metadata={
+            "help": "when the server runs as root, worker slot i runs code as uid/gid uid_base + i (unused ids: "
+            "no file on the host belongs to them)"
+        },
+    )
+
+    def __post_init__(self) -> None:
+        positive = ("workers", "max_processes", "tmpfs_mb", "output_bytes", "open_files", "max_body_bytes", "memory_mb")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"SandboxLimits.{name} must be a positive integer, got {value!r}")
+        if not (self.max_run_timeout_s > 0 and math.isfinite(self.max_run_timeout_s)):
+            raise ValueError(f"SandboxLimits.max_run_timeout_s must be a positive number, got {self.max_run_timeout_s}")
+        if self.max_waiting < 0:
+            raise ValueError(f"SandboxLimits.max_waiting must be >= 0, got {self.max_waiting}")
+        if not -20 <= self.nice <= 19:
+            raise ValueError(f"SandboxLimits.nice must be in [-20, 19], got {self.nice}")
+        if not 0 < self.uid_base < 2**31 - 1 - self.workers:
+            raise ValueError(f"SandboxLimits.uid_base must leave room for {self.workers} ids below 2**31")
+
+    @property
+    def cgroup_memory_bytes(self) -> int:
+        """The memory cap of a whole run: the per-process limit plus its two tmpfs mounts."""
+        return (self.memory_mb + 2 * self.tmpfs_mb) * MIB
+
+
+def limit_help() -> dict[str, str]:
+    """Help text of every ``SandboxLimits`` field, by name."""
+    return {f.name: f.metadata.get("help", "") for f in fields(SandboxLimits)}
+
+
+@dataclass(frozen=True)
+class RunLimits:
+    """The limits of one run, after ``resolve``."""
+
+    wall_s: float  # wall-clock limit, from the start of the sandbox process
+    cpu_s: int  # RLIMIT_CPU per process (soft; the hard limit is one second more)
+    address_space_bytes: int  # RLIMIT_AS per process
+    processes: int  # RLIMIT_NPROC / pids.max
+    file_bytes: int  # RLIMIT_FSIZE: no single file larger than the tmpfs
+    open_files: int
+    cgroup_memory_bytes: int
+
+
+def resolve(limits: SandboxLimits, run_timeout: float, memory_limit_mb: int) -> RunLimits:
+    """Clamp a request's ``run_timeout`` (seconds) and ``memory_limit_MB`` (<= 0: server default) to ``limits``.
+
+    CPU time per process is the wall limit rounded up plus one second: the wall clock ends a
+    run first; RLIMIT_CPU is the backstop for a process the clock somehow missed.
+    """
+    wall = min(float(run_timeout), limits.max_run_timeout_s)
+    memory_mb = limits.memory_mb if memory_limit_mb <= 0 else min(memory_limit_mb, limits.memory_mb)
+    return RunLimits(
+        wall_s=wall,
+        cpu_s=math.ceil(wall) + 1,
+        address_space_bytes=memory_mb * MIB,
+        processes=limits.max_processes,
+        file_bytes=limits.tmpfs_mb * MIB,
+        open_files=limits.open_files,
+        cgroup_memory_bytes=(memory_mb + 2 * limits.tmpfs_mb) * MIB,
+    )

@@ -38,7 +38,7 @@ from spo_helpers.formats.layout import (
     subset_index,
 )
 from spo_helpers.formats.layout import subset_files as layout_subset_files
-from spo_helpers.preflight import check_model_dir, check_parquet_files, require_file
+from spo_helpers.preflight import check_data_files, check_model_dir, require_file
 
 DEFAULT_EXP_NAME = ESTIMATION_EXP_NAME
 
@@ -203,7 +203,7 @@ def estimate_all(
     files = subset_files(folder) if folder else [Path(f) for f in (data if isinstance(data, list) else [data])]
     for path in files:
         require_file(str(path), "DATA_FILE", "run `spo split` first or pass an existing parquet file")
-    check_parquet_files([str(p) for p in files], "DATA_FILE")
+    check_data_files([str(p) for p in files], "DATA_FILE")
     if not model_path:
         if backend != "cpu":
             raise UserError("MODEL_PATH is not set: pass --model_path (a Hugging Face id or local folder)")

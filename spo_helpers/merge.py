@@ -28,10 +28,9 @@ from typing import IO, Any
 import numpy as np
 
 from spo_helpers.errors import UserError
-from spo_helpers.formats.atomic import atomic_write_json
-from spo_helpers.formats.dumps import DumpFile, read_dump
+from spo_helpers.formats.dumps import DumpFile, describe_bad, read_dump
 from spo_helpers.formats.layout import estimation_dump_pattern, stats_path_for
-from spo_helpers.formats.offline_values import coverage, values_summary, write_offline_values
+from spo_helpers.formats.offline_values import coverage, score_report, values_summary, write_values_and_stats
 
 DEFAULT_PATTERN = estimation_dump_pattern()
 DEFAULT_MAX_SCORES = 8
@@ -107,7 +106,7 @@ def _statistics(
         else None,
         "score_sum_per_prompt": {"min": min(sums), "max": max(sums), "mean": float(np.mean(sums))} if sums else None,
         "mean_score": float(np.mean(all_scores)) if all_scores else None,
-        "scores_not_0_or_1": sum(1 for s in all_scores if s not in (0.0, 1.0)),
+        **{k: v for k, v in score_report(values).items() if k != "prompts_without_scores"},
         "mean_success": None if math.isnan(summary["mean_success"]) else summary["mean_success"],
         "share_all_fail": None if math.isnan(summary["share_all_fail"]) else summary["share_all_fail"],
         "share_all_pass": None if math.isnan(summary["share_all_pass"]) else summary["share_all_pass"],
@@ -155,6 +154,13 @@ def merge_dumps(
         bad.update(dump.bad)
         for key, score in dump.entries:
             grouped.setdefault(key, []).append(score)
+    if not grouped:
+        lines = sum(d.lines for d in dumps)
+        what = "all empty" if lines == 0 else f"{lines} lines, none usable ({describe_bad(dict(bad))})"
+        raise UserError(
+            f"no scores in the {len(files)} dump file(s) under {input_dir} matching {pattern!r} ({what}); "
+            "re-run stage 02 (`spo estimate --force`) or point --input_dir at its outputs"
+        )
     capped = sum(1 for scores in grouped.values() if max_scores_per_prompt and len(scores) > max_scores_per_prompt)
     values = {key: cap_scores(scores, max_scores_per_prompt, seed, key) for key, scores in grouped.items()}
     bad_lines = dict(sorted(bad.items()))
@@ -186,10 +192,8 @@ def dataset_coverage(result: MergeResult, sources: Iterable[str | os.PathLike]) 
 
 
 def write_merge(result: MergeResult, output_file: str | os.PathLike) -> tuple[Path, Path]:
-    """Write the values (official format, atomic) and ``<stem>.stats.json`` beside them."""
-    values_path = write_offline_values(result.values, output_file)
-    stats_path = atomic_write_json(stats_path_for(output_file), result.stats, indent=2)
-    return values_path, stats_path
+    """Write the values (official format) and ``<stem>.stats.json`` beside them (``write_values_and_stats``)."""
+    return write_values_and_stats(result.values, result.stats, output_file)
 
 
 def _fmt(value: Any, spec: str = ".3f") -> str:
@@ -217,6 +221,8 @@ def print_merge_summary(result: MergeResult, file: IO[str] | None = None, output
     )
     if s["scores_not_0_or_1"]:
         print(f"  note: {s['scores_not_0_or_1']} scores are not 0 or 1 (the tracker counts score > 0)", file=file)
+    if s.get("scores_outside_0_1"):
+        print(f"  warning: {s['scores_outside_0_1']} scores lie outside [0, 1] (binarised as score > 0)", file=file)
     if result.bad_lines:
         reasons = ", ".join(f"{reason} {count}" for reason, count in result.bad_lines.items())
         print(f"  warning: skipped {s['bad_lines']} bad lines ({reasons})", file=file)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from spo_helpers.errors import UserError
-from spo_helpers.formats.layout import SUBSET_GLOB
 
 
 def require_file(path: str | None, what: str, fix: str) -> Path:
@@ -34,19 +33,9 @@ def check_model_dir(model_path: str) -> None:
         )
 
 
-def check_parquet_files(files: list[str], what: str) -> None:
-    """Each local parquet file exists and has rows (hub ids are left to verl)."""
-    import pyarrow.parquet as pq
+def check_data_files(files: list[str], what: str) -> None:
+    """Each local training or validation file passes ``formats.datasets.validate_data_file`` (hub ids: verl)."""
+    from spo_helpers.formats.datasets import validate_data_file
 
     for name in files:
-        path = Path(name)
-        if not name.endswith(".parquet"):
-            continue
-        if not path.is_file():
-            raise UserError(f"{what} file not found: {path}; check the path (`spo split` writes {SUBSET_GLOB})")
-        try:
-            rows = pq.ParquetFile(path).metadata.num_rows
-        except Exception as err:  # pyarrow raises several unrelated types for a damaged file
-            raise UserError(f"{path}: not a readable parquet file ({err})") from None
-        if rows == 0:
-            raise UserError(f"{path}: the {what} file has no rows; regenerate it (`spo split`) or pass one with rows")
+        validate_data_file(name, what)

@@ -28,7 +28,7 @@ from spo_helpers.core.metric_names import SAMPLES_TOTAL, TRAIN_REWARD
 from spo_helpers.errors import UserError
 from spo_helpers.formats.layout import SUBSET_GLOB, RunLayout, subset_files
 from spo_helpers.formats.steplog import read_step_log
-from spo_helpers.preflight import check_model_dir, check_parquet_files
+from spo_helpers.preflight import check_data_files, check_model_dir
 
 logger = logging.getLogger(__name__)
 
@@ -66,9 +66,11 @@ def check_offline_values(path: str | None, train_files: list[str], method: str) 
     if path.lower() == "none":
         return None
     from spo_helpers.formats.datasets import dataset_prompt_keys, load_dataset_rows
-    from spo_helpers.formats.offline_values import coverage, read_offline_values
+    from spo_helpers.formats.offline_values import coverage, read_offline_values, score_report, stats_match
 
     values = read_offline_values(path)
+    if stats_match(path) is False:
+        logger.warning(f"note: {path}: the stats file beside it describes another version of the values")
     keys = [k for f in train_files for k in dataset_prompt_keys(load_dataset_rows(f), f)]
     report = coverage(values, keys)
     if report["with_values"] == 0:
@@ -78,12 +80,19 @@ def check_offline_values(path: str | None, train_files: list[str], method: str) 
             "or --offline_values none"
         )
     if report["without_values"]:
+        empty = f" ({report['empty_lists']} of them with an empty score list)" if report["empty_lists"] else ""
         logger.warning(
             f"note: {report['without_values']} of {report['dataset_prompts']} training prompts have no offline "
-            f"values and start at the prior (alpha = beta = 0.5); {report['unmatched_values']} value entries "
-            "match no training prompt"
+            f"values{empty} and start at the prior (alpha = beta = 0.5); {report['unmatched_values']} value "
+            "entries match no training prompt"
         )
-    return report
+    scores = score_report(values)
+    if scores["scores_outside_0_1"]:
+        logger.warning(
+            f"note: {path}: {scores['scores_outside_0_1']} scores lie outside [0, 1]; the tracker binarises them "
+            "(score > 0 is a success)"
+        )
+    return report | scores
 
 
 def summarise_run(method: str, run_dir: Path, seconds: float) -> TrainSummary:
@@ -156,8 +165,8 @@ def train(
     if not train_files:
         raise UserError("no training data: pass --train_data_dir (subset_*.parquet) or --train_files")
     check_model_dir(model_path)
-    check_parquet_files(list(train_files), "training")
-    check_parquet_files(list(val_files or []), "validation")
+    check_data_files(list(train_files), "training")
+    check_data_files(list(val_files or []), "validation")
     if offline_values and offline_values.lower() != "none" and not Path(offline_values).is_file():
         raise UserError(
             f"OFFLINE_VALUES file not found: {offline_values}; run `spo merge` or pass --offline_values none"
@@ -182,9 +191,9 @@ def train(
         overrides=list(overrides or []),
     )
     config = build_config(spec)
+    check_offline_values(offline_values, train_files, method)
     if dry_run:
         return dry_run_text(spec, config)
-    check_offline_values(offline_values, train_files, method)
     if fresh and spec.run_dir.exists():
         import shutil
 

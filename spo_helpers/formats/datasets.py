@@ -27,12 +27,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from spo_helpers.errors import UserError
+from spo_helpers.formats.atomic import read_utf8
 from spo_helpers.formats.keys import row_keys
 
 PARQUET_SUFFIXES = (".parquet",)
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 JSON_SUFFIXES = (".json",)
-SCHEMA_COLUMNS = ("prompt", "reward_model", "extra_info")
+SCHEMA_COLUMNS = ("prompt", "reward_model", "extra_info", "data_source")
 SCHEMA_HELP = (
     'each row needs \'prompt\' (a non-empty string or a chat list [{"role": "user", "content": ...}]) '
     "and 'reward_model' with a 'ground_truth'"
@@ -69,23 +70,22 @@ def _table_from_rows(rows: list[Any], path: Path) -> pa.Table:
 
 def _read_jsonl(path: Path) -> pa.Table:
     rows = []
-    with path.open(encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise UserError(f"{path}:{lineno}: not valid JSON ({err.msg}); fix or remove the line") from None
-            if not isinstance(row, dict):
-                raise UserError(f"{path}:{lineno}: expected a JSON object per line, got {type(row).__name__}")
-            rows.append(row)
+    for lineno, line in enumerate(read_utf8(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise UserError(f"{path}:{lineno}: not valid JSON ({err.msg}); fix or remove the line") from None
+        if not isinstance(row, dict):
+            raise UserError(f"{path}:{lineno}: expected a JSON object per line, got {type(row).__name__}")
+        rows.append(row)
     return _table_from_rows(rows, path)
 
 
 def _read_json(path: Path) -> pa.Table:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_utf8(path))
     except json.JSONDecodeError as err:
         raise UserError(f"{path}:{err.lineno}:{err.colno}: not valid JSON ({err.msg})") from None
     if isinstance(data, dict) and all(isinstance(v, list) for v in data.values()):
@@ -167,8 +167,25 @@ def load_dataset_table(source: str | os.PathLike, *, config: str | None = None, 
     else:
         table = _read_hub(text, config, split)
     if table.num_rows == 0:
-        raise UserError(f"{text}: the dataset has no rows; check the file or split")
+        raise UserError(f"{text}: the dataset has no rows; regenerate it (`spo split`) or check the file or split")
     return table
+
+
+def validate_data_file(source: str | os.PathLike, what: str) -> int:
+    """Every check a stage needs before compute, on a local data file or folder; returns its row count.
+
+    Readable file (a malformed JSONL line is named by number), rows present, the schema (prompt text, ground
+    truth, data source) and a prompt key for every row. A hub id is left to the loader (verl's or ``spo split``'s).
+    """
+    text = os.fspath(source)
+    if not Path(text).expanduser().exists():
+        if _looks_like_path(text):
+            raise UserError(f"{what} file not found: {text}; check the path (`spo split` writes subset_<i>.parquet)")
+        return 0
+    frame = schema_frame(load_dataset_table(text))
+    check_schema(frame, f"{what} file {text}")
+    dataset_prompt_keys(frame, f"{what} file {text}")
+    return len(frame)
 
 
 def load_dataset_rows(source: str | os.PathLike, *, config: str | None = None, split: str = "train") -> pd.DataFrame:
@@ -197,19 +214,38 @@ def valid_prompt(value: Any) -> bool:
 
 
 def valid_reward_model(value: Any) -> bool:
-    return isinstance(value, Mapping) and value.get("ground_truth") is not None
+    """A mapping whose ``ground_truth`` is set and not blank."""
+    if not isinstance(value, Mapping) or value.get("ground_truth") is None:
+        return False
+    truth = value["ground_truth"]
+    return bool(truth.strip()) if isinstance(truth, str) else True
+
+
+def valid_data_source(value: Any) -> bool:
+    """A non-blank string: the name the validation metrics and the results table use."""
+    return isinstance(value, str) and bool(value.strip())
+
+
+_FIELD_CHECKS = {
+    "prompt": (valid_prompt, "a usable 'prompt'"),
+    "reward_model": (valid_reward_model, "'reward_model.ground_truth'"),
+    "data_source": (valid_data_source, "a non-blank 'data_source' string"),
+}
 
 
 def check_schema(df: pd.DataFrame, source: str) -> None:
-    """Raise ``UserError`` naming how many rows lack each required field and the first bad row."""
+    """Raise ``UserError`` naming how many rows lack each required field and the first bad row.
+
+    ``prompt`` and ``reward_model`` are required; ``data_source``, when the column exists, must name every row.
+    """
     problems = []
-    for column, check in (("prompt", valid_prompt), ("reward_model", valid_reward_model)):
+    for column, (check, what) in _FIELD_CHECKS.items():
         if column not in df.columns:
-            problems.append(f"column {column!r} is missing (columns: {', '.join(map(str, df.columns))})")
+            if column != "data_source":
+                problems.append(f"column {column!r} is missing (columns: {', '.join(map(str, df.columns))})")
             continue
         bad = np.flatnonzero([not check(v) for v in df[column]])
         if bad.size:
-            what = "a usable 'prompt'" if column == "prompt" else "'reward_model.ground_truth'"
             problems.append(f"{bad.size} of {len(df)} rows lack {what} (first bad row: {int(bad[0])})")
     if problems:
         raise UserError(f"{source}: " + "; ".join(problems) + f"; {SCHEMA_HELP}")

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from spo_helpers.errors import UserError
-from spo_helpers.formats.atomic import atomic_write_json
+from spo_helpers.formats.atomic import atomic_write_json, read_utf8, sha256_file
+from spo_helpers.formats.layout import stats_path_for
 
 
 class OfflineValuesError(UserError, ValueError):
@@ -49,18 +50,34 @@ def validate_offline_values(values: Any, source: str = "offline values") -> dict
     return {key: _checked_scores(key, scores, source) for key, scores in values.items()}
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise OfflineValuesError(f"duplicate key {str(key)[:60]!r}")
+        seen[key] = value
+    return seen
+
+
 def read_offline_values(path: str | os.PathLike) -> dict[str, list[float]]:
-    """Read and validate an offline-values JSON file (ours or the official recipe's)."""
+    """Read and validate an offline-values JSON file (ours or the official recipe's).
+
+    A key that appears twice is an error (JSON parsers silently keep the last one).
+    """
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"offline values file not found: {p}")
-    text = p.read_text(encoding="utf-8")
+    text = read_utf8(p)
     if not text.strip():
         raise OfflineValuesError(f"{p}: the file is empty")
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as err:
         raise OfflineValuesError(f"{p}:{err.lineno}:{err.colno}: not valid JSON ({err.msg})") from None
+    except OfflineValuesError as err:
+        raise OfflineValuesError(
+            f"{p}: {err}; merge the two lists into one entry (or rewrite the file with `spo merge`)"
+        ) from None
     return validate_offline_values(data, str(p))
 
 
@@ -68,6 +85,34 @@ def write_offline_values(values: Mapping[str, Sequence[float]], path: str | os.P
     """Validate and write ``{key: [scores]}`` atomically, in the official format."""
     clean = validate_offline_values(values, str(path))
     return atomic_write_json(path, clean)
+
+
+def write_values_and_stats(
+    values: Mapping[str, Sequence[float]], stats: dict[str, Any], path: str | os.PathLike
+) -> tuple[Path, Path]:
+    """Write the values, then ``<stem>.stats.json`` recording the values file's SHA-256 (``values_sha256``).
+
+    The old stats file is removed first and the new one written last: a crash in between leaves values without
+    stats, never new values beside old stats (``stats_match`` tells which).
+    """
+    stats_path = stats_path_for(path)
+    stats_path.unlink(missing_ok=True)
+    values_path = write_offline_values(values, path)
+    stats["values_sha256"] = sha256_file(values_path)
+    atomic_write_json(stats_path, stats, indent=2)
+    return values_path, stats_path
+
+
+def stats_match(path: str | os.PathLike) -> bool | None:
+    """Whether the stats beside the values file describe it (None: no stats file, or one without a digest)."""
+    stats_path = stats_path_for(path)
+    if not stats_path.is_file():
+        return None
+    try:
+        digest = json.loads(read_utf8(stats_path)).get("values_sha256")
+    except (ValueError, AttributeError):
+        return False
+    return None if digest is None else digest == sha256_file(path)
 
 
 def values_summary(values: Mapping[str, Sequence[float]]) -> dict[str, float]:
@@ -85,12 +130,31 @@ def values_summary(values: Mapping[str, Sequence[float]]) -> dict[str, float]:
 
 
 def coverage(values: Mapping[str, Any], keys: Iterable[str]) -> dict[str, int]:
-    """How many dataset keys have values, how many don't, and how many value keys match no prompt."""
+    """How many dataset keys have scores, how many don't, and how many value keys match no prompt.
+
+    A prompt whose list is empty has no offline information: it counts as ``without_values`` (and in
+    ``empty_lists``), since it starts at the prior exactly like a prompt missing from the file.
+    """
     key_set = set(keys)
-    value_keys = set(values)
+    value_keys = {k for k, v in values.items() if len(v)}
     return {
         "dataset_prompts": len(key_set),
         "with_values": len(key_set & value_keys),
         "without_values": len(key_set - value_keys),
-        "unmatched_values": len(value_keys - key_set),
+        "empty_lists": len(key_set & (set(values) - value_keys)),
+        "unmatched_values": len(set(values) - key_set),
+    }
+
+
+def score_report(values: Mapping[str, Sequence[float]]) -> dict[str, int]:
+    """What the tracker will do to the scores: lists that are empty, and scores outside {0, 1} or [0, 1].
+
+    The tracker binarises (``score > 0``), so a score of 0.5 or of 3 counts as a success and -1 as a failure;
+    ``spo merge`` and ``spo train`` both report these counts.
+    """
+    flat = np.fromiter((s for v in values.values() for s in v), dtype=np.float64)
+    return {
+        "prompts_without_scores": sum(1 for v in values.values() if not len(v)),
+        "scores_not_0_or_1": int(((flat != 0) & (flat != 1)).sum()),
+        "scores_outside_0_1": int(((flat < 0) | (flat > 1)).sum()),
     }

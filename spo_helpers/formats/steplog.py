@@ -11,13 +11,17 @@ values converted to plain floats, ints or strings.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from spo_helpers.formats.atomic import atomic_write_text
+from spo_helpers.errors import UserError
+from spo_helpers.formats.atomic import atomic_write_text, read_utf8
+
+logger = logging.getLogger(__name__)
 
 
 def to_jsonable(value: Any) -> Any:
@@ -39,19 +43,44 @@ def to_jsonable(value: Any) -> Any:
     return number if math.isfinite(number) else None
 
 
-def read_step_log(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """All complete records; a torn last line (crash mid-write) is ignored."""
+def _record(line: str) -> dict[str, Any] | None:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    if isinstance(record, dict) and isinstance(record.get("step"), int) and isinstance(record.get("data", {}), dict):
+        return record
+    return None
+
+
+def read_step_log(path: str | os.PathLike, *, damaged: str = "raise") -> list[dict[str, Any]]:
+    """All records of a step log. Only a torn *last* line (a crash mid-write) is dropped silently.
+
+    Any other line that is not a ``{"step": int, "data": {...}}`` record means the file was damaged:
+    ``damaged="raise"`` stops with ``UserError`` naming the file and the lines; ``"warn"`` logs them and
+    returns the good records (for read-only analysis).
+    """
     p = Path(path)
     if not p.exists():
         return []
-    records = []
-    for line in p.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
+    text = read_utf8(p)
+    lines = text.split("\n")
+    torn_last = not text.endswith("\n")
+    records, bad = [], []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
             continue
-        if isinstance(record, dict) and "step" in record:
+        record = _record(line)
+        if record is not None:
             records.append(record)
+        elif not (torn_last and number == len(lines)):
+            bad.append(number)
+    if bad:
+        shown = ", ".join(map(str, bad[:5])) + (", ..." if len(bad) > 5 else "")
+        message = f"{p}: {len(bad)} damaged line(s) that are not step records (line {shown})"
+        if damaged == "raise":
+            raise UserError(f"{message}; restore the file from a backup or remove those lines")
+        logger.warning("%s; they were skipped", message)
     return records
 
 

@@ -11,6 +11,7 @@ import torch
 
 from spo_helpers.core.diagnostics import calibration, grpo_centred, grpo_diagnostics, quantiles, spo_diagnostics
 from spo_helpers.core.drift import ResponseStore, mean_abs_logprob_change
+from spo_helpers.errors import UserError
 from spo_helpers.formats.steplog import StepLog, read_step_log, to_jsonable
 
 # ---------------------------------------------------------------- response store
@@ -131,10 +132,22 @@ def test_torn_last_line_is_ignored_and_dropped_on_resume(tmp_path):
     path = tmp_path / "steps.jsonl"
     path.write_text('{"step": 1, "data": {"r": 1}}\n{"step": 2, "data": {"r": 0}}\n{"step": 3, "data": {"r"')
     assert [r["step"] for r in read_step_log(path)] == [1, 2]
-    path.write_text(path.read_text() + '\n["not a record"]\n{"no_step": 1}\n')
-    assert [r["step"] for r in read_step_log(path)] == [1, 2]
     StepLog(path).log(3, {"r": 1})
     assert [r["step"] for r in lines(path)] == [1, 2, 3]
+
+
+def test_damage_before_the_last_line_is_reported(tmp_path, caplog):
+    """Only a crash's torn last line is dropped silently; damage elsewhere names the file and the lines."""
+    path = tmp_path / "metrics.jsonl"
+    good = '{"step": 1, "data": {"r": 1}}\n'
+    path.write_text(good + '["not a record"]\n{"no_step": 1}\n{"step": 2, "data": {"r"\n' + good.replace("1,", "3,"))
+    with pytest.raises(UserError, match=r"metrics.jsonl: 3 damaged line\(s\) .* \(line 2, 3, 4\)"):
+        read_step_log(path)
+    with pytest.raises(UserError):
+        StepLog(path).log(4, {"r": 0})  # a resume never drops damaged records silently
+    with caplog.at_level("WARNING"):
+        assert [r["step"] for r in read_step_log(path, damaged="warn")] == [1, 3]
+    assert "3 damaged line(s)" in caplog.text
 
 
 def test_to_jsonable_numbers_and_containers():

@@ -229,7 +229,32 @@ def inputs(small_world, tmp_path):
     nan_values.write_text("{" + key + ": [1.0, NaN, 0.0]}")
     other_values = tmp_path / "other_values.json"
     other_values.write_text('{"a prompt of another dataset": [1.0, 0.0]}')
+    rows = pq.read_table(small_world.train_file).to_pylist()[:20]
+    no_prompt = tmp_path / "no_prompt.parquet"
+    pq.write_table(pa.Table.from_pylist([{k: v for k, v in r.items() if k != "prompt"} for r in rows]), no_prompt)
+    blank = [dict(r) for r in rows]
+    blank[7]["prompt"] = [{"role": "user", "content": "   "}]
+    blank_prompt = tmp_path / "blank_prompt.parquet"
+    pq.write_table(pa.Table.from_pylist(blank), blank_prompt)
+    torn = tmp_path / "torn.jsonl"
+    lines = [json.dumps(r) for r in rows]
+    lines[17] = lines[17][:40]
+    torn.write_text("\n".join(lines) + "\n")
+    no_truth = [dict(r) for r in rows]
+    no_truth[3]["reward_model"] = {"ground_truth": " ", "style": "rule"}
+    blank_truth = tmp_path / "blank_truth.parquet"
+    pq.write_table(pa.Table.from_pylist(no_truth), blank_truth)
+    duplicate_values = tmp_path / "duplicate_values.json"
+    duplicate_values.write_text("{" + key + ": [1.0], " + key + ": [0.0]}")
+    latin1_values = tmp_path / "latin1_values.json"
+    latin1_values.write_bytes(b'{"caf\xe9": [1.0]}')
     return {
+        "no_prompt": no_prompt,
+        "blank_prompt": blank_prompt,
+        "torn_jsonl": torn,
+        "blank_truth": blank_truth,
+        "duplicate_values": duplicate_values,
+        "latin1_values": latin1_values,
         "model": small_world.model_dir,
         "train": small_world.train_file,
         "val": small_world.val_file,
@@ -269,6 +294,29 @@ TRAIN_CASES = {
         ["--method", "SPO", "--offline_values", "{nowhere}/v.json"],
         ["{nowhere}/v.json", "run `spo merge`"],
     ),
+    "no-prompt-column": (["--train_files", "{no_prompt}", "--dry-run"], ["{no_prompt}", "column 'prompt' is missing"]),
+    "blank-prompt": (["--train_files", "{blank_prompt}", "--dry-run"], ["{blank_prompt}", "first bad row: 7"]),
+    "grpo-malformed-jsonl": (
+        ["--method", "GRPO", "--train_files", "{torn_jsonl}", "--dry-run"],
+        ["{torn_jsonl}:18", "not valid JSON", "fix or remove the line"],
+    ),
+    "blank-ground-truth": (
+        ["--train_files", "{blank_truth}", "--dry-run"],
+        ["{blank_truth}", "ground_truth", "first bad row: 3"],
+    ),
+    "bad-validation-file": (["--val_files", "{no_prompt}", "--dry-run"], ["validation file {no_prompt}", "prompt"]),
+    "duplicate-value-keys": (
+        ["--method", "SPO", "--offline_values", "{duplicate_values}", "--dry-run"],
+        ["{duplicate_values}", "duplicate key", "merge the two lists"],
+    ),
+    "offline-values-not-utf8": (
+        ["--method", "SPO", "--offline_values", "{latin1_values}", "--dry-run"],
+        ["{latin1_values}", "not UTF-8", "offset 5"],
+    ),
+    "dry-run-checks-offline-values": (
+        ["--method", "SPO", "--offline_values", "{other_values}", "--dry-run"],
+        ["{other_values}", "different dataset"],
+    ),
 }
 
 
@@ -299,6 +347,7 @@ ESTIMATE_CASES = {
     "missing-data-dir": (["--data_dir", "{nowhere}"], ["{nowhere}", "run `spo split` first"]),
     "missing-model": (["--data_file", "{train}", "--model_path", "{nowhere}"], ["{nowhere}", "pass --model_path"]),
     "unknown-override": (["--data_file", "{train}", "--dry-run", "data.no_such_key=1"], ["data.no_such_key"]),
+    "no-prompt-column": (["--data_file", "{no_prompt}", "--dry-run"], ["{no_prompt}", "column 'prompt' is missing"]),
 }
 
 

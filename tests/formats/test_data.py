@@ -251,7 +251,7 @@ def test_schema_counts_missing_ground_truth_and_columns():
 
 def test_schema_frame_selects_only_needed_columns(tmp_path):
     table = pa.Table.from_pylist(string_rows())
-    assert list(schema_frame(table).columns) == ["prompt", "reward_model", "extra_info"]
+    assert list(schema_frame(table).columns) == ["prompt", "reward_model", "extra_info", "data_source"]
 
 
 # ---- keys ------------------------------------------------------------------

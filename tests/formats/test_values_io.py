@@ -109,6 +109,7 @@ def test_official_file_drives_our_tracker(tmp_path):
         "dataset_prompts": 3,
         "with_values": 2,
         "without_values": 1,
+        "empty_lists": 0,
         "unmatched_values": 1,
     }
 

@@ -103,6 +103,7 @@ def test_keys_match_string_prompt_datasets(tmp_path):
         "dataset_prompts": 3,
         "with_values": 2,
         "without_values": 1,
+        "empty_lists": 0,
         "unmatched_values": 0,
     }
 
@@ -181,8 +182,38 @@ def test_non_numeric_scores_are_bad(tmp_path, score):
     ],
 )
 def test_unusable_keys_are_missing_keys(tmp_path, line):
-    write_dump(tmp_path, 0, [line])
+    write_dump(tmp_path, 0, [line, GOOD])
     assert merge(tmp_path, skip_bad_lines=True).bad_lines == {"missing_key": 1}
+
+
+@pytest.mark.parametrize("lines", [[], ["\n"], [json.dumps({"prompt_key": "", "score": 1.0}) + "\n"]])
+def test_dumps_without_any_score_are_an_error(tmp_path, lines):
+    """An all-empty (or all-bad) input never writes an empty values file."""
+    write_dump(tmp_path, 0, lines)
+    write_dump(tmp_path, 1, [])
+    with pytest.raises(UserError, match=r"no scores in the 2 dump file\(s\)"):
+        merge(tmp_path, skip_bad_lines=True)
+
+
+def test_values_and_stats_cannot_be_left_mismatched(tmp_path, monkeypatch):
+    """The stats record the values' digest; a crash after the values leaves no stale stats beside them."""
+    import spo_helpers.formats.offline_values as offline_values
+    from spo_helpers.formats.offline_values import stats_match
+
+    write_dump(tmp_path, 0, [GOOD])
+    out = tmp_path / "values.json"
+    write_merge(merge(tmp_path), out)
+    assert stats_match(out) is True
+    out.write_text(out.read_text().replace("1.0", "0.0"))  # the values change, the stats do not
+    assert stats_match(out) is False
+
+    def full_disk(*args, **kwargs):
+        raise UserError("values.stats.json: could not write (No space left on device)")
+
+    monkeypatch.setattr(offline_values, "atomic_write_json", full_disk)
+    with pytest.raises(UserError, match="No space"):
+        write_merge(merge(tmp_path), out)
+    assert not stats_path_for(out).exists() and stats_match(out) is None
 
 
 def test_skip_counts_every_reason(tmp_path):
@@ -255,7 +286,13 @@ def test_coverage_numbers(tmp_path):
     second.write_text("".join(json.dumps(r) + "\n" for r in rows[3:]))
     result = merge(tmp_path / "dumps")
     report = dataset_coverage(result, [first, second])
-    assert report == {"dataset_prompts": 5, "with_values": 3, "without_values": 2, "unmatched_values": 1}
+    assert report == {
+        "dataset_prompts": 5,
+        "with_values": 3,
+        "without_values": 2,
+        "empty_lists": 0,
+        "unmatched_values": 1,
+    }
     assert result.stats["coverage"]["datasets"] == [str(first), str(second)]
 
 

@@ -125,6 +125,27 @@ def test_half_written_checkpoint_is_never_picked_up(small_world, tmp_path):
     assert [r["step"] for r in read_step_log(resumed.run_dir / "metrics.jsonl")] == [0, 1, 2, 3]
 
 
+def test_damaged_checkpoints_are_detected_and_skipped(small_world, tmp_path, caplog):
+    """Bit-level damage or truncation of a complete checkpoint: resume falls back to the newest one that verifies."""
+    first = run("GRPO", small_world, tmp_path, "damaged", 4)
+    checkpoints = first.run_dir / "checkpoints"
+    weights = checkpoints / "global_step_4" / "actor" / "cpu_worker.pt"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 8] = bytes(8)  # same size, a few bytes changed
+    weights.write_bytes(bytes(data))
+    with caplog.at_level("WARNING"):
+        resumed = run("GRPO", small_world, tmp_path, "damaged", 5)
+    assert "global_step_4: actor/cpu_worker.pt: its bytes changed" in caplog.text
+    assert "resuming from" in caplog.text and "global_step_2" in caplog.text
+    assert [r["step"] for r in read_step_log(resumed.run_dir / "metrics.jsonl")] == [0, 1, 2, 3, 4, 5]
+
+    for step in (2, 4, 5):
+        state = checkpoints / f"global_step_{step}" / "kit_state" / "state.pt"
+        state.write_bytes(state.read_bytes()[:100])  # truncated
+    with pytest.raises(UserError, match=r"no checkpoint of .* verifies .*kit_state/state.pt: 100 bytes"):
+        run("GRPO", small_world, tmp_path, "damaged", 6)
+
+
 @pytest.mark.parametrize(
     ("method", "kwargs", "match"),
     [

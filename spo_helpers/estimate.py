@@ -130,7 +130,7 @@ def estimate_subset(
 ) -> EstimateSummary | str:
     """Run one validation-only job; returns its summary (or the dry-run text)."""
     from spo_helpers.verl_glue.config import RunSpec, build_config, dry_run_text
-    from spo_helpers.verl_glue.runner import run_training, write_run_config
+    from spo_helpers.verl_glue.run_guard import start_run
 
     spec = RunSpec(
         method="EVAL",
@@ -153,8 +153,7 @@ def estimate_subset(
     start = time.perf_counter()
     if target.is_file() and not force:
         return EstimateSummary(exp_name, target, **summarise_dump(target), seconds=0.0, skipped=True)
-    write_run_config(config, {"stage": "estimate", "data_file": str(data_file)})
-    run_training(config)
+    start_run(config, {"stage": "estimate", "data_file": str(data_file)}, fresh=force)
     if not target.is_file():
         raise UserError(f"the validation run finished without writing {target}")
     return EstimateSummary(exp_name, target, **summarise_dump(target), seconds=time.perf_counter() - start)

@@ -150,7 +150,7 @@ def train(
     ``fresh`` (then it is deleted first).
     """
     from spo_helpers.verl_glue.config import RunSpec, build_config, dry_run_text
-    from spo_helpers.verl_glue.runner import run_training, write_run_config
+    from spo_helpers.verl_glue.run_guard import start_run
 
     method = method.upper()
     if preset == "cpu" and (not model_path or not train_files or not val_files):
@@ -194,13 +194,8 @@ def train(
     check_offline_values(offline_values, train_files, method)
     if dry_run:
         return dry_run_text(spec, config)
-    if fresh and spec.run_dir.exists():
-        import shutil
-
-        shutil.rmtree(spec.run_dir)
-    write_run_config(config, {"stage": "train"})
     start = time.perf_counter()
-    run_training(config)
+    start_run(config, {"stage": "train"}, fresh=fresh)
     return summarise_run(method, spec.run_dir, time.perf_counter() - start)
 
 

@@ -68,7 +68,7 @@ def load_metrics(run: RunInfo | str | os.PathLike, wide: bool = False) -> pd.Dat
     Read from ``metrics.jsonl``, or from the tensorboard events when there is none (official runs).
     """
     folder = run_path(run)
-    records = read_step_log(RunLayout(folder).metrics)
+    records = read_step_log(RunLayout(folder).metrics, damaged="warn")
     if records:
         rows = [
             (int(r["step"]), str(key), number)

@@ -21,7 +21,7 @@ def load_steps(run: RunInfo | str | os.PathLike) -> pd.DataFrame:
     """``steps.jsonl`` with one row per generated sample: ``step, sample, row, reward, p_hat, advantage``, and
     ``drift, rho`` (SPO) or ``group`` (GRPO), plus ``first_visit`` (the row's first appearance in the log)."""
     path = RunLayout(run_path(run)).steps
-    records = read_step_log(path)
+    records = read_step_log(path, damaged="warn")
     if not records:
         raise MissingData(f"{path}: missing or empty")
     parts = []

@@ -19,6 +19,7 @@ import sys
 
 from spo_helpers.cli_options import StageParser
 from spo_helpers.errors import UserError
+from spo_helpers.process_tree import die_with_parent
 
 # name -> (module, one-line help)
 STAGES: dict[str, tuple[str, str]] = {
@@ -74,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     module.add_arguments(stage_parser)
     args = stage_parser.parse_args(rest)
     configure_logging()
+    die_with_parent()
     try:
         return int(module.run(args) or 0)
     except (UserError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as err:

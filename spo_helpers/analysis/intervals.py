@@ -1,0 +1,133 @@
+"""Bootstrap confidence intervals for accuracies over problems (and seeds), and paired method comparisons.
+
+A benchmark score is a mean over its problems of a per-problem statistic ``s_i`` (avg@n, pass@k, maj@k).
+With few problems (AIME: 30 a year) the uncertainty is dominated by *which* problems were drawn, so the
+interval resamples problems:
+
+    percentile bootstrap:  draw B resamples of the n problems with replacement, mean each,
+                           CI = [q_(α/2), q_(1-α/2)] of the B means.
+
+Several seeds of one method: each resample draws problems and, independently, seeds (a two-level
+bootstrap), so the interval covers both sources of variation. A paired comparison of two methods on the
+same problems resamples problems once and takes the difference of the two means in every resample, which
+removes the between-problem variance both methods share:
+
+    Δ_b = mean_{i in S_b} (s^A_i - s^B_i),   CI = percentiles of Δ_b.
+
+Every draw uses an explicit seed, so an interval is reproducible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+DEFAULT_RESAMPLES = 2000
+DEFAULT_LEVEL = 0.95
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate with its ``level`` confidence interval ``[low, high]``."""
+
+    estimate: float
+    low: float
+    high: float
+    level: float = DEFAULT_LEVEL
+
+    def as_dict(self, prefix: str = "") -> dict[str, float]:
+        return {f"{prefix}value": self.estimate, f"{prefix}low": self.low, f"{prefix}high": self.high}
+
+    def __str__(self) -> str:
+        return f"{self.estimate:.3f} [{self.low:.3f}, {self.high:.3f}]"
+
+
+def _percentiles(means: np.ndarray, level: float) -> tuple[float, float]:
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(means, [tail, 1.0 - tail])
+    return float(low), float(high)
+
+
+def _check(level: float, resamples: int) -> None:
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    if resamples < 1:
+        raise ValueError(f"resamples must be >= 1, got {resamples}")
+
+
+def bootstrap_mean(
+    scores: np.ndarray, *, resamples: int = DEFAULT_RESAMPLES, level: float = DEFAULT_LEVEL, seed: int = 0
+) -> Interval:
+    """Mean over problems with a percentile-bootstrap interval.
+
+    ``scores`` is ``(problems,)`` for one run, or ``(seeds, problems)`` for several runs of one method on the same
+    problems (then seeds and problems are resampled independently, and the estimate is the grand mean).
+    """
+    _check(level, resamples)
+    values = np.asarray(scores, dtype=np.float64)
+    if values.ndim == 1:
+        values = values[None, :]
+    if values.ndim != 2 or values.shape[1] == 0 or values.shape[0] == 0:
+        raise ValueError(f"scores must be (problems,) or (seeds, problems) and non-empty, got {values.shape}")
+    if not np.isfinite(values).all():
+        raise ValueError("scores contain NaN or infinity")
+    seeds, problems = values.shape
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, seeds, size=(resamples, seeds))
+    cols = rng.integers(0, problems, size=(resamples, problems))
+    means = values[rows[:, :, None], cols[:, None, :]].mean(axis=(1, 2))
+    return Interval(float(values.mean()), *_percentiles(means, level), level)
+
+
+def paired_difference(
+    scores_a: np.ndarray,
+    scores_b: np.ndarray,
+    *,
+    resamples: int = DEFAULT_RESAMPLES,
+    level: float = DEFAULT_LEVEL,
+    seed: int = 0,
+) -> Interval:
+    """``mean(A) - mean(B)`` on the same problems, with a paired bootstrap interval over problems.
+
+    Each input is ``(problems,)`` or ``(seeds, problems)`` (seeds averaged per problem first; the two methods
+    may have different numbers of seeds). Problems must be aligned: column i is the same problem in both.
+    """
+    _check(level, resamples)
+    a = np.atleast_2d(np.asarray(scores_a, dtype=np.float64)).mean(axis=0)
+    b = np.atleast_2d(np.asarray(scores_b, dtype=np.float64)).mean(axis=0)
+    if a.shape != b.shape or a.size == 0:
+        raise ValueError(f"the methods must be scored on the same problems, got {a.shape} and {b.shape}")
+    diff = a - b
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, diff.size, size=(resamples, diff.size))
+    return Interval(float(diff.mean()), *_percentiles(diff[idx].mean(axis=1), level), level)
+
+
+def ratio_interval(
+    numerators: np.ndarray,
+    denominators: np.ndarray,
+    *,
+    resamples: int = DEFAULT_RESAMPLES,
+    level: float = DEFAULT_LEVEL,
+    seed: int = 0,
+) -> Interval:
+    """``mean(numerators) / mean(denominators)`` over seeds, resampling the seeds of each side independently.
+
+    For ratios of per-seed outcomes of two methods (samples to a target, accuracy at equal samples).
+    """
+    _check(level, resamples)
+    num = np.asarray(numerators, dtype=np.float64).ravel()
+    den = np.asarray(denominators, dtype=np.float64).ravel()
+    if num.size == 0 or den.size == 0:
+        raise ValueError("both sides need at least one value")
+    rng = np.random.default_rng(seed)
+    num_means = num[rng.integers(0, num.size, size=(resamples, num.size))].mean(axis=1)
+    den_means = den[rng.integers(0, den.size, size=(resamples, den.size))].mean(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = num_means / den_means
+    ratios = ratios[np.isfinite(ratios)]
+    estimate = float(num.mean() / den.mean()) if den.mean() != 0 else float("nan")
+    if ratios.size == 0:
+        return Interval(estimate, float("nan"), float("nan"), level)
+    return Interval(estimate, *_percentiles(ratios, level), level)

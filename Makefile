@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 EXTRAS ?= verl,notebooks,test,dev
 PYTEST_ARGS ?=
 
-.PHONY: setup setup-gpu demo test test-unit test-notebooks test-slow test-all lint format bench figures reference clean
+.PHONY: setup setup-gpu dist demo test test-unit test-notebooks test-slow test-all lint format bench figures reference clean
 
 $(STAMP): pyproject.toml constraints-cpu.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ setup-gpu:
 	$(PY) -m pip install 'vllm==0.11.0' --extra-index-url https://download.pytorch.org/whl/cu128
 	$(PY) -m pip install --no-build-isolation -e '.[verl,gpu,notebooks,test,dev]'
 	touch $(STAMP)
+
+# The wheel (dist/): the package with its Hydra config and the notebook templates, for installs outside a checkout.
+dist: $(STAMP)
+	$(PY) -m pip wheel --quiet --disable-pip-version-check --no-deps --no-build-isolation -w dist .
 
 # The whole pipeline (01 -> 05) on the CPU default, as papermill notebooks into runs/demo/.
 demo: $(STAMP)
@@ -66,4 +70,4 @@ figures: $(STAMP)
 	$(VENV)/bin/spo figures runs/reference
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build dist

@@ -10,25 +10,41 @@ exist and its inputs did not change: ``runs/<name>/pipeline.json`` records, per
 stage, the parameters and the checksums of its input files. ``--force`` reruns
 everything. A failing cell stops the pipeline with the notebook, the cell and the
 error, and exit code 1.
+
+The notebooks run on this Python interpreter (the one running ``spo``), whatever
+Jupyter kernels are installed; ``--kernel NAME`` picks an installed kernel instead.
+The notebook templates ship inside the package (``spo_helpers.notebooks``, from the
+repository's ``notebooks/``); ``SPO_NOTEBOOKS`` points at another folder of them.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
+import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 from spo_helpers.errors import UserError
 from spo_helpers.formats.atomic import atomic_write_json
+from spo_helpers.formats.layout import PIPELINE_RECORD, PipelineLayout
+
+logger = logging.getLogger(__name__)
 
 STAGES = ("01_split", "02_estimate", "03_merge", "04_train", "05_analysis")
-RECORD = "pipeline.json"
+RECORD = PIPELINE_RECORD
+NOTEBOOKS_PACKAGE = "spo_helpers.notebooks"
+NOTEBOOKS_ENV = "SPO_NOTEBOOKS"
+INTERPRETER_KERNEL = "spo-interpreter"
+"""The kernel name that stands for this Python interpreter (no installed kernelspec needed)."""
 
 
 @dataclass
@@ -47,10 +63,15 @@ class PipelineConfig:
     total_steps: int = 30
     seed: int = 0
     overrides: list[str] = field(default_factory=list)
+    kernel: str | None = None  # an installed Jupyter kernel; default: this Python interpreter
 
     @property
     def root(self) -> Path:
         return Path(self.runs_dir) / self.name
+
+    @property
+    def layout(self) -> PipelineLayout:
+        return PipelineLayout(self.root)
 
     @property
     def preset(self) -> str:
@@ -61,18 +82,74 @@ class PipelineConfig:
         return "ray" if self.gpu else "cpu"
 
 
+def packaged_notebooks() -> Path:
+    """The notebook templates installed with the package (``spo_helpers.notebooks``, a data-only package).
+
+    In an editable install or a bare checkout the package is the source tree, where the templates are the
+    repository's ``notebooks/`` (setuptools' editable finder cannot map a data-only subpackage elsewhere).
+    """
+    try:
+        # A data-only package is a namespace package: join a file name to get a real path.
+        return Path(str(files(NOTEBOOKS_PACKAGE) / f"{STAGES[0]}.ipynb")).parent
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent.parent / "notebooks"
+
+
 def notebooks_dir() -> Path:
-    env = os.environ.get("SPO_NOTEBOOKS")
-    folder = Path(env) if env else Path(__file__).resolve().parent.parent / "notebooks"
+    """``$SPO_NOTEBOOKS`` when set, else the packaged templates."""
+    env = os.environ.get(NOTEBOOKS_ENV)
+    folder = Path(env) if env else packaged_notebooks()
     if not (folder / f"{STAGES[0]}.ipynb").is_file():
-        raise UserError(f"pipeline notebooks not found in {folder} (set SPO_NOTEBOOKS to the kit's notebooks/ folder)")
+        raise UserError(
+            f"pipeline notebooks not found in {folder} (set {NOTEBOOKS_ENV} to a folder holding "
+            f"{STAGES[0]}.ipynb ... {STAGES[-1]}.ipynb, or reinstall spo-helpers)"
+        )
     return folder
 
 
+def interpreter_kernel_manager_class():
+    """A Jupyter kernel manager that starts ``INTERPRETER_KERNEL`` as ``sys.executable -m ipykernel_launcher``."""
+    from jupyter_client import AsyncKernelManager
+    from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
+    from traitlets import default
+
+    class InterpreterKernelSpecManager(KernelSpecManager):
+        def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
+            if kernel_name == INTERPRETER_KERNEL:
+                return KernelSpec(
+                    argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                    display_name=f"Python ({sys.executable})",
+                    language="python",
+                )
+            return super().get_kernel_spec(kernel_name)
+
+    class InterpreterKernelManager(AsyncKernelManager):
+        @default("kernel_spec_manager")
+        def _interpreter_kernel_specs(self) -> KernelSpecManager:
+            return InterpreterKernelSpecManager(data_dir=self.data_dir)
+
+    return InterpreterKernelManager
+
+
+def kernel_arguments(kernel: str | None) -> dict[str, Any]:
+    """papermill's kernel arguments: ``kernel`` by name, or (None) this interpreter."""
+    if kernel:
+        return {"kernel_name": kernel}
+    if importlib.util.find_spec("ipykernel") is None:
+        raise UserError(
+            f"ipykernel is not installed for {sys.executable}: install the notebooks extra "
+            "(pip install 'spo-helpers[notebooks]'), or pass --kernel NAME (`jupyter kernelspec list`)"
+        )
+    return {
+        "kernel_name": INTERPRETER_KERNEL,
+        "language": "python",
+        "kernel_manager_class": interpreter_kernel_manager_class(),
+    }
+
+
 def stage_parameters(cfg: PipelineConfig) -> dict[str, dict[str, Any]]:
-    root = cfg.root.resolve()
-    splits = root / "splits"
-    values = root / "offline_values.json"
+    layout = PipelineLayout(cfg.root.resolve())
+    root, splits, values = layout.root, layout.splits, layout.offline_values
     common = {"seed": cfg.seed, "assets": cfg.assets}
     dataset = cfg.dataset or ("open-r1/DAPO-Math-17k-Processed" if cfg.gpu else None)
     return {
@@ -86,7 +163,7 @@ def stage_parameters(cfg: PipelineConfig) -> dict[str, dict[str, Any]]:
             "preset": cfg.preset,
             **common,
         },
-        "03_merge": {"input_dir": str(root / "spo"), "output_file": str(values), "dataset_dir": str(splits)},
+        "03_merge": {"input_dir": str(layout.runs), "output_file": str(values), "dataset_dir": str(splits)},
         "04_train": {
             "methods": list(cfg.methods),
             "train_data_dir": str(splits),
@@ -99,25 +176,24 @@ def stage_parameters(cfg: PipelineConfig) -> dict[str, dict[str, Any]]:
             "overrides": list(cfg.overrides),
             **common,
         },
-        "05_analysis": {"run_paths": [str(root)], "output_dir": str(root / "figures")},
+        "05_analysis": {"run_paths": [str(root)], "output_dir": str(layout.figures)},
     }
 
 
 def stage_outputs(cfg: PipelineConfig, stage: str) -> list[Path]:
     """Files whose presence means the stage finished."""
-    root = cfg.root
+    layout = cfg.layout
     if stage == "01_split":
-        return [root / "splits" / "split_manifest.json"]
+        from spo_helpers.split import MANIFEST_NAME  # imports pandas: not at `spo pipeline --help`
+
+        return [layout.splits / MANIFEST_NAME]
     if stage == "02_estimate":
-        return [
-            root / "spo" / f"offline_value_estimation_subset_{i}" / "validation_data" / "0.jsonl"
-            for i in range(cfg.num_subsets)
-        ]
+        return [layout.estimation_run(i).estimation_dump for i in range(cfg.num_subsets)]
     if stage == "03_merge":
-        return [root / "offline_values.json"]
+        return [layout.offline_values]
     if stage == "04_train":
-        return [root / "spo" / f"{m.lower()}_{cfg.preset}" / "metrics.jsonl" for m in cfg.methods]
-    return [root / "figures"]
+        return [layout.training_run(m, cfg.preset).metrics for m in cfg.methods]
+    return [layout.figures]
 
 
 def stage_inputs(cfg: PipelineConfig, stage: str) -> list[Path]:
@@ -136,43 +212,52 @@ def fingerprint(paths: list[Path], parameters: dict[str, Any]) -> str:
     return digest.hexdigest()
 
 
-def _load_record(root: Path) -> dict[str, Any]:
-    path = root / RECORD
+def _load_record(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return {}
 
 
-def run_pipeline(cfg: PipelineConfig, *, force: bool = False, stages: tuple[str, ...] = STAGES) -> dict[str, str]:
-    """Run (or skip) each stage; returns stage -> 'ran' | 'skipped'."""
-    import papermill as pm
+def run_pipeline(
+    cfg: PipelineConfig,
+    *,
+    force: bool = False,
+    stages: tuple[str, ...] = STAGES,
+    report: Callable[[str], None] = logger.info,
+) -> dict[str, str]:
+    """Run (or skip) each stage; returns stage -> 'ran' | 'skipped'. ``report`` gets one line per stage."""
+    try:
+        import papermill as pm
+    except ImportError:
+        raise UserError("spo pipeline needs papermill: install the notebooks extra (spo-helpers[notebooks])") from None
 
     source = notebooks_dir()
+    kernel = kernel_arguments(cfg.kernel)
     os.environ["SPO_HEADLESS"] = "1"  # the kernels inherit it: explorers draw static figures
-    root = cfg.root
-    (root / "notebooks").mkdir(parents=True, exist_ok=True)
-    record = _load_record(root)
+    layout = cfg.layout
+    layout.notebooks.mkdir(parents=True, exist_ok=True)
+    record = _load_record(layout.record)
     params = stage_parameters(cfg)
     status: dict[str, str] = {}
     for stage in stages:
         key = fingerprint(stage_inputs(cfg, stage), params[stage])
         done = record.get(stage, {})
         if not force and done.get("fingerprint") == key and all(p.exists() for p in stage_outputs(cfg, stage)):
-            print(f"[{stage}] up to date, skipped")
+            report(f"[{stage}] up to date, skipped")
             status[stage] = "skipped"
             continue
-        print(f"[{stage}] running notebooks/{stage}.ipynb")
+        report(f"[{stage}] running {stage}.ipynb")
         # Changed inputs or --force: start afresh. No record, or an interrupted attempt with the same
         # inputs ("started"): resume.
         fresh = force or (bool(done) and done.get("started") != key)
         # Until the stage finishes, its record says only that it started: a failed attempt may have
         # overwritten the outputs, so the stage is never skipped on the strength of an older run.
         record[stage] = {"started": key}
-        atomic_write_json(root / RECORD, record, indent=2)
+        atomic_write_json(layout.record, record, indent=2)
         stage_params = dict(params[stage], **({"fresh": fresh} if stage in ("02_estimate", "04_train") else {}))
         start = time.perf_counter()
-        output = root / "notebooks" / f"{stage}.ipynb"
+        output = layout.notebooks / f"{stage}.ipynb"
         try:
             pm.execute_notebook(
                 str(source / f"{stage}.ipynb"),
@@ -180,12 +265,12 @@ def run_pipeline(cfg: PipelineConfig, *, force: bool = False, stages: tuple[str,
                 parameters=stage_params,
                 progress_bar=sys.stderr.isatty(),
                 cwd=str(Path.cwd()),
-                kernel_name="python3",
+                **kernel,
             )
         except pm.PapermillExecutionError as err:
             raise PipelineStageFailed(stage, output, err) from None
         record[stage] = {"fingerprint": key, "seconds": round(time.perf_counter() - start, 1), "finished": time.time()}
-        atomic_write_json(root / RECORD, record, indent=2)
+        atomic_write_json(layout.record, record, indent=2)
         status[stage] = "ran"
     return status
 
@@ -231,6 +316,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--stages", nargs="+", choices=STAGES, default=None, help="run only these stages")
     parser.add_argument("--force", action="store_true", help="rerun stages even when up to date")
+    parser.add_argument(
+        "--kernel", default=None, help="installed Jupyter kernel to run the notebooks on (default: this Python)"
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for the training stage")
 
 
@@ -243,12 +331,12 @@ def run(args: argparse.Namespace) -> int:
     cfg = PipelineConfig(**values)
     start = time.perf_counter()
     try:
-        status = run_pipeline(cfg, force=args.force, stages=tuple(args.stages or STAGES))
+        status = run_pipeline(cfg, force=args.force, stages=tuple(args.stages or STAGES), report=print)
     except PipelineStageFailed as err:
         print(f"spo pipeline: error: {err}", file=sys.stderr)
         return 1
     elapsed = time.perf_counter() - start
     print(f"\npipeline {cfg.name}: {', '.join(f'{k} {v}' for k, v in status.items())} in {elapsed / 60:.1f} min")
-    print(f"executed notebooks: {cfg.root / 'notebooks'}")
-    print(f"figures:            {cfg.root / 'figures'}")
+    print(f"executed notebooks: {cfg.layout.notebooks}")
+    print(f"figures:            {cfg.layout.figures}")
     return 0

@@ -1,60 +1,118 @@
-"""Compose verl configs for the kit's runs: presets, the official variables, free overrides.
+"""Compose verl configs for the kit's runs: config groups, the official variables, free overrides.
 
-A run is described by ``RunSpec`` (the official scripts' variables: OUTPUT_DIR,
-TRAIN_DATA_DIR / DATA_FILE, MODEL_PATH, EXP_NAME, METHOD, OFFLINE_VALUES,
-RESPONSE_LENGTH, N_TRAIN, N_VAL, DEBUG, VAL_BEFORE_TRAIN) plus a preset:
+The kit's Hydra config lives in ``spo_helpers/verl_glue/config/`` (installed with the package, found
+through ``importlib.resources``): ``kit_trainer.yaml`` is verl's ``ppo_trainer`` plus the official recipe's
+shared settings and the SPO keys, and a run picks one option of two config groups:
 
-- ``official``: the official recipe's final train.sh / eval.sh (1 node x 8 GPUs,
-  vLLM async TP 4, Ulysses SP 8, FSDP offload; GRPO 128x8 / mini 16, SPO 1024x1 /
-  mini 128 from a 14000-prompt pool, 8K responses, AIME 24+25 validation n=16);
-- ``paper``: the paper's version (GRPO 256x8 vs SPO 2048x1, 16K responses, 2 nodes);
-- ``cpu``: the bundled tiny world on the in-process CPU backend.
+- ``preset``: ``official`` (the official recipe's final train.sh / eval.sh: 1 node x 8 GPUs, vLLM async
+  TP 4, Ulysses SP 8, FSDP offload, 8K responses, AIME 24+25 validation n=16), ``paper`` (the paper's
+  version: 16K responses, 2 nodes) or ``cpu`` (the bundled tiny world on the in-process CPU backend);
+- ``method``: ``grpo``, ``spo`` or ``eval`` (validation only, for offline value estimation);
 
-Everything becomes Hydra overrides on ``kit_trainer.yaml`` (verl's ``ppo_trainer``
-plus the SPO keys), composed with verl's own config, so an override naming a key
-that does not exist fails before anything runs.
+and ``preset_method/<preset>_<method>.yaml`` follows from both (batch shapes: GRPO 128x8 / mini 16,
+SPO 1024x1 / mini 128 from a 14000-prompt pool, ...). Those files are the one source of every preset's
+values: ``python -m spo_helpers.verl_glue.main preset=official method=spo`` and ``spo train --preset
+official --method SPO`` compose the same files.
+
+``RunSpec`` holds a run in the official scripts' terms (OUTPUT_DIR, TRAIN_DATA_DIR / DATA_FILE,
+MODEL_PATH, EXP_NAME, METHOD, OFFLINE_VALUES, RESPONSE_LENGTH, N_TRAIN, N_VAL, DEBUG, VAL_BEFORE_TRAIN);
+``all_overrides`` turns it into ``preset=… method=… key=value …``, and ``compose`` composes that with
+verl's own config, so an override naming a key that does not exist fails before anything runs.
 """
 
 from __future__ import annotations
 
+import importlib
 import shlex
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from spo_helpers.backends import BACKENDS, PRESETS
 from spo_helpers.errors import UserError
+from spo_helpers.formats.layout import RunLayout, estimation_exp_name, training_exp_name
 
-CONFIG_DIR = Path(__file__).parent / "config"
 CONFIG_NAME = "kit_trainer"
 METHODS = ("GRPO", "SPO", "EVAL")
-PRESETS = ("official", "paper", "cpu")
-AIME_VAL_FILES = ("Maxwell-Jia/AIME_2024", "yentinglin/aime_2025")
-OFFICIAL_POOL = 14000
+GROUPS = ("preset", "method", "preset_method")
+RUN_PARTS = ("checkpoints", "validation_data", "rollout_data", "tensorboard")
+"""The run-folder entries the config names (``${spo.run_path:<run_dir>,<part>}``)."""
 
-# Batch shapes (prompts per step, PPO mini-batch in prompts, responses per prompt, candidate pool).
-BATCHES = {
-    ("official", "GRPO"): (128, 16, 8, None),
-    ("official", "SPO"): (1024, 128, 1, OFFICIAL_POOL),
-    ("paper", "GRPO"): (256, 32, 8, None),
-    ("paper", "SPO"): (2048, 256, 1, OFFICIAL_POOL),
-    ("cpu", "GRPO"): (16, 4, 8, None),
-    ("cpu", "SPO"): (128, 32, 1, 2400),
-    ("official", "EVAL"): (64, 16, 8, None),
-    ("paper", "EVAL"): (64, 16, 8, None),
-    ("cpu", "EVAL"): (16, 4, 8, None),
+DEBUG_DIVISOR = 8
+"""DEBUG=True: prompts, mini-batch and pool divided by this (at least 2 prompts and 1 per mini-batch)."""
+DEBUG_MAX_POOL = 1024
+
+
+def config_dir() -> Path:
+    """The kit's Hydra config folder, from the installed package (editable or wheel)."""
+    return Path(str(files("spo_helpers.verl_glue") / "config"))
+
+
+CONFIG_DIR = config_dir()
+
+
+# --- resolvers: the config's run paths and arithmetic -------------------------------------------------
+
+
+def _run_dir(output_dir: str, exp_name: str) -> str:
+    return str(RunLayout.of(output_dir, exp_name).root)
+
+
+def _run_path(run_dir: str, part: str) -> str:
+    if part not in RUN_PARTS:
+        raise ValueError(f"spo.run_path: unknown run-folder entry {part!r}; one of {', '.join(RUN_PARTS)}")
+    return str(getattr(RunLayout(Path(run_dir)), part))
+
+
+def _exp_name(method: str, preset: str) -> str:
+    return estimation_exp_name(None) if str(method).upper() == "EVAL" else training_exp_name(method, preset)
+
+
+def largest_divisor_at_most(value: int, cap: int) -> int:
+    """The largest divisor of ``value`` that is at most ``cap``."""
+    return max(d for d in range(1, min(int(value), int(cap)) + 1) if int(value) % d == 0)
+
+
+def _micro_batch(mini_batch: int, n: int, cap: int) -> int:
+    """Micro-batch for a PPO mini-batch of ``mini_batch`` prompts x ``n`` responses: it must divide it."""
+    return largest_divisor_at_most(int(mini_batch) * int(n), cap)
+
+
+RESOLVERS = {
+    "spo.run_dir": _run_dir,
+    "spo.run_path": _run_path,
+    "spo.exp_name": _exp_name,
+    "spo.micro_batch": _micro_batch,
+    "spo.add": lambda a, b: a + b,
+    "spo.mul": lambda a, b: a * b,
 }
-RESPONSE_LENGTH = {"official": 8192, "paper": 16384, "cpu": 16}
-NODES = {"official": 1, "paper": 2, "cpu": 1}
+
+
+def register_resolvers() -> None:
+    """Register the ``${spo.*:...}`` resolvers the kit's YAML uses (idempotent)."""
+    for name, function in RESOLVERS.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, function)
+
+
+register_resolvers()
+
+
+# --- the official variables -------------------------------------------------------------------------
 
 
 @dataclass
 class RunSpec:
-    """One training or estimation run, in the official scripts' terms."""
+    """One training or estimation run, in the official scripts' terms.
+
+    ``None`` (or empty) leaves a value to the chosen preset and method.
+    """
 
     method: str = "GRPO"
     preset: str = "cpu"
-    backend: str | None = None  # default: cpu for the cpu preset, ray otherwise
+    backend: str | None = None  # default: the preset's (cpu for the cpu preset, ray otherwise)
     output_dir: str = "runs"
     exp_name: str = "run"
     model_path: str = ""
@@ -76,10 +134,8 @@ class RunSpec:
             raise UserError(f"METHOD must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.preset not in PRESETS:
             raise UserError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
-        if self.backend is None:
-            self.backend = "cpu" if self.preset == "cpu" else "ray"
-        if self.backend not in ("cpu", "ray"):
-            raise UserError(f"backend must be cpu or ray, got {self.backend!r}")
+        if self.backend is not None and self.backend not in BACKENDS:
+            raise UserError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.method == "SPO" and self.n_train not in (None, 1):
             raise UserError(f"METHOD=SPO samples one response per prompt; N_TRAIN={self.n_train} must be 1")
         if self.method == "GRPO" and self.n_train == 1:
@@ -89,161 +145,73 @@ class RunSpec:
             )
 
     @property
-    def run_dir(self) -> Path:
+    def layout(self) -> RunLayout:
         """``$OUTPUT_DIR/spo/$EXP_NAME``, the official layout."""
-        return Path(self.output_dir) / "spo" / self.exp_name
+        return RunLayout.of(self.output_dir, self.exp_name)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.layout.root
 
 
 def _list(values) -> str:
     return "[" + ",".join(f'"{v}"' for v in values) + "]"
 
 
-def preset_overrides(spec: RunSpec) -> list[str]:
-    """The Hydra overrides a preset and the official variables stand for."""
-    prompts, mini, n, pool = BATCHES[(spec.preset, spec.method)]
-    if spec.debug:
-        prompts, mini, pool = max(prompts // 8, 2), max(mini // 8, 1), (min(pool, 1024) if pool else None)
-    n = spec.n_train or n
-    response_length = spec.response_length or RESPONSE_LENGTH[spec.preset]
-    run = spec.run_dir
-    cpu = spec.preset == "cpu"
-    n_val = spec.n_val or (4 if cpu else (8 if spec.method == "EVAL" else 16))
-    val_files = spec.val_files or (list(spec.train_files) if spec.method == "EVAL" or cpu else list(AIME_VAL_FILES))
+def group_overrides(spec: RunSpec) -> list[str]:
+    """The config-group choices: ``preset=<preset> method=<method>``."""
+    return [f"preset={spec.preset}", f"method={spec.method.lower()}"]
+
+
+def group_file(group: str, option: str) -> Path:
+    """``config/<group>/<option>.yaml``."""
+    return CONFIG_DIR / group / f"{option}.yaml"
+
+
+def debug_overrides(spec: RunSpec) -> list[str]:
+    """DEBUG=True: the preset's batch shape divided by 8 (prompts >= 2, mini-batch >= 1, pool <= 1024)."""
+    shape = OmegaConf.load(group_file("preset_method", f"{spec.preset}_{spec.method.lower()}"))
+    prompts = max(int(shape.data.train_batch_size) // DEBUG_DIVISOR, 2)
+    mini = max(int(shape.actor_rollout_ref.actor.ppo_mini_batch_size) // DEBUG_DIVISOR, 1)
     out = [
-        f"kit.method={spec.method}",
-        f"kit.backend={spec.backend}",
-        f"kit.run_dir={run}",
-        f"kit.seed={spec.seed}",
-        f"data.seed={spec.seed}",
-        f"data.train_files={_list(spec.train_files)}",
-        f"data.val_files={_list(val_files)}",
+        "trainer.debug=True",
         f"data.train_batch_size={prompts}",
-        f"data.gen_batch_size={pool or prompts}",
-        f"data.max_response_length={response_length}",
-        "data.return_raw_chat=True",
-        "data.filter_overlong_prompts=True",
-        "data.truncation=error",
-        "data.custom_cls.path=pkg://spo_helpers.verl_glue.dataset",
-        "data.custom_cls.name=KitRLHFDataset",
-        "custom_reward_function.path=pkg://spo_helpers.verl_glue.reward",
-        "custom_reward_function.name=compute_score",
-        f"actor_rollout_ref.model.path={spec.model_path}",
-        "algorithm.adv_estimator=grpo",
-        "algorithm.use_kl_in_reward=False",
-        "algorithm.kl_ctrl.kl_coef=0.0",
-        "actor_rollout_ref.actor.use_kl_loss=False",
-        "actor_rollout_ref.actor.kl_loss_coef=0.0",
-        "actor_rollout_ref.actor.entropy_coeff=0",
-        "actor_rollout_ref.actor.clip_ratio_low=0.2",
-        "actor_rollout_ref.actor.clip_ratio_high=0.28",
-        "actor_rollout_ref.actor.clip_ratio_c=10.0",
-        "actor_rollout_ref.actor.loss_agg_mode=token-mean",
-        "actor_rollout_ref.actor.ppo_epochs=1",
-        "actor_rollout_ref.actor.grad_clip=1.0",
         f"actor_rollout_ref.actor.ppo_mini_batch_size={mini}",
-        f"actor_rollout_ref.rollout.n={n}",
-        "actor_rollout_ref.rollout.temperature=1.0",
-        "actor_rollout_ref.rollout.val_kwargs.temperature=0.6",
-        "actor_rollout_ref.rollout.val_kwargs.top_p=0.95",
-        "actor_rollout_ref.rollout.val_kwargs.do_sample=True",
-        f"actor_rollout_ref.rollout.val_kwargs.n={n_val}",
-        "trainer.project_name=spo",
-        f"trainer.experiment_name={spec.exp_name}",
-        f"trainer.default_local_dir={run / 'checkpoints'}",
-        f"trainer.validation_data_dir={run / 'validation_data'}",
-        f"trainer.spo.enable={spec.method == 'SPO'}",
-        f"trainer.debug={spec.debug}",
     ]
-    if spec.offline_values:
-        out.append(f"trainer.spo.offline_values={spec.offline_values}")
-    if spec.method == "EVAL":
-        out += ["trainer.val_only=True", "trainer.val_before_train=True", "trainer.total_epochs=1"]
-    elif spec.val_before_train is not None:
-        out.append(f"trainer.val_before_train={spec.val_before_train}")
-    if spec.total_steps:
-        out.append(f"trainer.total_training_steps={spec.total_steps}")
-    out += _cpu_overrides(spec, mini * n) if cpu else _gpu_overrides(spec, response_length)
+    pool = shape.data.get("gen_batch_size")
+    if pool:
+        out.append(f"data.gen_batch_size={min(int(pool), DEBUG_MAX_POOL)}")
     return out
 
 
-def _largest_divisor_at_most(value: int, cap: int) -> int:
-    return max(d for d in range(1, min(value, cap) + 1) if value % d == 0)
-
-
-def _cpu_overrides(spec: RunSpec, samples_per_mini_batch: int) -> list[str]:
-    """The tiny world on the in-process CPU worker group."""
-    run = spec.run_dir
-    return [
-        "data.max_prompt_length=64",
-        "data.val_batch_size=512",
-        "data.dataloader_num_workers=0",
-        "data.filter_overlong_prompts_workers=1",
-        "actor_rollout_ref.model.use_remove_padding=False",
-        "actor_rollout_ref.model.enable_gradient_checkpointing=False",
-        "actor_rollout_ref.actor.strategy=fsdp",
-        "actor_rollout_ref.actor.use_dynamic_bsz=False",
-        f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={_largest_divisor_at_most(samples_per_mini_batch, 64)}",
-        "actor_rollout_ref.actor.use_torch_compile=False",
-        "actor_rollout_ref.actor.fsdp_config.dtype=fp32",
-        "actor_rollout_ref.actor.optim.lr=3e-4",
-        "actor_rollout_ref.actor.optim.weight_decay=0.0",
-        "actor_rollout_ref.rollout.name=hf",
-        "actor_rollout_ref.rollout.mode=sync",
-        "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=128",
-        "actor_rollout_ref.rollout.val_kwargs.top_k=-1",
-        "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=128",
-        "trainer.device=cpu",
-        "trainer.n_gpus_per_node=1",
-        "trainer.nnodes=1",
-        "trainer.logger=['tensorboard']",
-        "trainer.log_val_generations=0",
-        "trainer.balance_batch=False",
-        "trainer.save_freq=5",
-        "trainer.test_freq=5",
-        "trainer.total_epochs=1000",
-        f"trainer.rollout_data_dir={run / 'rollout_data'}"
-        if spec.method != "EVAL"
-        else "trainer.rollout_data_dir=null",
+def variable_overrides(spec: RunSpec) -> list[str]:
+    """The Hydra overrides the official variables stand for; unset ones leave the groups' values."""
+    out = [
+        f"kit.output_dir={spec.output_dir}",
+        f"trainer.experiment_name={spec.exp_name}",
+        f"kit.seed={spec.seed}",
+        f"actor_rollout_ref.model.path={spec.model_path}",
+        f"data.train_files={_list(spec.train_files)}",
     ]
-
-
-def _gpu_overrides(spec: RunSpec, response_length: int) -> list[str]:
-    """verl's Ray workers with FSDP and vLLM, the official recipe's performance settings."""
-    prompt_length = 2048
-    max_tokens = prompt_length + response_length
-    run = spec.run_dir
-    return [
-        f"data.max_prompt_length={prompt_length}",
-        "data.val_batch_size=96",
-        "actor_rollout_ref.model.use_remove_padding=True",
-        "actor_rollout_ref.model.enable_gradient_checkpointing=True",
-        "actor_rollout_ref.actor.optim.lr=1e-6",
-        "actor_rollout_ref.actor.use_dynamic_bsz=True",
-        f"actor_rollout_ref.actor.ppo_max_token_len_per_gpu={max_tokens}",
-        "actor_rollout_ref.actor.ulysses_sequence_parallel_size=8",
-        "actor_rollout_ref.actor.fsdp_config.param_offload=True",
-        "actor_rollout_ref.actor.fsdp_config.optimizer_offload=True",
-        f"actor_rollout_ref.ref.log_prob_max_token_len_per_gpu={4 * max_tokens}",
-        f"actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu={4 * max_tokens}",
-        "actor_rollout_ref.rollout.name=vllm",
-        "actor_rollout_ref.rollout.mode=async",
-        "actor_rollout_ref.rollout.tensor_model_parallel_size=4",
-        "actor_rollout_ref.rollout.gpu_memory_utilization=0.8",
-        "actor_rollout_ref.rollout.val_kwargs.top_k=20",
-        # The official eval.sh leaves the agent loop unset while its data names one; set it explicitly.
-        "actor_rollout_ref.rollout.agent.default_agent_loop=single_turn_agent",
-        "custom_reward_function.reward_kwargs.require_think=True",
-        "trainer.logger=['console','tensorboard']",
-        "trainer.n_gpus_per_node=8",
-        f"trainer.nnodes={NODES[spec.preset]}",
-        "trainer.log_val_generations=20",
-        "trainer.save_freq=20",
-        "trainer.test_freq=10",
-        f"trainer.total_epochs={100 if spec.method == 'EVAL' else 500}",
-        f"trainer.rollout_data_dir={run / 'rollout_data'}"
-        if spec.method != "EVAL"
-        else "trainer.rollout_data_dir=null",
-    ]
+    if spec.backend is not None:
+        out.append(f"kit.backend={spec.backend}")
+    if spec.val_files:
+        out.append(f"data.val_files={_list(spec.val_files)}")
+    if spec.offline_values:
+        out.append(f"trainer.spo.offline_values={spec.offline_values}")
+    if spec.response_length:
+        out.append(f"data.max_response_length={spec.response_length}")
+    if spec.debug:
+        out += debug_overrides(spec)
+    if spec.n_train:
+        out.append(f"actor_rollout_ref.rollout.n={spec.n_train}")
+    if spec.n_val:
+        out.append(f"actor_rollout_ref.rollout.val_kwargs.n={spec.n_val}")
+    if spec.val_before_train is not None and spec.method != "EVAL":
+        out.append(f"trainer.val_before_train={spec.val_before_train}")
+    if spec.total_steps:
+        out.append(f"trainer.total_training_steps={spec.total_steps}")
+    return out
 
 
 def normalise_override(text: str, known_plus: tuple[str, ...] = ("data.gen_batch_size",)) -> str:
@@ -255,11 +223,15 @@ def normalise_override(text: str, known_plus: tuple[str, ...] = ("data.gen_batch
 
 
 def all_overrides(spec: RunSpec) -> list[str]:
-    return preset_overrides(spec) + [normalise_override(o) for o in spec.overrides]
+    """Group choices, then the official variables, then the free overrides (later ones win)."""
+    return group_overrides(spec) + variable_overrides(spec) + [normalise_override(o) for o in spec.overrides]
+
+
+# --- composition ------------------------------------------------------------------------------------
 
 
 def compose(overrides: list[str]) -> DictConfig:
-    """verl's ``ppo_trainer`` + the kit's keys, with ``overrides``; unknown keys raise ``UserError``."""
+    """verl's ``ppo_trainer`` + the kit's groups and keys, with ``overrides``; unknown keys raise ``UserError``."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -282,8 +254,6 @@ def compose(overrides: list[str]) -> DictConfig:
 
 def resolve_pkg_paths(config: DictConfig) -> DictConfig:
     """Turn ``pkg://module`` paths (custom dataset class, reward function) into file paths."""
-    import importlib
-
     for section in (config.data.custom_cls, config.custom_reward_function):
         path = section.get("path")
         if isinstance(path, str) and path.startswith("pkg://"):
@@ -292,14 +262,19 @@ def resolve_pkg_paths(config: DictConfig) -> DictConfig:
     return config
 
 
-def build_config(spec: RunSpec) -> DictConfig:
-    config = compose(all_overrides(spec))
+def finalise(config: DictConfig) -> DictConfig:
+    """Resolve every interpolation in place and turn ``pkg://`` paths into files: what the trainer gets."""
     OmegaConf.resolve(config)
     return resolve_pkg_paths(config)
 
 
+def build_config(spec: RunSpec) -> DictConfig:
+    """The resolved verl config of ``spec``."""
+    return finalise(compose(all_overrides(spec)))
+
+
 def command_line(spec: RunSpec) -> str:
-    """The equivalent command: the kit's Hydra entry point with every override."""
+    """The equivalent command: the kit's Hydra entry point with the group choices and every override."""
     lines = ["python -m spo_helpers.verl_glue.main", *(shlex.quote(o) for o in all_overrides(spec))]
     return " \\\n    ".join(lines)
 

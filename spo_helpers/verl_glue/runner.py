@@ -20,6 +20,10 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from spo_helpers.formats.atomic import atomic_write_text
+from spo_helpers.formats.layout import RunLayout
+
+TENSORBOARD_ENV = "TENSORBOARD_DIR"
+"""verl's tensorboard backend writes its event files here; the kit points it at ``<run>/tensorboard``."""
 
 
 def _role_mapping(config: DictConfig):
@@ -61,7 +65,8 @@ def build_trainer(config: DictConfig):
     from verl.utils.dataset.rl_dataset import collate_fn
     from verl.utils.fs import copy_to_local
 
-    from spo_helpers.verl_glue.trainer import GRPOTrainer, SPOTrainer
+    from spo_helpers.verl_glue.grpo_trainer import GRPOTrainer
+    from spo_helpers.verl_glue.spo_trainer import SPOTrainer
 
     mapping, pool_manager, worker_group_cls = _role_mapping(config)
     validate_config(config=config, use_reference_policy=need_reference_policy(mapping), use_critic=need_critic(config))
@@ -112,7 +117,7 @@ def write_run_config(config: DictConfig, extra: dict | None = None) -> Path:
     record = OmegaConf.create(
         {"config": OmegaConf.to_container(config, resolve=True), "versions": versions, **(extra or {})}
     )
-    path = Path(config.kit.run_dir) / "config.yaml"
+    path = RunLayout(Path(config.kit.run_dir)).config
     atomic_write_text(path, OmegaConf.to_yaml(record))
     return path
 
@@ -152,22 +157,48 @@ NOISY_WARNINGS = (
 
 
 class KitTaskRunner:
-    """What verl's ``TaskRunner`` does in its Ray actor, with the kit's trainers."""
+    """What verl's ``TaskRunner`` does in its Ray actor, with the kit's trainers.
+
+    The actor may start on another node, outside the driver's environment: ``tensorboard_dir`` (set per run
+    by ``run_training``) becomes its ``TENSORBOARD_DIR``.
+    """
+
+    tensorboard_dir: str | None = None
 
     def run(self, config: DictConfig) -> None:
+        if self.tensorboard_dir:
+            os.environ[TENSORBOARD_ENV] = self.tensorboard_dir
         OmegaConf.resolve(config)
         build_trainer(config).fit()
 
 
+@contextlib.contextmanager
+def tensorboard_dir(layout: RunLayout):
+    """``TENSORBOARD_DIR`` for one run: the user's when set, else the run's ``tensorboard/`` while it runs.
+
+    The kit's value is removed afterwards, so the next run in the same process gets its own folder.
+    """
+    if os.environ.get(TENSORBOARD_ENV):
+        yield Path(os.environ[TENSORBOARD_ENV])
+        return
+    os.environ[TENSORBOARD_ENV] = str(layout.tensorboard)
+    try:
+        yield layout.tensorboard
+    finally:
+        os.environ.pop(TENSORBOARD_ENV, None)
+
+
 def run_training(config: DictConfig) -> None:
     """Run ``config`` to completion on its backend (``kit.backend``)."""
-    os.environ["TENSORBOARD_DIR"] = str(Path(config.kit.run_dir) / "tensorboard")
-    if config.kit.backend == "cpu":
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        with quiet_verl(Path(config.kit.run_dir) / "verl.log"):
-            build_trainer(config).fit()
-        return
-    import ray
-    from verl.trainer.main_ppo import run_ppo
+    layout = RunLayout(Path(config.kit.run_dir))
+    with tensorboard_dir(layout) as tensorboard:
+        if config.kit.backend == "cpu":
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+            with quiet_verl(layout.verl_log):
+                build_trainer(config).fit()
+            return
+        import ray
+        from verl.trainer.main_ppo import run_ppo
 
-    run_ppo(config, task_runner_class=ray.remote(num_cpus=1)(KitTaskRunner))
+        runner = type(KitTaskRunner.__name__, (KitTaskRunner,), {"tensorboard_dir": str(tensorboard)})
+        run_ppo(config, task_runner_class=ray.remote(num_cpus=1)(runner))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -14,9 +15,12 @@ from spo_helpers.cli import main
 from spo_helpers.errors import UserError
 from spo_helpers.pipeline import (
     RECORD,
+    STAGES,
     PipelineConfig,
     PipelineStageFailed,
+    kernel_arguments,
     load_config_file,
+    notebooks_dir,
     run_pipeline,
     stage_outputs,
 )
@@ -184,3 +188,49 @@ def test_config_errors_through_the_cli(tmp_path, capsys, text, match):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("spo pipeline: error: ") and match in err[0] and str(path) in err[0]
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.fixture
+def broken_python3_kernel(tmp_path, monkeypatch):
+    """A ``python3`` kernelspec that shadows the environment's and points at no interpreter."""
+    spec = tmp_path / "jupyter" / "kernels" / "python3"
+    spec.mkdir(parents=True)
+    argv = [str(tmp_path / "no-such-python"), "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": "elsewhere", "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+
+
+def test_notebooks_run_on_this_interpreter_by_default(notebooks, tmp_path, broken_python3_kernel):
+    write_notebook(
+        notebooks / "01_split.ipynb",
+        PARAMETERS["01_split"],
+        SPLIT,
+        "import sys, pathlib\npathlib.Path(output_dir, 'python.txt').write_text(sys.executable)",
+    )
+    cfg = PipelineConfig(name="kernel", runs_dir=str(tmp_path / "runs"))
+    assert run_pipeline(cfg, stages=("01_split",)) == {"01_split": "ran"}
+    assert (cfg.root / "splits" / "python.txt").read_text() == sys.executable
+    executed = nbformat.read(cfg.root / "notebooks" / "01_split.ipynb", as_version=4)
+    assert executed.metadata.kernelspec.name == "python3"  # the record still opens with a standard kernel
+
+
+def test_kernel_option_picks_an_installed_kernel(notebooks, tmp_path, broken_python3_kernel):
+    cfg = PipelineConfig(name="kernel", runs_dir=str(tmp_path / "runs"), kernel="python3")
+    with pytest.raises(FileNotFoundError, match="no-such-python"):
+        run_pipeline(cfg, stages=("01_split",))
+    assert kernel_arguments("python3") == {"kernel_name": "python3"}
+
+
+def test_missing_ipykernel_names_the_fix(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ipykernel" else real(name, *a))
+    with pytest.raises(UserError, match=r"ipykernel is not installed .*--kernel NAME"):
+        kernel_arguments(None)
+
+
+def test_notebook_templates_ship_with_the_package(monkeypatch):
+    monkeypatch.delenv("SPO_NOTEBOOKS", raising=False)
+    folder = notebooks_dir()
+    assert all((folder / f"{stage}.ipynb").is_file() for stage in STAGES)

@@ -6,14 +6,18 @@ pytest.importorskip("verl")
 
 from spo_helpers.errors import UserError
 from spo_helpers.verl_glue.config import (
-    AIME_VAL_FILES,
+    CONFIG_DIR,
+    GROUPS,
     RunSpec,
     all_overrides,
     build_config,
     command_line,
     compose,
+    largest_divisor_at_most,
     normalise_override,
 )
+
+AIME_VAL_FILES = ("Maxwell-Jia/AIME_2024", "yentinglin/aime_2025")
 
 
 def spec(**kwargs):
@@ -114,10 +118,44 @@ def test_bad_specs_fail_before_compute(kwargs, match):
         spec(**kwargs)
 
 
-def test_command_line_lists_the_overrides():
-    text = command_line(spec(method="SPO", preset="official", offline_values="/v.json"))
+def test_command_line_names_the_groups_and_the_variables():
+    text = command_line(spec(method="SPO", preset="official", offline_values="/v.json", n_val=4))
     assert text.startswith("python -m spo_helpers.verl_glue.main")
-    assert "data.gen_batch_size=14000" in text and "trainer.spo.enable=True" in text
+    assert "preset=official" in text and "method=spo" in text
+    assert "trainer.spo.offline_values=/v.json" in text and "actor_rollout_ref.rollout.val_kwargs.n=4" in text
+    assert "data.gen_batch_size" not in text  # the preset's value comes from preset_method/official_spo.yaml
+
+
+def test_groups_ship_one_file_per_option():
+    for group, options in zip(GROUPS[:2], (("cpu", "official", "paper"), ("grpo", "spo", "eval")), strict=True):
+        assert {p.stem for p in (CONFIG_DIR / group).glob("*.yaml")} == set(options)
+    combos = {p.stem for p in (CONFIG_DIR / "preset_method").glob("*.yaml")}
+    assert combos == {f"{p}_{m}" for p in ("cpu", "official", "paper") for m in ("grpo", "spo", "eval")}
+
+
+def test_debug_divides_the_batch_shape():
+    spo = build_config(spec(method="SPO", preset="official", debug=True, offline_values="/v.json"))
+    assert (spo.data.train_batch_size, spo.actor_rollout_ref.actor.ppo_mini_batch_size) == (128, 16)
+    assert spo.data.gen_batch_size == 1024 and spo.trainer.debug
+    grpo = build_config(spec(method="GRPO", preset="cpu", debug=True))
+    assert (grpo.data.train_batch_size, grpo.actor_rollout_ref.actor.ppo_mini_batch_size) == (2, 1)
+    assert grpo.data.gen_batch_size == 2 and grpo.actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu == 8
+
+
+def test_run_paths_follow_the_layout():
+    config = build_config(spec(output_dir="/out", exp_name="e"))
+    assert config.kit.run_dir == "/out/spo/e"
+    assert config.trainer.validation_data_dir == "/out/spo/e/validation_data"
+    assert config.trainer.rollout_data_dir == "/out/spo/e/rollout_data"
+    estimate = build_config(spec(method="EVAL"))
+    assert estimate.trainer.rollout_data_dir is None
+
+
+def test_cpu_micro_batch_divides_the_mini_batch():
+    assert largest_divisor_at_most(32, 64) == 32
+    assert largest_divisor_at_most(96, 64) == 48
+    config = build_config(spec(method="GRPO", preset="cpu", n_train=3))
+    assert config.actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu == 12  # 4 prompts x 3 responses
 
 
 @pytest.mark.parametrize("preset", ["official", "paper"])
@@ -135,3 +173,21 @@ def test_gpu_presets_pass_verls_own_checks(preset, method):
     assert worker_group_cls.__name__ == "RayWorkerGroup"
     assert pools.resource_pool_spec["global_pool"] == [8] * config.trainer.nnodes
     validate_config(config=config, use_reference_policy=need_reference_policy(mapping), use_critic=need_critic(config))
+
+
+def test_tensorboard_dir_keeps_the_users_choice(monkeypatch, tmp_path):
+    """verl's tensorboard backend writes to $TENSORBOARD_DIR: the user's when set, else the run's folder."""
+    import os
+
+    from spo_helpers.formats.layout import RunLayout
+    from spo_helpers.verl_glue.runner import tensorboard_dir
+
+    layout = RunLayout(tmp_path / "run")
+    monkeypatch.delenv("TENSORBOARD_DIR", raising=False)
+    with tensorboard_dir(layout) as folder:
+        assert folder == layout.tensorboard and os.environ["TENSORBOARD_DIR"] == str(layout.tensorboard)
+    assert "TENSORBOARD_DIR" not in os.environ  # the next run in this process gets its own folder
+    monkeypatch.setenv("TENSORBOARD_DIR", str(tmp_path / "mine"))
+    with tensorboard_dir(layout) as folder:
+        assert folder == tmp_path / "mine" and os.environ["TENSORBOARD_DIR"] == str(tmp_path / "mine")
+    assert os.environ["TENSORBOARD_DIR"] == str(tmp_path / "mine")

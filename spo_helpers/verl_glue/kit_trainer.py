@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from verl import DataProto
 
 from spo_helpers.core.metric_names import RESPONSE_TOKENS_TOTAL, SAMPLES_TOTAL
@@ -39,9 +40,21 @@ class KitTrainerMixin(CheckpointMixin):
         self.layout = RunLayout(self.run_dir)
         self.step_records = StepLog(self.layout.steps)
         self.counters = {"samples_total": 0, "response_tokens_total": 0}
+        self._own_loader_generator(int(kit.seed))
         self.train_keys, self.key_rows, difficulty = self._train_prompt_keys()
         self.tracker = self._build_tracker()
         self._write_prompt_table(difficulty)
+
+    def _own_loader_generator(self, seed: int) -> None:
+        """Keep the train loader's iterator off the global torch RNG.
+
+        Creating a ``DataLoader`` iterator draws a base seed from the loader's generator, or from the global RNG
+        when it has none. A straight run creates its train iterator before the step-k checkpoint saves the global
+        RNG, a resumed run after the checkpoint restored it: one extra draw, and from then on the global RNG (saved
+        in later checkpoints) differs from the straight run's although no result depends on it. The draw only
+        seeds loader worker processes; the order of the prompts comes from the sampler's own generator.
+        """
+        self.train_dataloader.generator = torch.Generator().manual_seed(seed)
 
     def _write_prompt_table(self, difficulty: list[int | None]) -> None:
         """``prompts.parquet``: per tracker row its key, dataset row, difficulty (if known) and prior."""

@@ -97,7 +97,7 @@ class SPOTrainer(KitTrainerMixin, RayPPOTrainer):
 
     # ------------------------------------------------------------------ the loop
     def fit(self):
-        logger = kit_tracking_class(str(self.layout.metrics), self._after_log)(
+        tracking = kit_tracking_class(str(self.layout.metrics), self._after_log)(
             project_name=self.config.trainer.project_name,
             experiment_name=self.config.trainer.experiment_name,
             default_backend=self.config.trainer.logger,
@@ -108,7 +108,7 @@ class SPOTrainer(KitTrainerMixin, RayPPOTrainer):
         if self.val_reward_fn is not None and self.config.trainer.get("val_before_train", True):
             val_metrics = self._validate()
             logger.info("initial validation metrics: %s", val_metrics)
-            logger.log(data=val_metrics, step=self.global_steps)
+            tracking.log(data=val_metrics, step=self.global_steps)
             if self.config.trainer.get("val_only", False):
                 return
         from tqdm import tqdm
@@ -117,7 +117,7 @@ class SPOTrainer(KitTrainerMixin, RayPPOTrainer):
         self.global_steps += 1
         while self.global_steps <= self.total_training_steps:
             metrics = self._spo_step()
-            logger.log(data=metrics, step=self.global_steps)
+            tracking.log(data=metrics, step=self.global_steps)
             progress.update(1)
             self.global_steps += 1
         progress.close()

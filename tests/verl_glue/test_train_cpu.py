@@ -105,6 +105,8 @@ def test_resume_equals_straight_run(method, small_world, tmp_path, offline_value
 
     (w1, k1), (w2, k2) = state(straight.run_dir), state(resumed.run_dir)
     assert all(torch.equal(w1["model"][name], w2["model"][name]) for name in w1["model"])
+    assert torch.equal(w1["torch_rng"], w2["torch_rng"])  # the global RNG too, not only the sampling streams
+    assert all(torch.equal(w1["rollout_rng"][s], w2["rollout_rng"][s]) for s in w1["rollout_rng"])
     assert k1["tracker"] == k2["tracker"] and k1["counters"] == k2["counters"]
     if method == "SPO":
         assert k1["sampler"] == k2["sampler"]

@@ -7,7 +7,8 @@ functions, but constructing the kit's ``GRPOTrainer`` / ``SPOTrainer``:
 - ``cpu``: everything in this process, no Ray;
 - ``ray``: inside a Ray actor, like verl (``run_ppo`` with the kit's task runner),
   so the driver loop runs where verl expects it and the workers are verl's FSDP +
-  vLLM actors on the GPU nodes.
+  vLLM actors on the GPU nodes, or verl's FSDP actors on CPU with
+  ``trainer.device=cpu`` (the CPU mode: ``ray_cpu``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from spo_helpers.formats.atomic import atomic_write_text
 from spo_helpers.formats.layout import RunLayout
+from spo_helpers.process_tree import die_with_parent
+from spo_helpers.verl_glue.ray_cpu.settings import is_ray_cpu
 
 TENSORBOARD_ENV = "TENSORBOARD_DIR"
 """verl's tensorboard backend writes its event files here; the kit points it at ``<run>/tensorboard``."""
@@ -31,6 +34,10 @@ def _role_mapping(config: DictConfig):
     from verl.trainer.ppo.ray_trainer import ResourcePoolManager
     from verl.trainer.ppo.utils import Role
 
+    if is_ray_cpu(config):
+        from spo_helpers.verl_glue.ray_cpu.launch import role_mapping
+
+        return role_mapping(config)
     if config.kit.backend == "cpu":
         from spo_helpers.verl_glue.cpu_backend import CPUActorRolloutWorkerGroup
 
@@ -55,8 +62,8 @@ def _role_mapping(config: DictConfig):
     return runner.role_worker_mapping, runner.init_resource_pool_mgr(config), worker_group_cls
 
 
-def build_trainer(config: DictConfig):
-    """The kit trainer for ``config.kit.method``, with workers initialised."""
+def build_trainer(config: DictConfig, init_workers: bool = True):
+    """The kit trainer for ``config.kit.method``, with workers initialised unless ``init_workers`` is False."""
     from verl.trainer.main_ppo import create_rl_dataset, create_rl_sampler
     from verl.trainer.ppo.reward import load_reward_manager
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
@@ -100,7 +107,8 @@ def build_trainer(config: DictConfig):
         device_name="cpu" if config.kit.backend == "cpu" else None,
         **kwargs,
     )
-    trainer.init_workers()
+    if init_workers:
+        trainer.init_workers()
     return trainer
 
 
@@ -160,16 +168,25 @@ class KitTaskRunner:
     """What verl's ``TaskRunner`` does in its Ray actor, with the kit's trainers.
 
     The actor may start on another node, outside the driver's environment: ``tensorboard_dir`` (set per run
-    by ``run_training``) becomes its ``TENSORBOARD_DIR``.
+    by ``run_training``) becomes its ``TENSORBOARD_DIR``. When the run ends, however it ends, its placement
+    groups are removed, so the next run in the same driver (the next subset of ``spo estimate``) gets the
+    resources.
     """
 
     tensorboard_dir: str | None = None
 
     def run(self, config: DictConfig) -> None:
+        from spo_helpers.verl_glue.ray_cpu.resources import release_resource_pools
+
         if self.tensorboard_dir:
             os.environ[TENSORBOARD_ENV] = self.tensorboard_dir
         OmegaConf.resolve(config)
-        build_trainer(config).fit()
+        trainer = build_trainer(config, init_workers=False)
+        try:
+            trainer.init_workers()
+            trainer.fit()
+        finally:
+            release_resource_pools(trainer.resource_pool_manager)
 
 
 @contextlib.contextmanager
@@ -190,6 +207,7 @@ def tensorboard_dir(layout: RunLayout):
 
 def run_training(config: DictConfig) -> None:
     """Run ``config`` to completion on its backend (``kit.backend``)."""
+    die_with_parent()  # worker pools forked while loading data end with this process
     layout = RunLayout(Path(config.kit.run_dir))
     with tensorboard_dir(layout) as tensorboard:
         if config.kit.backend == "cpu":
@@ -200,5 +218,9 @@ def run_training(config: DictConfig) -> None:
         import ray
         from verl.trainer.main_ppo import run_ppo
 
+        if is_ray_cpu(config):
+            from spo_helpers.verl_glue.ray_cpu.launch import prepare
+
+            prepare(config)  # the CPU settings (when missing) and Ray's start on this machine's CPUs
         runner = type(KitTaskRunner.__name__, (KitTaskRunner,), {"tensorboard_dir": str(tensorboard)})
         run_ppo(config, task_runner_class=ray.remote(num_cpus=1)(runner))

@@ -135,7 +135,8 @@ def test_sigkill_then_resume_equals_straight_run(method, small_world, tmp_path, 
 
     checkpoints = run_dir / "checkpoints"
     newest = newest_complete_checkpoint(checkpoints)
-    assert newest is not None and int(newest.name.split("_")[-1]) in (after_step, after_step + 1)
+    # Usually after_step or the next one; on a loaded machine the run may outpace the measured step time.
+    assert newest is not None and after_step <= int(newest.name.split("_")[-1]) < STEPS, newest
     torn = checkpoints / f"global_step_{int(newest.name.split('_')[-1]) + 1}"
     tear(torn)
     (checkpoints / "latest_checkpointed_iteration.txt").write_text(torn.name.split("_")[-1])

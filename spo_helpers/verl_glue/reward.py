@@ -45,19 +45,23 @@ def compute_score(
     require_think: bool = False,
     **_: Any,
 ) -> dict[str, Any]:
-    """Binary reward (1 correct, 0 otherwise) with ``acc``, ``pred`` and ``prompt_key``."""
+    """Binary reward (1 correct, 0 otherwise) with ``acc``, ``pred``, ``prompt_key`` and ``data_source``.
+
+    verl dumps every key the reward returns, so each validation and rollout line names its prompt and its
+    benchmark (the analysis reports per benchmark, never pooled as ``unknown``).
+    """
     from verl.utils.reward_score import math_dapo
 
     text = _as_text(solution_str)
-    key = reward_key(extra_info)
+    tags = {"prompt_key": reward_key(extra_info), "data_source": _as_text(data_source)}
     if require_think:
         first = text.find(THINK_END)
         if first < 0 or text.find(THINK_END, first + 1) >= 0:
-            return {"score": 0.0, "acc": False, "pred": "", "prompt_key": key}
+            return {"score": 0.0, "acc": False, "pred": "", **tags}
         after = text[first + len(THINK_END) :]
         if any(marker in after for marker in TOOL_MARKERS):
-            return {"score": 0.0, "acc": False, "pred": "", "prompt_key": key}
+            return {"score": 0.0, "acc": False, "pred": "", **tags}
     result = math_dapo.compute_score(text[-TAIL_CHARS:], _as_text(ground_truth), strict_box_verify=True)
     score = 1.0 if result["score"] > 0 else 0.0
     pred = result.get("pred")
-    return {"score": score, "acc": bool(result["acc"]), "pred": "" if pred is None else str(pred), "prompt_key": key}
+    return {"score": score, "acc": bool(result["acc"]), "pred": "" if pred is None else str(pred), **tags}

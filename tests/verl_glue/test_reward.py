@@ -16,7 +16,13 @@ def score(text, gt="4", **kwargs):
 
 
 def test_correct_wrong_and_missing_answers():
-    assert score("so \\boxed{4}") == {"score": 1.0, "acc": True, "pred": "4", "prompt_key": "What is 2+2?"}
+    assert score("so \\boxed{4}") == {
+        "score": 1.0,
+        "acc": True,
+        "pred": "4",
+        "prompt_key": "What is 2+2?",
+        "data_source": "spo_arith",
+    }
     assert score("\\boxed{5}")["score"] == 0.0
     assert score("four")["score"] == 0.0 and score("four")["pred"] == ""
     assert compute_score("x", "\\boxed{4}", "4", None)["prompt_key"] == ""

@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 EXTRAS ?= verl,notebooks,test,dev
 PYTEST_ARGS ?=
 
-.PHONY: setup setup-gpu dist demo test test-unit test-notebooks test-slow test-all lint format bench figures reference clean
+.PHONY: setup setup-gpu dist demo test test-unit test-notebooks test-slow test-ray test-all lint format bench figures reference clean
 
 $(STAMP): pyproject.toml constraints-cpu.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ test-notebooks: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+# The ray backend's CPU mode: verl's FSDP workers as two Ray actors over gloo (GRPO, SPO, a SIGKILLed driver
+# resumed bit-exactly, spo estimate); about 7 minutes on 2 cores. Skipped by the other targets (no -m ray).
+test-ray: $(STAMP)
+	$(PY) -m pytest -m ray tests/verl_glue $(PYTEST_ARGS)
 
 test-all: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

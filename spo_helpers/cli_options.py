@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from spo_helpers.backends import BACKENDS, PRESETS
+from spo_helpers.backends import BACKENDS, DEVICES, PRESETS
 from spo_helpers.errors import UserError
 
 TRUE = ("1", "true", "yes", "on")
@@ -69,6 +69,9 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--response_length", type=int, default=env_int("RESPONSE_LENGTH"), help="RESPONSE_LENGTH")
     parser.add_argument("--debug", type=parse_bool, default=env_bool("DEBUG", False), help="DEBUG: smaller batches")
     parser.add_argument("--backend", choices=BACKENDS, default=None, help="default: ray with a GPU, else cpu")
+    parser.add_argument(
+        "--device", choices=DEVICES, default=None, help="ray backend: cpu = verl's workers as Ray actors on CPU"
+    )
     parser.add_argument("--preset", choices=PRESETS, default=None, help="default from backend")
     parser.add_argument("--seed", type=int, default=env_int("SEED") or 0)
     parser.add_argument("--assets", default=None, help="where the CPU world is cached (default: runs/_assets)")

@@ -9,7 +9,8 @@ eval.sh puts it. The kit's reward also writes each sample's ``prompt_key``.
     spo estimate --data_dir DIR            # every subset_*.parquet, EXP_NAME_subset_<i>
 
 Backends: ``cpu`` (the in-process worker group on the tiny world, default without
-a GPU) or ``ray`` (verl's FSDP + vLLM workers with the official eval.sh settings).
+a GPU) or ``ray`` (verl's FSDP + vLLM workers with the official eval.sh settings,
+or with ``--device cpu`` verl's FSDP workers on CPU on the tiny world).
 A subset whose dump already exists is skipped unless ``--force``.
 """
 
@@ -121,6 +122,7 @@ def estimate_subset(
     n_val: int = 8,
     response_length: int | None = None,
     backend: str = "cpu",
+    device: str | None = None,
     preset: str = "cpu",
     seed: int = 0,
     debug: bool = False,
@@ -136,6 +138,7 @@ def estimate_subset(
         method="EVAL",
         preset=preset,
         backend=backend,
+        device=device,
         output_dir=str(output_dir),
         exp_name=exp_name,
         model_path=str(model_path),
@@ -204,7 +207,7 @@ def estimate_all(
         require_file(str(path), "DATA_FILE", "run `spo split` first or pass an existing parquet file")
     check_data_files([str(p) for p in files], "DATA_FILE")
     if not model_path:
-        if backend != "cpu":
+        if preset != "cpu":
             raise UserError("MODEL_PATH is not set: pass --model_path (a Hugging Face id or local folder)")
         from spo_helpers.world.build import build_world
 
@@ -232,7 +235,7 @@ def estimate_all(
 
 
 def run(args: argparse.Namespace) -> int:
-    backend, preset = resolve_backend(args.backend, args.preset)
+    backend, preset = resolve_backend(args.backend, args.preset, args.device)
     data = args.data_dir or require_file(args.data_file, "DATA_FILE", "pass --data_file or --data_dir")
     summaries = estimate_all(
         data,
@@ -241,6 +244,7 @@ def run(args: argparse.Namespace) -> int:
         model_path=args.model_path,
         n_val=args.n_val or 8,
         backend=backend,
+        device=args.device,
         preset=preset,
         assets=args.assets,
         response_length=args.response_length,

@@ -6,7 +6,8 @@
 The official train.sh variables are flags (and environment variables): OUTPUT_DIR
 TRAIN_DATA_DIR MODEL_PATH EXP_NAME METHOD OFFLINE_VALUES RESPONSE_LENGTH N_TRAIN
 N_VAL DEBUG VAL_BEFORE_TRAIN. Presets: ``official`` (the final train.sh), ``paper``
-(256x8 vs 2048x1, 16K), ``cpu`` (the tiny world, in-process). Anything else is a
+(256x8 vs 2048x1, 16K), ``cpu`` (the tiny world, in-process, or on verl's Ray
+workers on CPU with ``--backend ray --device cpu``). Anything else is a
 Hydra override passed to verl (``key=value``). Outputs, as the official recipe:
 ``$OUTPUT_DIR/spo/$EXP_NAME/{checkpoints, validation_data, rollout_data,
 tensorboard}``, plus ``config.yaml``, ``metrics.jsonl`` and ``steps.jsonl``.
@@ -132,6 +133,7 @@ def train(
     offline_values: str | None = None,
     preset: str = "cpu",
     backend: str | None = None,
+    device: str | None = None,
     response_length: int | None = None,
     n_train: int | None = None,
     n_val: int | None = None,
@@ -175,6 +177,7 @@ def train(
         method=method,
         preset=preset,
         backend=backend,
+        device=device,
         output_dir=output_dir,
         exp_name=exp_name or f"{method.lower()}_{preset}",
         model_path=model_path,
@@ -215,7 +218,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    backend, preset = resolve_backend(args.backend, args.preset)
+    backend, preset = resolve_backend(args.backend, args.preset, args.device)
     train_files = args.train_files or (train_files_in(args.train_data_dir) if args.train_data_dir else None)
     result = train(
         args.method,
@@ -227,6 +230,7 @@ def run(args: argparse.Namespace) -> int:
         offline_values=args.offline_values,
         preset=preset,
         backend=backend,
+        device=args.device,
         response_length=args.response_length,
         n_train=args.n_train,
         n_val=args.n_val,

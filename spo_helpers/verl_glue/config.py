@@ -6,7 +6,8 @@ shared settings and the SPO keys, and a run picks one option of two config group
 
 - ``preset``: ``official`` (the official recipe's final train.sh / eval.sh: 1 node x 8 GPUs, vLLM async
   TP 4, Ulysses SP 8, FSDP offload, 8K responses, AIME 24+25 validation n=16), ``paper`` (the paper's
-  version: 16K responses, 2 nodes) or ``cpu`` (the bundled tiny world on the in-process CPU backend);
+  version: 16K responses, 2 nodes) or ``cpu`` (the bundled tiny world on the in-process CPU backend, or on
+  verl's FSDP workers as Ray actors on CPU: ``kit.backend=ray`` with ``trainer.device=cpu``, see ``ray_cpu``);
 - ``method``: ``grpo``, ``spo`` or ``eval`` (validation only, for offline value estimation);
 
 and ``preset_method/<preset>_<method>.yaml`` follows from both (batch shapes: GRPO 128x8 / mini 16,
@@ -15,9 +16,11 @@ values: ``python -m spo_helpers.verl_glue.main preset=official method=spo`` and 
 official --method SPO`` compose the same files.
 
 ``RunSpec`` holds a run in the official scripts' terms (OUTPUT_DIR, TRAIN_DATA_DIR / DATA_FILE,
-MODEL_PATH, EXP_NAME, METHOD, OFFLINE_VALUES, RESPONSE_LENGTH, N_TRAIN, N_VAL, DEBUG, VAL_BEFORE_TRAIN);
-``all_overrides`` turns it into ``preset=… method=… key=value …``, and ``compose`` composes that with
-verl's own config, so an override naming a key that does not exist fails before anything runs.
+MODEL_PATH, EXP_NAME, METHOD, OFFLINE_VALUES, RESPONSE_LENGTH, N_TRAIN, N_VAL, DEBUG, VAL_BEFORE_TRAIN)
+plus the backend and its device; ``all_overrides`` turns it into ``preset=… method=… key=value …``, and
+``compose`` composes that with verl's own config, so an override naming a key that does not exist fails
+before anything runs. The ray backend's CPU mode (``--backend ray --device cpu``) is the ``cpu`` preset with
+the keys of ``ray_cpu.settings`` (their one source) replaced: ``device_overrides``.
 """
 
 from __future__ import annotations
@@ -30,9 +33,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from spo_helpers.backends import BACKENDS, PRESETS
+from spo_helpers.backends import BACKENDS, DEVICES, PRESETS
 from spo_helpers.errors import UserError
 from spo_helpers.formats.layout import RunLayout, estimation_exp_name, training_exp_name
+from spo_helpers.verl_glue.ray_cpu.settings import apply_required_settings, is_ray_cpu, ray_cpu_overrides
 
 CONFIG_NAME = "kit_trainer"
 METHODS = ("GRPO", "SPO", "EVAL")
@@ -75,9 +79,10 @@ def largest_divisor_at_most(value: int, cap: int) -> int:
     return max(d for d in range(1, min(int(value), int(cap)) + 1) if int(value) % d == 0)
 
 
-def _micro_batch(mini_batch: int, n: int, cap: int) -> int:
-    """Micro-batch for a PPO mini-batch of ``mini_batch`` prompts x ``n`` responses: it must divide it."""
-    return largest_divisor_at_most(int(mini_batch) * int(n), cap)
+def _micro_batch(mini_batch: int, n: int, cap: int, ranks: int = 1) -> int:
+    """Micro-batch for a PPO mini-batch of ``mini_batch`` prompts x ``n`` responses split over ``ranks``
+    data-parallel ranks: it must divide each rank's share (verl's check)."""
+    return largest_divisor_at_most(int(mini_batch) * int(n) // int(ranks), cap)
 
 
 RESOLVERS = {
@@ -113,6 +118,7 @@ class RunSpec:
     method: str = "GRPO"
     preset: str = "cpu"
     backend: str | None = None  # default: the preset's (cpu for the cpu preset, ray otherwise)
+    device: str | None = None  # ray backend: cuda (default) or cpu (its CPU mode: verl's workers on CPU, cpu preset)
     output_dir: str = "runs"
     exp_name: str = "run"
     model_path: str = ""
@@ -136,6 +142,13 @@ class RunSpec:
             raise UserError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
         if self.backend is not None and self.backend not in BACKENDS:
             raise UserError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.device is not None and self.device not in DEVICES:
+            raise UserError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.device == "cpu" and self.preset != "cpu" and self.backend != "cpu":
+            raise UserError(
+                f"--device cpu runs verl's workers on the tiny world (--preset cpu); the {self.preset} preset "
+                "needs GPU nodes"
+            )
         if self.method == "SPO" and self.n_train not in (None, 1):
             raise UserError(f"METHOD=SPO samples one response per prompt; N_TRAIN={self.n_train} must be 1")
         if self.method == "GRPO" and self.n_train == 1:
@@ -143,6 +156,11 @@ class RunSpec:
                 "METHOD=GRPO with N_TRAIN=1 has groups of one: verl gives them mean 0 and std 1, so the advantage is "
                 "the raw reward (no baseline). Use N_TRAIN>=2, or METHOD=SPO for single-response training"
             )
+
+    @property
+    def ray_cpu(self) -> bool:
+        """The ray backend's CPU mode: verl's Ray workers on CPU (``--backend ray --device cpu``)."""
+        return self.backend == "ray" and self.device == "cpu"
 
     @property
     def layout(self) -> RunLayout:
@@ -214,6 +232,21 @@ def variable_overrides(spec: RunSpec) -> list[str]:
     return out
 
 
+def device_overrides(spec: RunSpec) -> list[str]:
+    """Where the workers run, when it is not the preset's own choice.
+
+    The ray backend's CPU mode: the keys a CPU cannot run otherwise, two ranks and Ray's CPU count
+    (``ray_cpu.settings``, their one source; they replace the preset's values for the same keys). The ``cpu``
+    preset on the ray backend otherwise is the tiny world on GPU workers (a smoke run): ``trainer.device=cuda``,
+    since ``trainer.device=cpu`` with ``kit.backend=ray`` is what selects the CPU mode.
+    """
+    if spec.ray_cpu:
+        return ray_cpu_overrides()
+    if spec.backend == "ray" and spec.preset == "cpu":
+        return ["trainer.device=cuda"]
+    return []
+
+
 def normalise_override(text: str, known_plus: tuple[str, ...] = ("data.gen_batch_size",)) -> str:
     """Accept the official ``+data.gen_batch_size=...`` although the kit's config defines the key."""
     for key in known_plus:
@@ -223,8 +256,9 @@ def normalise_override(text: str, known_plus: tuple[str, ...] = ("data.gen_batch
 
 
 def all_overrides(spec: RunSpec) -> list[str]:
-    """Group choices, then the official variables, then the free overrides (later ones win)."""
-    return group_overrides(spec) + variable_overrides(spec) + [normalise_override(o) for o in spec.overrides]
+    """Group choices, the official variables, the device, then the free overrides (later ones win)."""
+    free = [normalise_override(o) for o in spec.overrides]
+    return group_overrides(spec) + variable_overrides(spec) + device_overrides(spec) + free
 
 
 # --- composition ------------------------------------------------------------------------------------
@@ -263,7 +297,15 @@ def resolve_pkg_paths(config: DictConfig) -> DictConfig:
 
 
 def finalise(config: DictConfig) -> DictConfig:
-    """Resolve every interpolation in place and turn ``pkg://`` paths into files: what the trainer gets."""
+    """Resolve every interpolation in place and turn ``pkg://`` paths into files: what the trainer gets.
+
+    A config in the ray backend's CPU mode (``kit.backend=ray``, ``trainer.device=cpu``) first gets the keys a
+    CPU cannot run otherwise (``ray_cpu.settings.apply_required_settings``; before resolving, so values that
+    follow them, such as the reference policy's strategy, follow), so ``trainer.device=cpu`` alone on the
+    Hydra app is enough and the run's ``config.yaml`` and identity hold what runs.
+    """
+    if is_ray_cpu(config):
+        apply_required_settings(config)
     OmegaConf.resolve(config)
     return resolve_pkg_paths(config)
 

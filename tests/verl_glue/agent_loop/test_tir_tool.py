@@ -1,0 +1,159 @@
+"""The code tool: which code, what is sent, what the model reads; its settings; one real sandbox round trip."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from spo_helpers.sandbox.client import SandboxClientError
+from spo_helpers.verl_glue.agent_loop import settings
+from spo_helpers.verl_glue.agent_loop import tool as tool_module
+from spo_helpers.verl_glue.agent_loop.tool import (
+    NO_OUTPUT,
+    CodeInterpreter,
+    ToolConfig,
+    extract_code,
+    interpreter_text,
+)
+from spo_helpers.verl_glue.agent_loop.turns import ToolStatus, ToolTurns, TurnConfig, interpreter_block, run_turns
+
+from .tir_fakes import CharTokenizer, ScriptedModel
+
+
+def finished(stdout="", stderr="", code=0):
+    return {
+        "status": "Success",
+        "run_result": {"status": "Finished", "stdout": stdout, "stderr": stderr, "return_code": code},
+    }
+
+
+# ------------------------------------------------------------------------------------------ which code
+def test_the_turns_code_block_with_fences_stripped():
+    assert extract_code("I will compute <code>\n```python\nx = 2\nx\n```\n</code>") == "x = 2\nx"
+    assert extract_code("<code>```\nprint(1)\n```</code>") == "print(1)"
+    assert extract_code("<code> 1 + 1 </code> and <code>2</code>") == "1 + 1"  # the first, as officially
+    assert extract_code("no code here") is None
+    assert extract_code("<code>print(1)") is None  # unclosed
+
+
+# ------------------------------------------------------------------------------------------ what the model reads
+def test_interpreter_text_follows_the_official_tool():
+    assert interpreter_text(finished("42\n")) == ("42\n", ToolStatus.OK)
+    assert interpreter_text(finished("1\n", "Traceback ...\nNameError\n", 1)) == (
+        "1\nTraceback ...\nNameError\n",
+        ToolStatus.FAILED,
+    )
+    timeout = {"status": "Failed", "run_result": {"status": "TimeLimitExceeded", "stdout": "partial", "stderr": ""}}
+    assert interpreter_text(timeout) == (NO_OUTPUT, ToolStatus.TIMEOUT)
+    error = {"status": "SandboxError", "run_result": {"status": "Error", "stdout": "", "stderr": "boom"}}
+    assert interpreter_text(error) == (NO_OUTPUT, ToolStatus.ERROR)
+    assert interpreter_text(None) == (NO_OUTPUT, ToolStatus.ERROR)
+    assert interpreter_text(finished(None, None)) == ("", ToolStatus.OK)
+
+
+# ------------------------------------------------------------------------------------------ what is sent
+class Recorder:
+    def __init__(self, answers):
+        self.answers = list(answers)
+        self.calls = []
+
+    def __call__(self, url, code, **kwargs):
+        self.calls.append((url, code, kwargs))
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def test_run_sends_the_prepared_code_with_the_configured_limits(monkeypatch):
+    recorder = Recorder([finished("42\n")])
+    monkeypatch.setattr(tool_module, "run_code", recorder)
+    interpreter = CodeInterpreter(ToolConfig(url="http://sandbox:8080/run_code", run_timeout=30, memory_limit_mb=512))
+    result = interpreter.run("x = 6 * 7\nx")
+    assert (result.text, result.status) == ("42\n", ToolStatus.OK) and result.latency_s >= 0
+    url, code, kwargs = recorder.calls[0]
+    assert url == "http://sandbox:8080/run_code" and code == "x = 6 * 7\nprint(x)"
+    assert kwargs == {
+        "language": "python",
+        "run_timeout": 30,
+        "compile_timeout": 30,
+        "memory_limit_mb": 512,
+        "timeout": 70,  # compile + run + 10, as verl's client
+    }
+
+
+def test_busy_servers_are_retried_and_failures_become_no_output(monkeypatch):
+    monkeypatch.setattr(tool_module.time, "sleep", lambda s: None)
+    recorder = Recorder([SandboxClientError(504, "busy"), SandboxClientError(503, "full"), finished("ok")])
+    monkeypatch.setattr(tool_module, "run_code", recorder)
+    interpreter = CodeInterpreter(ToolConfig(url="http://x/run_code"))
+    assert interpreter.run("print(1)").text == "ok" and len(recorder.calls) == 3
+
+    recorder = Recorder([SandboxClientError(0, "cannot reach the sandbox")])
+    monkeypatch.setattr(tool_module, "run_code", recorder)
+    result = interpreter.run("print(1)")
+    assert (result.text, result.status) == (NO_OUTPUT, ToolStatus.ERROR) and len(recorder.calls) == 1
+
+    recorder = Recorder([SandboxClientError(504, "busy")] * 3)
+    monkeypatch.setattr(tool_module, "run_code", recorder)
+    assert interpreter.run("1").status is ToolStatus.ERROR and len(recorder.calls) == 3  # 3 attempts in all
+
+
+# ------------------------------------------------------------------------------------------ settings
+def test_settings_from_the_kits_files_and_verls_rollout_section(tmp_path):
+    cfg = settings.tool_config_from_file(settings.TOOL_CONFIG)
+    assert cfg == ToolConfig(url="http://localhost:8080/run_code", run_timeout=30, memory_limit_mb=1024)
+    assert settings.AGENT_LOOP_CONFIG.is_file()
+    assert "spo_helpers.verl_glue.agent_loop.verl_loop.SPOToolAgentLoop" in settings.AGENT_LOOP_CONFIG.read_text()
+    assert settings.agent_loop_options() == {"rewrite_prompt": True}
+
+    other = tmp_path / "tools.yaml"
+    other.write_text(
+        "tools:\n  - class_name: recipe.spo.spo_retool.CustomSandboxFusionTool\n"
+        "    config: {sandbox_fusion_url: 'http://h:1/run_code', default_timeout: 5, rate_limit: 4, type: native}\n"
+    )
+    assert settings.tool_config_from_file(other) == ToolConfig(
+        url="http://h:1/run_code", run_timeout=5, max_concurrency=4
+    )
+    other.write_text("tools:\n  - class_name: x\n    config: {type: native}\n")
+    with pytest.raises(ValueError, match="sandbox_fusion_url"):
+        settings.tool_config_from_file(other)
+
+    rollout = {
+        "response_length": 8192,
+        "multi_turn": {"max_assistant_turns": 8, "max_user_turns": None, "max_tool_response_length": 256},
+    }
+    turn = settings.turn_config_from_rollout(rollout)
+    assert turn == TurnConfig(response_length=8192, max_assistant_turns=8, max_user_turns=None)
+
+
+# ------------------------------------------------------------------------------------------ a real sandbox
+@pytest.fixture(scope="module")
+def sandbox_url():
+    from spo_helpers.errors import UserError
+    from spo_helpers.sandbox import SandboxLimits, local_sandbox
+
+    try:
+        with local_sandbox(SandboxLimits(workers=2), mode="thread") as url:
+            yield url
+    except UserError as err:
+        pytest.skip(f"no local sandbox here: {err}")
+
+
+def test_a_rollout_against_the_local_sandbox(sandbox_url):
+    interpreter = CodeInterpreter(ToolConfig(url=sandbox_url, run_timeout=2))
+    assert interpreter.run("x = 6 * 7\nx").text == "42\n"
+    failed = interpreter.run("print('before')\n1 / 0")
+    assert failed.status is ToolStatus.FAILED
+    assert failed.text.startswith("before\n") and "ZeroDivisionError" in failed.text
+    timed_out = interpreter.run("while True:\n    pass\nprint('never')")
+    assert (timed_out.text, timed_out.status) == (NO_OUTPUT, ToolStatus.TIMEOUT)
+
+    tok = CharTokenizer()
+    first = "<code>\n```python\nsum(range(10))\n```\n</code>"
+    model = ScriptedModel([first, "\\boxed{45}"], tok)
+    turns = ToolTurns(tok.encode("<user>q</user>"), TurnConfig(response_length=400), tok, interpreter.extract)
+    result = asyncio.run(run_turns(turns, model, interpreter))
+    assert tok.decode(result.response_ids) == first + interpreter_block("45\n") + "\\boxed{45}"
+    assert result.metrics.tool_calls == 1 and result.metrics.sandbox_seconds > 0

@@ -184,9 +184,7 @@ def stage_outputs(cfg: PipelineConfig, stage: str) -> list[Path]:
     """Files whose presence means the stage finished."""
     layout = cfg.layout
     if stage == "01_split":
-        from spo_helpers.split import MANIFEST_NAME  # imports pandas: not at `spo pipeline --help`
-
-        return [layout.splits / MANIFEST_NAME]
+        return [layout.split_manifest]
     if stage == "02_estimate":
         return [layout.estimation_run(i).estimation_dump for i in range(cfg.num_subsets)]
     if stage == "03_merge":

@@ -33,12 +33,12 @@ from spo_helpers.formats.datasets import (
     schema_frame,
 )
 from spo_helpers.formats.keys import duplicates as duplicate_keys_of
-from spo_helpers.formats.layout import SUBSET_GLOB, subset_file_name, subset_files, subset_index
+from spo_helpers.formats.layout import SPLIT_MANIFEST, SUBSET_GLOB, subset_file_name, subset_files, subset_index
 
 DEFAULT_DATASET = "open-r1/DAPO-Math-17k-Processed"
 DEFAULT_DATASET_CONFIG = "en"  # the official script hard-codes config "en" for this dataset
 DEFAULT_NUM_SUBSETS = 5
-MANIFEST_NAME = "split_manifest.json"
+MANIFEST_NAME = SPLIT_MANIFEST
 MANIFEST_VERSION = 1
 
 

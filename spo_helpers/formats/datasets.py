@@ -70,7 +70,7 @@ def _table_from_rows(rows: list[Any], path: Path) -> pa.Table:
 
 def _read_jsonl(path: Path) -> pa.Table:
     rows = []
-    for lineno, line in enumerate(read_utf8(path).splitlines(), start=1):
+    for lineno, line in enumerate(read_utf8(path).split("\n"), start=1):  # JSON may hold a raw U+2028
         if not line.strip():
             continue
         try:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from spo_helpers.errors import UserError
+from spo_helpers.formats.atomic import read_utf8
 from spo_helpers.formats.keys import dump_key
 
 BAD_LINE_REASONS = {
@@ -101,26 +102,25 @@ def read_dump(
     bad: Counter[str] = Counter()
     lines = 0
     try:
-        handle = path.open(encoding="utf-8")
+        text = read_utf8(path)
     except FileNotFoundError:
         raise UserError(f"{path}: dump file not found") from None
-    with handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            lines += 1
-            parsed = parse_line(line)
-            if isinstance(parsed, str):
-                if not skip_bad_lines:
-                    advice = fix or "fix the line or pass --skip_bad_lines to skip it"
-                    raise UserError(f"{path}:{lineno}: {BAD_LINE_REASONS[parsed]}; {advice}")
-                bad[parsed] += 1
-                continue
-            key, score, item = parsed
-            keys.append(key)
-            scores.append(score)
-            for name in keep:
-                fields[name].append(item.get(name))
+    for lineno, line in enumerate(text.split("\n"), start=1):  # not splitlines(): JSON may hold a raw U+2028
+        if not line.strip():
+            continue
+        lines += 1
+        parsed = parse_line(line)
+        if isinstance(parsed, str):
+            if not skip_bad_lines:
+                advice = fix or "fix the line or pass --skip_bad_lines to skip it"
+                raise UserError(f"{path}:{lineno}: {BAD_LINE_REASONS[parsed]}; {advice}")
+            bad[parsed] += 1
+            continue
+        key, score, item = parsed
+        keys.append(key)
+        scores.append(score)
+        for name in keep:
+            fields[name].append(item.get(name))
     return DumpFile(path=path, keys=keys, scores=scores, lines=lines, bad=dict(bad), fields=fields)
 
 

@@ -29,6 +29,9 @@ PIPELINE_RECORD = "pipeline.json"
 ESTIMATION_DUMP = "0.jsonl"
 """A validation-only run dumps its one validation pass as step 0."""
 
+SPLIT_MANIFEST = "split_manifest.json"
+"""Written by ``spo split`` beside the subsets: the source, the row ranges and each subset's SHA-256."""
+
 SUBSET_GLOB = "subset_*.parquet"
 _SUBSET_RE = re.compile(r"^subset_(\d+)\.parquet$")
 
@@ -139,6 +142,10 @@ class PipelineLayout:
     @property
     def splits(self) -> Path:
         return self.root / "splits"
+
+    @property
+    def split_manifest(self) -> Path:
+        return self.splits / SPLIT_MANIFEST
 
     @property
     def runs(self) -> Path:

@@ -341,3 +341,14 @@ def test_cli_errors_exit_2(tmp_path, capsys):
     assert "no dump files" in capsys.readouterr().err
     assert main([*args, "--skip_bad_lines", "--dataset", str(tmp_path / "missing.parquet")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_dump_lines_with_unicode_line_separators_and_bad_encoding(tmp_path):
+    """verl writes JSON with ensure_ascii=False: a raw U+2028 inside a string stays one line; non-UTF-8 is named."""
+    line = json.dumps({"prompt_key": "q\u2028r", "score": 1.0, "output": "a\u2028b\x85c"}, ensure_ascii=False)
+    write_dump(tmp_path, 0, [line + "\n"])
+    assert merge(tmp_path).values == {"q\u2028r": [1.0]}
+    folder = tmp_path / "offline_value_estimation_subset_0" / "validation_data"
+    (folder / "0.jsonl").write_bytes(b'{"prompt_key": "caf\xe9", "score": 1.0}\n')
+    with pytest.raises(UserError, match=r"0.jsonl: not UTF-8 text \(invalid byte at offset"):
+        merge(tmp_path)

@@ -2,11 +2,13 @@
 
 ``axes``: None (a new figure), an Axes (one-panel figures) or a sequence of Axes, one per panel the function
 draws (``panels`` in its docstring). A frame with no usable rows raises ``MissingData``. Several runs of one
-method (seeds) are drawn as their mean with a band: ``band="sd"`` (mean ± sd) or ``"range"`` (min-max).
+method (seeds) are drawn as their mean with a band: ``band="sd"`` (mean ± sd) or ``"range"`` (min-max). What a
+figure leaves out (rows without values, metrics asked for but absent) is reported through ``logging``.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
@@ -18,6 +20,8 @@ from matplotlib.ticker import MaxNLocator, NullFormatter, PercentFormatter, Scal
 
 from spo_helpers.analysis.paper import PAPER_RATIO, PAPER_ZERO_ADV_BAND
 from spo_helpers.errors import MissingData
+
+logger = logging.getLogger(__name__)
 
 METHOD_COLORS = {"GRPO": "#4C72B0", "SPO": "#DD8452"}
 X_LABELS = {"step": "training step", "samples": "generated samples", "tokens": "generated response tokens"}
@@ -57,6 +61,8 @@ def _require(frame: pd.DataFrame | None, columns: Sequence[str], what: str) -> p
     rows = frame.dropna(subset=list(columns))
     if rows.empty:
         raise MissingData(f"{what}: no rows with {', '.join(columns)}")
+    if len(rows) < len(frame):
+        logger.debug("%s: left out %d of %d rows without %s", what, len(frame) - len(rows), len(frame), columns)
     return rows
 
 
@@ -147,9 +153,12 @@ def plot_learning_curves(
     one panel per metric, GRPO vs SPO with seed bands. panels: one per metric."""
     rows = _require(curves, ["step", x, "metric", "value"], f"learning curves vs {x}")
     names = list(metrics) if metrics is not None else list(dict.fromkeys(rows["metric"]))
-    names = [m for m in names if (rows["metric"] == m).any()]
+    absent = [m for m in names if not (rows["metric"] == m).any()]
+    names = [m for m in names if m not in absent]
     if not names:
         raise MissingData(f"learning curves vs {x}: none of the metrics {metrics} present")
+    if absent:
+        logger.info("learning curves vs %s: no %s in the data, drawn without", x, ", ".join(absent))
     fig, ax = _panels(axes, len(names), width=3.8)
     for panel, name in zip(ax, names, strict=True):
         _lines(panel, rows[rows["metric"] == name], x, "value", band)

@@ -1,0 +1,401 @@
+"""The analysis figures, one builder per figure: what ``spo figures`` writes is what notebook 05 shows.
+
+    from spo_helpers.analysis import figure_set as F
+    data = F.RunData.from_paths(["runs/demo"])  # the runs' frames, loaded once, on first use
+    zero = F.zero_advantage_figure(data)  # zero.figure, zero.table (the CSV behind it), zero.stem
+
+Each builder takes a ``RunData`` and returns a ``BuiltFigure``: the stem of its files, the figure and the table
+it draws. A figure the data does not support comes back with ``figure`` None and the reason in ``skipped``:
+builders never raise ``MissingData``, so a notebook cell shows the reason instead of failing. ``FIGURES`` lists
+every figure in file order with its builder and arguments; ``spo figures`` (``spo_helpers.figures``) builds
+exactly these and notebook 05 calls the same builders by name, so the two cannot draw different things.
+``result_tables`` gives the results table (the paper's layout) and the validation table behind it.
+
+A built figure is detached from pyplot (nothing piles up over many builds); in a notebook, a ``BuiltFigure``
+as a cell's value displays its figure, or the reason it was skipped.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from spo_helpers.analysis.baselines import (
+    advantage_values,
+    advantage_variance,
+    reliability,
+    rho_drift,
+    rho_drift_summary,
+    zero_advantage_share,
+)
+from spo_helpers.analysis.curriculum import curriculum, visits_per_prompt
+from spo_helpers.analysis.metrics import load_runs, metric_series
+from spo_helpers.analysis.runs import RUN_COLUMNS, RunInfo, collect, find_runs
+from spo_helpers.analysis.steps import (
+    find_offline_values,
+    load_offline_values,
+    load_prompts,
+    load_steps,
+    load_tracker_snapshots,
+)
+from spo_helpers.analysis.validation import learning_curves, results_table, validation_table
+from spo_helpers.core.metric_names import ZERO_ADV_FRAC
+from spo_helpers.errors import MissingData
+
+logger = logging.getLogger(__name__)
+
+THROUGHPUT_SWEEP = {"group_sizes": (4, 8, 16), "batch_sizes": (256, 1024), "tails": (0.25, 0.5, 0.75, 1.0, 1.5)}
+"""The grid of the throughput-sweep figure (lognormal tail weight sigma), simulated for ``THROUGHPUT_STEPS``."""
+THROUGHPUT_STEPS = 20
+
+
+# ---------------------------------------------------------------------------------------------- the runs' data
+class RunData:
+    """The runs' frames, each loaded once on first use; runs lacking a file are noted, not fatal.
+
+    ``roots`` are the folders given (run or pipeline folders; the offline values are looked up from them).
+    A frame no run has raises ``MissingData`` (``optional`` returns None instead).
+    """
+
+    def __init__(self, runs: list[RunInfo], roots: Sequence[Path]) -> None:
+        self.runs = runs
+        self.roots = list(roots)
+        self.notes: list[str] = []
+
+    @classmethod
+    def from_paths(cls, paths: Iterable[str | os.PathLike] | str | os.PathLike) -> RunData:
+        """The training runs under ``paths`` (run folders or pipeline folders), as ``find_runs`` finds them."""
+        roots = [Path(paths)] if isinstance(paths, str | os.PathLike) else [Path(p) for p in paths]
+        return cls(find_runs(roots), roots)
+
+    def note(self, text: str) -> None:
+        """Record something left out of a figure (once, however often the figure is built)."""
+        if text not in self.notes:
+            self.notes.append(text)
+            logger.debug("%s", text)
+
+    def summary(self) -> pd.DataFrame:
+        """One row per run: its label, method, seed and kind (``kit`` or ``official``)."""
+        rows = [
+            {"run": r.title, "method": r.method, "seed": r.seed, "kind": r.kind, "path": str(r.path)} for r in self.runs
+        ]
+        return pd.DataFrame(rows, columns=["run", "method", "seed", "kind", "path"])
+
+    def _collect(self, loader: Callable[[RunInfo], pd.DataFrame], what: str) -> pd.DataFrame:
+        frame, missing = collect(self.runs, loader)
+        if missing and not frame.empty:
+            self.note(f"{what}: left out {', '.join(sorted(missing))} (missing)")
+        if frame.empty:
+            raise MissingData(f"no run has {what}")
+        return frame
+
+    @cached_property
+    def metrics(self) -> pd.DataFrame:
+        missing: dict[str, str] = {}
+        frame = load_runs(self.runs, missing=missing)
+        if missing:
+            self.note(f"metrics: left out {', '.join(sorted(missing))} (no metrics.jsonl or tensorboard)")
+        return frame
+
+    @cached_property
+    def validation_all_steps(self) -> pd.DataFrame:
+        """Every validation step at k = n (empty without dumps: curves then use the logged ``val-core`` keys)."""
+        try:
+            return validation_table(self.runs, ks="n")
+        except MissingData:
+            return pd.DataFrame()
+
+    @cached_property
+    def validation_last(self) -> pd.DataFrame:
+        """Each run's last validation step at the default ks."""
+        return validation_table(self.runs, ks=None, steps="last")
+
+    @cached_property
+    def curves(self) -> pd.DataFrame:
+        """``learning_curves`` of the metrics and the validation dumps (every step)."""
+        return learning_curves(self.metrics, self.validation_all_steps)
+
+    @cached_property
+    def steps(self) -> pd.DataFrame:
+        return self._collect(load_steps, "steps.jsonl")
+
+    @cached_property
+    def prompts(self) -> pd.DataFrame:
+        return self._collect(load_prompts, "prompts.parquet")
+
+    @cached_property
+    def snapshots(self) -> pd.DataFrame:
+        return self._collect(load_tracker_snapshots, "tracker snapshots")
+
+    def optional(self, name: str) -> pd.DataFrame | None:
+        """The frame ``name`` (``steps``, ``prompts``, ``snapshots``), or None when no run has it."""
+        try:
+            return getattr(self, name)
+        except MissingData:
+            return None
+
+    @cached_property
+    def offline(self) -> pd.DataFrame | None:
+        """Offline values p̂0 from ``offline_values.json`` near the roots, else from the first run's prompts."""
+        path = find_offline_values(self.roots)
+        if path is not None:
+            return load_offline_values(path)
+        prompts = self.optional("prompts")
+        if prompts is not None and prompts.get("has_offline_values", pd.Series(dtype=bool)).any():
+            first = prompts[prompts["run"] == prompts["run"].iloc[0]]
+            return first[first["has_offline_values"]][["prompt_key", "p_hat0"]]
+        return None
+
+    def metric(self, key: str, name: str = "value") -> pd.DataFrame:
+        return metric_series(self.metrics, key, name)
+
+
+# ---------------------------------------------------------------------------------------------- built figures
+@dataclass
+class BuiltFigure:
+    """One figure: its file stem, the figure and its table, or (``figure`` None) why it was skipped."""
+
+    stem: str
+    figure: Any = None
+    table: pd.DataFrame | None = None
+    skipped: str | None = None
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import Markdown, display
+
+        if self.figure is None:
+            display(Markdown(f"*{self.stem}: skipped, {self.skipped}*"))
+        else:
+            display(self.figure)
+
+
+def figure_builder(stem: str) -> Callable[[Callable[..., tuple[Any, pd.DataFrame]]], Callable[..., BuiltFigure]]:
+    """Turn ``draw(data, ...) -> (figure, table)`` into a builder returning a ``BuiltFigure``.
+
+    ``stem`` may name the builder's arguments (``"02_learning_curves_{x}"``). ``MissingData`` becomes a skipped
+    figure; a drawn figure is closed in pyplot (it can still be saved and displayed).
+    """
+
+    def decorate(draw: Callable[..., tuple[Any, pd.DataFrame]]) -> Callable[..., BuiltFigure]:
+        signature = inspect.signature(draw)
+
+        @functools.wraps(draw)
+        def build(*args: Any, **kwargs: Any) -> BuiltFigure:
+            import matplotlib.pyplot as plt
+
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            name = stem.format(**bound.arguments)
+            try:
+                fig, table = draw(*args, **kwargs)
+            except MissingData as err:
+                logger.debug("%s skipped: %s", name, err)
+                return BuiltFigure(name, skipped=str(err))
+            plt.close(fig)
+            return BuiltFigure(name, fig, table)
+
+        return build
+
+    return decorate
+
+
+def _first_spo(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the first SPO run in ``frame`` (or of its first run when there is no SPO run)."""
+    runs = frame.loc[frame["method"] == "SPO", "run"] if (frame["method"] == "SPO").any() else frame["run"]
+    return frame[frame["run"] == runs.iloc[0]]
+
+
+# ---------------------------------------------------------------------------------------------- builders
+@figure_builder("01_value_distributions")
+def value_distributions_figure(data: RunData):
+    """Offline p̂0 (histogram, ECDF) and the first SPO run's tracker p̂ at up to six snapshot steps."""
+    from spo_helpers.analysis.plots import pick_steps, plot_value_distributions
+
+    snapshots = data.optional("snapshots")
+    if snapshots is not None:
+        snapshots = _first_spo(snapshots)
+        snapshots = snapshots[snapshots["step"].isin(pick_steps(snapshots["step"].unique()))]
+    fig = plot_value_distributions(data.offline, snapshots)
+    parts = []
+    if data.offline is not None:
+        parts.append(data.offline.assign(source="offline"))
+    if snapshots is not None:
+        parts.append(snapshots.assign(source="tracker"))
+    return fig, pd.concat(parts, ignore_index=True)
+
+
+@figure_builder("02_learning_curves_{x}")
+def learning_curves_figure(data: RunData, x: str = "step"):
+    """Training reward and validation mean@n / maj@n / pass@n against ``x``: step, samples or tokens."""
+    from spo_helpers.analysis.plots import plot_learning_curves
+
+    curves = data.curves
+    if curves.empty:
+        raise MissingData("no training reward or validation metrics")
+    rows = curves.dropna(subset=[x])
+    if rows.empty:
+        raise MissingData(f"no {x} counts logged (official runs log steps only)")
+    return plot_learning_curves(rows, x=x), rows
+
+
+@figure_builder("03_zero_advantage")
+def zero_advantage_figure(data: RunData):
+    """Share of zero-advantage samples per step: the logged ``kit/zero_adv_frac``, else from steps.jsonl."""
+    from spo_helpers.analysis.plots import plot_zero_advantage
+
+    logged = data.metric(ZERO_ADV_FRAC, "zero_adv_frac")[[*RUN_COLUMNS, "step", "zero_adv_frac"]]
+    steps = data.optional("steps")
+    if steps is not None:
+        derived = zero_advantage_share(steps)
+        logged = pd.concat([logged, derived[~derived["run"].isin(logged["run"])]], ignore_index=True)
+    if logged.empty:
+        raise MissingData(f"neither {ZERO_ADV_FRAC} nor steps.jsonl advantages")
+    return plot_zero_advantage(logged), logged
+
+
+@figure_builder("04_advantages")
+def advantages_figure(data: RunData):
+    """Advantage variance before / after normalisation (steps.jsonl, else the logged ``kit/adv_var_*``) and,
+    from steps.jsonl, the advantage distributions."""
+    from spo_helpers.analysis.plots import plot_advantages
+
+    steps = data.optional("steps")
+    frames = []
+    if steps is not None:
+        frames.append(advantage_variance(steps))
+    for stage, key in (("before norm", "kit/adv_var_before_norm"), ("after norm", "kit/adv_var_after_norm")):
+        logged = data.metric(key, "variance").assign(stage=stage)[[*RUN_COLUMNS, "step", "stage", "variance"]]
+        done = set(frames[0]["run"]) if frames else set()
+        frames.append(logged[~logged["run"].isin(done)])
+    variance = pd.concat(frames, ignore_index=True)
+    if variance.empty:
+        raise MissingData("no advantages in steps.jsonl nor kit/adv_var_* metrics")
+    values = advantage_values(steps) if steps is not None else None
+    fig = plot_advantages(variance, values)
+    parts = [variance.assign(panel="variance")]
+    if values is not None:
+        parts.append(values.assign(panel="values"))
+    return fig, pd.concat(parts, ignore_index=True)
+
+
+@figure_builder("05_reliability")
+def reliability_figure(data: RunData):
+    """Reliability diagram of the tracker's p̂ against the observed reward, with the logged Brier score."""
+    from spo_helpers.analysis.plots import plot_reliability
+
+    bins = reliability(data.steps.dropna(subset=["p_hat"]))
+    calibration = data.metric("kit/calibration/brier", "brier")
+    return plot_reliability(bins, calibration if not calibration.empty else None), bins
+
+
+@figure_builder("06_rho_drift")
+def rho_drift_figure(data: RunData):
+    """SPO's ρ and drift D per step window, the ρ clip ratio and visits per prompt (SPO runs only)."""
+    from spo_helpers.analysis.plots import plot_rho_drift
+
+    samples = rho_drift(data.steps)
+    spo_runs = set(samples["run"])
+    clip = data.metric("spo/rho_clip_ratio")
+    clip = clip[clip["run"].isin(spo_runs)]
+    snapshots = data.optional("snapshots")
+    snapshots = snapshots[snapshots["run"].isin(spo_runs)] if snapshots is not None else None
+    spo_steps = data.steps[data.steps["run"].isin(spo_runs)]
+    visits = visits_per_prompt(spo_steps, snapshots, data.optional("prompts"))
+    fig = plot_rho_drift(samples, clip if not clip.empty else None, visits)
+    return fig, rho_drift_summary(samples)
+
+
+@figure_builder("07_curriculum")
+def curriculum_figure(data: RunData):
+    """Share of sampled prompts per difficulty bin over training, per method."""
+    from spo_helpers.analysis.plots import plot_curriculum
+
+    frame = curriculum(data.steps, data.prompts)
+    left_out = set(data.steps["run"]) - set(frame["run"])
+    if left_out:
+        data.note(f"07_curriculum: left out {', '.join(sorted(left_out))} (no prompts.parquet)")
+    return plot_curriculum(frame), frame
+
+
+@figure_builder("08_throughput_sweep")
+def throughput_sweep_figure(data: RunData | None = None):
+    """Simulated SPO/GRPO rollout throughput ratio against the tail weight over ``THROUGHPUT_SWEEP`` (no run
+    data needed; ``data`` is taken for a uniform signature)."""
+    from spo_helpers.analysis.plots import plot_throughput_sweep
+    from spo_helpers.analysis.throughput import SimConfig
+    from spo_helpers.analysis.throughput_sweep import sweep
+
+    frame = sweep(SimConfig(steps=THROUGHPUT_STEPS), **THROUGHPUT_SWEEP)
+    return plot_throughput_sweep(frame), frame
+
+
+# ---------------------------------------------------------------------------------------------- the set
+@dataclass(frozen=True)
+class FigureSpec:
+    """One figure of the set: its file stem, what it shows, its builder and the builder's arguments."""
+
+    stem: str
+    description: str
+    builder: Callable[..., BuiltFigure]
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    simulation: bool = False  # drawn from the throughput simulation, not from the runs
+
+    def build(self, data: RunData) -> BuiltFigure:
+        return self.builder(data, **self.kwargs)
+
+
+FIGURES: tuple[FigureSpec, ...] = (
+    FigureSpec(
+        "01_value_distributions",
+        "offline p̂0 (histogram, ECDF) and the tracker's p̂ over training",
+        value_distributions_figure,
+    ),
+    FigureSpec(
+        "02_learning_curves_step",
+        "training reward and validation mean@n / maj@n / pass@n vs step",
+        learning_curves_figure,
+        {"x": "step"},
+    ),
+    FigureSpec("02_learning_curves_samples", "the same vs generated samples", learning_curves_figure, {"x": "samples"}),
+    FigureSpec(
+        "02_learning_curves_tokens", "the same vs generated response tokens", learning_curves_figure, {"x": "tokens"}
+    ),
+    FigureSpec(
+        "03_zero_advantage", "share of zero-advantage samples, GRPO vs SPO (paper's 60-80% band)", zero_advantage_figure
+    ),
+    FigureSpec("04_advantages", "advantage variance and distributions before / after normalisation", advantages_figure),
+    FigureSpec(
+        "05_reliability",
+        "reliability diagram of p̂ vs observed reward, with counts and the Brier score",
+        reliability_figure,
+    ),
+    FigureSpec("06_rho_drift", "SPO's ρ and drift D over training, ρ clip ratio, visits per prompt", rho_drift_figure),
+    FigureSpec("07_curriculum", "share of sampled prompts per difficulty bin over training", curriculum_figure),
+    FigureSpec(
+        "08_throughput_sweep",
+        "simulated SPO/GRPO throughput ratio vs tail weight (paper: 4.35x)",
+        throughput_sweep_figure,
+        simulation=True,
+    ),
+)
+FIGURE_STEMS: dict[str, str] = {spec.stem: spec.description for spec in FIGURES}
+"""Stem -> what the figure shows, in file order."""
+
+
+def result_tables(data: RunData) -> dict[str, pd.DataFrame]:
+    """``results_table`` (the paper's layout from each run's last validation step, percent, mean over runs) and
+    ``validation_table`` (every validation statistic behind it and the curves). Raises ``MissingData`` without
+    validation dumps."""
+    results = results_table(data.validation_last)
+    validation = pd.concat([data.validation_last, data.validation_all_steps], ignore_index=True)
+    validation = validation.drop_duplicates([*RUN_COLUMNS, "step", "data_source", "metric", "k"])
+    return {"results_table": results, "validation_table": validation}

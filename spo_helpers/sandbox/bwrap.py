@@ -89,7 +89,11 @@ def mount_arguments(read_only: Sequence[str], tmpfs_bytes: int) -> list[str]:
             args += ["--ro-bind", top, top]
     for path in _ETC_FILES:
         args += ["--ro-bind-try", path, path]
-    made: set[str] = set()
+    # The private tmpfs folders first: an interpreter installed under /tmp (a CI clone's venv) is bound on top.
+    args += ["--proc", "/proc", "--dev", "/dev"]
+    args += ["--perms", "1777", "--size", str(tmpfs_bytes), "--tmpfs", WORKDIR]
+    args += ["--perms", "1777", "--size", str(tmpfs_bytes), "--tmpfs", "/dev/shm"]
+    made: set[str] = {WORKDIR, "/dev", "/dev/shm", "/proc"}
     for path in read_only:
         # bwrap makes missing parent folders mode 0700: make them traversable for the code's uid.
         parts = Path(path).parts
@@ -99,9 +103,6 @@ def mount_arguments(read_only: Sequence[str], tmpfs_bytes: int) -> list[str]:
                 made.add(parent)
                 args += ["--perms", "0755", "--dir", parent]
         args += ["--ro-bind", path, path]
-    args += ["--proc", "/proc", "--dev", "/dev"]
-    args += ["--perms", "1777", "--size", str(tmpfs_bytes), "--tmpfs", WORKDIR]
-    args += ["--perms", "1777", "--size", str(tmpfs_bytes), "--tmpfs", "/dev/shm"]
     return args
 
 

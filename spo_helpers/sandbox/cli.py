@@ -121,17 +121,23 @@ def _watch_parent(pid: int, stop: threading.Event, shutdown: Callable[[], None])
             pass
 
 
-def serve(args: argparse.Namespace, limits: SandboxLimits) -> int:
+def open_sandbox(args: argparse.Namespace, limits: SandboxLimits):
+    """The ``Sandbox`` the command-line options describe (a context manager)."""
     from spo_helpers.sandbox.jail import Sandbox
-    from spo_helpers.sandbox.server import make_server
 
-    with Sandbox(
+    return Sandbox(
         limits,
         python=args.python,
         read_only=args.read_only,
         unsafe_no_isolation=args.unsafe_no_isolation,
         bwrap_path=args.bwrap,
-    ) as sandbox:
+    )
+
+
+def serve(args: argparse.Namespace, limits: SandboxLimits) -> int:
+    from spo_helpers.sandbox.server import make_server
+
+    with open_sandbox(args, limits) as sandbox:
         try:
             httpd = make_server(sandbox, args.host, args.port)
         except OSError as err:
@@ -161,7 +167,6 @@ def serve(args: argparse.Namespace, limits: SandboxLimits) -> int:
 def check(args: argparse.Namespace, limits: SandboxLimits) -> int:
     from spo_helpers.errors import UserError
     from spo_helpers.sandbox.check import format_report, run_checks
-    from spo_helpers.sandbox.jail import Sandbox
 
     if args.unsafe_no_isolation:
         raise UserError(
@@ -169,13 +174,7 @@ def check(args: argparse.Namespace, limits: SandboxLimits) -> int:
             "--unsafe-no-isolation they would hit this machine, and there is no isolation to check"
         )
     start = time.monotonic()
-    with Sandbox(
-        limits,
-        python=args.python,
-        read_only=args.read_only,
-        unsafe_no_isolation=args.unsafe_no_isolation,
-        bwrap_path=args.bwrap,
-    ) as sandbox:
+    with open_sandbox(args, limits) as sandbox:
         results = run_checks(sandbox)
         print(format_report(sandbox, results))
     print(f"  ({time.monotonic() - start:.1f} s)")

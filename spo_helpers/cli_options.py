@@ -74,6 +74,13 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--preset", choices=PRESETS, default=None, help="default from backend")
     parser.add_argument("--seed", type=int, default=env_int("SEED") or 0)
+    parser.add_argument(
+        "--tools",
+        choices=("sandbox", "none"),
+        default=os.environ.get("TOOLS") or None,
+        help="TOOLS: sandbox (tool-integrated reasoning, code run in the sandbox) or none (math only); "
+        "default: the preset's (official, paper: sandbox; cpu: none)",
+    )
     parser.add_argument("--assets", default=None, help="where the CPU world is cached (default: runs/_assets)")
     parser.add_argument("--dry-run", action="store_true", help="print the verl config and command")
     parser.add_argument("overrides", nargs="*", help="free Hydra overrides passed to verl (key=value)")

@@ -10,6 +10,8 @@ prompt key, only the response token ids (int32) and those log-probs (float32),
 the current batch (the prompt is being revisited). Memory is bounded by
 ``max_tokens``: beyond it the least recently visited prompts are evicted, and an
 evicted prompt's next visit counts as a first visit (D = 0, ρ = ρ_max).
+A NaN log-prob marks a stored token the policy did not sample (a tool's output in a
+multi-turn response): it is part of the response but not of D's average.
 """
 
 from __future__ import annotations

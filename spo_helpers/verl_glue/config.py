@@ -36,11 +36,15 @@ from omegaconf import DictConfig, OmegaConf
 from spo_helpers.backends import BACKENDS, DEVICES, PRESETS
 from spo_helpers.errors import UserError
 from spo_helpers.formats.layout import RunLayout, estimation_exp_name, training_exp_name
+from spo_helpers.verl_glue.agent_loop.settings import agent_loop_file
 from spo_helpers.verl_glue.ray_cpu.settings import apply_required_settings, is_ray_cpu, ray_cpu_overrides
 
 CONFIG_NAME = "kit_trainer"
 METHODS = ("GRPO", "SPO", "EVAL")
-GROUPS = ("preset", "method", "preset_method")
+GROUPS = ("preset", "method", "preset_method", "agent", "preset_agent")
+TOOLS = ("sandbox", "none")
+"""``--tools``: tool-integrated reasoning through the sandbox (config option ``agent=tools``) or math only."""
+TOOLS_AGENT = {"sandbox": "tools", "none": "none"}
 RUN_PARTS = ("checkpoints", "validation_data", "rollout_data", "tensorboard")
 """The run-folder entries the config names (``${spo.run_path:<run_dir>,<part>}``)."""
 
@@ -92,6 +96,7 @@ RESOLVERS = {
     "spo.micro_batch": _micro_batch,
     "spo.add": lambda a, b: a + b,
     "spo.mul": lambda a, b: a * b,
+    "spo.agent_loop_file": agent_loop_file,
 }
 
 
@@ -132,10 +137,13 @@ class RunSpec:
     val_before_train: bool | None = None
     total_steps: int | None = None
     seed: int = 0
+    tools: str | None = None  # sandbox | none; default: the preset's (official, paper: sandbox; cpu: none)
     overrides: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.method = self.method.upper()
+        if self.tools is not None and self.tools not in TOOLS:
+            raise UserError(f"--tools must be one of {', '.join(TOOLS)}, got {self.tools!r}")
         if self.method not in METHODS:
             raise UserError(f"METHOD must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.preset not in PRESETS:
@@ -158,6 +166,11 @@ class RunSpec:
             )
 
     @property
+    def uses_tools(self) -> bool:
+        """Whether the run is tool-integrated: ``tools``, else the preset's default."""
+        return (self.tools or preset_default_tools(self.preset)) == "sandbox"
+
+    @property
     def ray_cpu(self) -> bool:
         """The ray backend's CPU mode: verl's Ray workers on CPU (``--backend ray --device cpu``)."""
         return self.backend == "ray" and self.device == "cpu"
@@ -177,13 +190,28 @@ def _list(values) -> str:
 
 
 def group_overrides(spec: RunSpec) -> list[str]:
-    """The config-group choices: ``preset=<preset> method=<method>``."""
-    return [f"preset={spec.preset}", f"method={spec.method.lower()}"]
+    """The config-group choices: ``preset=<preset> method=<method>`` and ``agent=<...>`` when tools are chosen."""
+    out = [f"preset={spec.preset}", f"method={spec.method.lower()}"]
+    if spec.tools is not None:
+        out.append(f"agent={TOOLS_AGENT[spec.tools]}")
+    return out
 
 
 def group_file(group: str, option: str) -> Path:
     """``config/<group>/<option>.yaml``."""
     return CONFIG_DIR / group / f"{option}.yaml"
+
+
+def preset_default_tools(preset: str) -> str:
+    """``sandbox`` or ``none``: the ``/agent`` option in the preset's defaults list (or the preset it extends)."""
+    defaults = OmegaConf.load(group_file("preset", preset)).get("defaults") or []
+    for entry in defaults:
+        if isinstance(entry, str) and entry != "_self_":
+            return preset_default_tools(entry)
+        if hasattr(entry, "get") and entry.get("/agent") is not None:
+            agent = str(entry.get("/agent"))
+            return next(tool for tool, option in TOOLS_AGENT.items() if option == agent)
+    return "none"
 
 
 def debug_overrides(spec: RunSpec) -> list[str]:

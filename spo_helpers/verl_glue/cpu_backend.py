@@ -11,6 +11,10 @@ on a small Hugging Face model: the PPO update and log-probs go through verl's ow
 Sampling draws from RNG states the worker owns (one for training rollouts, one for
 validation) and saves in its checkpoints, so a resumed run samples exactly what an
 uninterrupted one would.
+
+With ``rollout.multi_turn.enable`` the rollout is the tool agent loop
+(``agent_loop.cpu_server.run_tool_rollout``: the same turn logic verl's agent-loop workers
+run on GPU nodes), drawing from the same RNG states.
 """
 
 from __future__ import annotations
@@ -64,10 +68,24 @@ class CPURollout:
     """Sampling from a causal LM with ``generate()``, shaped as verl's rollout output."""
 
     def __init__(
-        self, module: torch.nn.Module, rollout_config: DictConfig, eos_token_id, pad_token_id: int, seed: int
+        self,
+        module: torch.nn.Module,
+        rollout_config: DictConfig,
+        eos_token_id,
+        pad_token_id: int,
+        seed: int,
+        *,
+        tokenizer=None,
+        data_config: DictConfig | None = None,
     ) -> None:
+        from spo_helpers.verl_glue.agent_loop.settings import ToolRolloutSettings
+
         self.module = module
         self.config = rollout_config
+        self.tokenizer = tokenizer
+        self.tools = ToolRolloutSettings.from_config(rollout_config, data_config)
+        if self.tools is not None and tokenizer is None:
+            raise ValueError("the tool agent loop needs the tokenizer")
         self.eos_ids = list(eos_token_id) if isinstance(eos_token_id, list | tuple) else [int(eos_token_id)]
         self.pad_token_id = int(pad_token_id)
         self.micro_batch_size = int(rollout_config.get("generate_micro_batch_size", None) or 256)
@@ -88,8 +106,54 @@ class CPURollout:
             kwargs["top_k"] = top_k if top_k > 0 else 0
         return ("val" if validate else "train"), kwargs
 
-    @torch.no_grad()
     def generate_sequences(self, prompts):
+        """One response per row: plain sampling, or the tool agent loop when multi-turn is on."""
+        if self.tools is not None:
+            return self._generate_with_tools(prompts)
+        return self._generate_single_turn(prompts)
+
+    def _generate_with_tools(self, prompts):
+        from verl import DataProto
+
+        from spo_helpers.verl_glue.agent_loop.cpu_server import (
+            non_tensor_fields,
+            pack_turn_results,
+            run_tool_rollout,
+        )
+        from spo_helpers.verl_glue.agent_loop.tool import CodeInterpreter
+
+        if "raw_prompt" not in prompts.non_tensor_batch:
+            raise ValueError("the tool agent loop reads each row's chat: set data.return_raw_chat=True")
+        stream, kwargs = self._sampling_kwargs(prompts.meta_info)
+        settings = self.tools
+        rollout = run_tool_rollout(
+            self.module,
+            self.tokenizer,
+            list(prompts.non_tensor_batch["raw_prompt"]),
+            config=settings.turns,
+            tool=CodeInterpreter(settings.tool),
+            rng_state=self.rng[stream],
+            sampling_kwargs=kwargs,
+            eos_token_id=self.eos_ids,
+            pad_token_id=self.pad_token_id,
+            prompt_length=settings.prompt_length,
+            rewrite_prompt=settings.rewrite_prompt,
+            chat_template_kwargs=settings.chat_template_kwargs,
+            micro_batch_size=self.micro_batch_size,
+        )
+        self.rng[stream] = rollout.rng_state
+        tensors = pack_turn_results(
+            rollout.results,
+            prompt_length=settings.prompt_length,
+            response_length=int(self.config.response_length),
+            pad_token_id=self.pad_token_id,
+        )
+        non_tensors = dict(prompts.non_tensor_batch)
+        non_tensors.update(non_tensor_fields(rollout.results))
+        return DataProto.from_dict(tensors=tensors, non_tensors=non_tensors)
+
+    @torch.no_grad()
+    def _generate_single_turn(self, prompts):
         from verl import DataProto
         from verl.utils.model import compute_position_id_with_mask
         from verl.utils.torch_functional import get_response_mask
@@ -193,7 +257,15 @@ class CPUActorRolloutWorkerGroup:
         generation = self.module.generation_config
         eos = generation.eos_token_id if generation.eos_token_id is not None else self.tokenizer.eos_token_id
         pad = generation.pad_token_id if generation.pad_token_id is not None else self.tokenizer.pad_token_id
-        self.rollout = CPURollout(self.module, self.config.rollout, eos, pad if pad is not None else eos, self.seed)
+        self.rollout = CPURollout(
+            self.module,
+            self.config.rollout,
+            eos,
+            pad if pad is not None else eos,
+            self.seed,
+            tokenizer=self.tokenizer,
+            data_config=self.full_config.get("data"),
+        )
 
     def _build_scheduler(self, optim_cfg: DictConfig):
         from verl.utils.torch_functional import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup

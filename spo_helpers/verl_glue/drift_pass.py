@@ -5,6 +5,11 @@
 y is the response sampled at x's previous visit, π_then the policy right after that visit's update (its
 log-probs were stored then), π_now the policy after this step's update. One ``compute_log_prob`` call scores
 this step's responses (stored for the next visit) and the rebuilt (prompt, previous response) sequences.
+
+With tools, a response mixes tokens the policy sampled (``response_mask`` 1) and interpreter output
+(``response_mask`` 0, attention 1). The store keeps every real token, so the rebuilt sequence is the one
+that was sampled, and NaN as the log-prob of interpreter tokens: D averages over the model's tokens only
+(docs/tools.md, "Which tokens the drift D averages over"). Single-turn responses have no such tokens.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ def previous_responses(
         ids, logp = store.get(keys[i])
         length = min(ids.size, width)
         responses[j, :length] = torch.from_numpy(ids[:length].astype(np.int64))
-        response_mask[j, :length] = 1
+        response_mask[j, :length] = 1  # every stored token is real: attention and scoring cover all of them
         stored.append(logp[:length])
     mask = torch.cat([prompt_mask, response_mask], dim=-1)
     data = DataProto.from_dict(
@@ -67,13 +72,22 @@ def drift_and_store(worker_group, store: ResponseStore, batch: DataProto, keys: 
     drift = np.zeros(size, dtype=np.float64)
     if previous is not None:
         now = log_probs[size:].numpy()
-        mask = previous.batch["response_mask"].numpy()
         then = np.zeros_like(now)
+        counted = np.zeros_like(now)
         for j, lp in enumerate(stored):
-            then[j, : lp.size] = lp
-        drift[revisit] = mean_abs_logprob_change(now, then, mask)
-    response_mask = batch.batch["response_mask"].bool()
+            then[j, : lp.size] = np.nan_to_num(lp, nan=0.0)
+            counted[j, : lp.size] = ~np.isnan(lp)  # the model's own tokens of the stored response
+        drift[revisit] = mean_abs_logprob_change(now, then, counted)
     for i, key in enumerate(keys):
-        valid = response_mask[i]
-        store.put(key, batch.batch["responses"][i][valid].numpy(), log_probs[i][valid].numpy())
+        ids, logp = stored_response(batch, i, log_probs[i])
+        store.put(key, ids, logp)
     return drift
+
+
+def stored_response(batch: DataProto, row: int, log_probs: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Row ``row``'s real response tokens and their log-probs, NaN where the interpreter wrote the token."""
+    width = batch.batch["responses"].shape[1]
+    real = batch.batch["attention_mask"][row, -width:].bool()
+    model = batch.batch["response_mask"][row].bool()
+    logp = torch.where(model, log_probs, torch.full_like(log_probs, float("nan")))
+    return batch.batch["responses"][row][real].numpy(), logp[real].numpy()

@@ -53,19 +53,21 @@ class GRPOTrainer(KitTrainerMixin, RayPPOTrainer):
         known = np.array([k in self.tracker for k in keys])
         metrics = grpo_diagnostics(rewards, uids, advantages)
         metrics.update(self._count_generation(batch))
+        metrics.update(self._tool_metrics(batch, rewards))
         known_keys = [k for k, ok in zip(keys, known, strict=True) if ok]
         p_hat = self.tracker.p_hat(known_keys) if known_keys else np.empty(0)
         metrics.update(calibration(p_hat, rewards[known]))
-        self.step_records.log(
-            self.global_steps,
-            {
-                "row": self.tracker.rows(known_keys).tolist() if known_keys else [],
-                "reward": rewards[known].tolist(),
-                "p_hat": p_hat.tolist(),
-                "advantage": advantages[known].tolist(),
-                "group": first_occurrence_codes(uids[known]).tolist(),
-            },
-        )
+        record = {
+            "row": self.tracker.rows(known_keys).tolist() if known_keys else [],
+            "reward": rewards[known].tolist(),
+            "p_hat": p_hat.tolist(),
+            "advantage": advantages[known].tolist(),
+            "group": first_occurrence_codes(uids[known]).tolist(),
+        }
+        calls = self._tool_calls(batch)
+        if calls is not None:
+            record["tool_calls"] = calls[known].tolist()
+        self.step_records.log(self.global_steps, record)
         if known_keys:
             self.tracker.update(known_keys, np.clip(rewards[known], 0.0, 1.0))
         return metrics

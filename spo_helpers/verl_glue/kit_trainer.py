@@ -19,7 +19,13 @@ import numpy as np
 import torch
 from verl import DataProto
 
-from spo_helpers.core.metric_names import RESPONSE_TOKENS_TOTAL, SAMPLES_TOTAL
+from spo_helpers.core.metric_names import (
+    RESPONSE_TOKENS_TOTAL,
+    SAMPLES_TOTAL,
+    TOOL_PREFIX,
+    TOOL_REWARD_WITH_CALL,
+    TOOL_REWARD_WITHOUT_CALL,
+)
 from spo_helpers.core.tracker import TrackerConfig, ValueTracker
 from spo_helpers.formats.atomic import atomic_write_bytes, atomic_write_text
 from spo_helpers.formats.keys import explicit_key, prompt_key, row_key
@@ -166,6 +172,29 @@ class KitTrainerMixin(CheckpointMixin):
             SAMPLES_TOTAL: float(self.counters["samples_total"]),
             RESPONSE_TOKENS_TOTAL: float(self.counters["response_tokens_total"]),
         }
+
+    @staticmethod
+    def _tool_calls(batch: DataProto) -> np.ndarray | None:
+        """Code runs per sample of a tool-integrated batch (``None`` without tools)."""
+        rows = batch.non_tensor_batch.get("tool_metrics")
+        if rows is None:
+            return None
+        return np.array([int((r or {}).get("tool_calls", 0) or 0) for r in rows], dtype=np.int64)
+
+    def _tool_metrics(self, batch: DataProto, rewards: np.ndarray) -> dict[str, float]:
+        """The agent loop's batch metrics and the mean reward with and without a code run ({} without tools)."""
+        from spo_helpers.verl_glue.agent_loop.turns import summarize
+
+        calls = self._tool_calls(batch)
+        if calls is None:
+            return {}
+        metrics = summarize(list(batch.non_tensor_batch["tool_metrics"]), prefix=TOOL_PREFIX)
+        used = calls > 0
+        if used.any():
+            metrics[TOOL_REWARD_WITH_CALL] = float(np.mean(rewards[used]))
+        if (~used).any():
+            metrics[TOOL_REWARD_WITHOUT_CALL] = float(np.mean(rewards[~used]))
+        return metrics
 
     def _batch_keys(self, batch: DataProto) -> list[str]:
         extra = batch.non_tensor_batch.get("extra_info")

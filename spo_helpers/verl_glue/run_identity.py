@@ -10,7 +10,7 @@ keys, with
 - the kit's own files (the reward function's path) replaced by their path inside the package;
 - the settings that may change on resume left out (``MAY_CHANGE``): the number of steps or epochs, logging,
   checkpoint frequency and retention, validation before training, dump folders, ``kit.stop_after_step``, the
-  resume mode, Ray's start options, and folder paths.
+  resume mode, Ray's start options, the sandbox URL, and folder paths.
 
 A resume whose identity differs is refused with the differences and the two ways out.
 """
@@ -48,6 +48,7 @@ MAY_CHANGE = (
     "trainer.del_local_ckpt_after_load",
     "trainer.ray_wait_register_center_timeout",
     "ray_init",
+    "kit.sandbox_url",
     "ray_kwargs",
     "kit.stop_after_step",
     "kit.run_dir",

@@ -207,9 +207,11 @@ def tensorboard_dir(layout: RunLayout):
 
 def run_training(config: DictConfig) -> None:
     """Run ``config`` to completion on its backend (``kit.backend``)."""
+    from spo_helpers.verl_glue.tool_sandbox import sandbox_for_run
+
     die_with_parent()  # worker pools forked while loading data end with this process
     layout = RunLayout(Path(config.kit.run_dir))
-    with tensorboard_dir(layout) as tensorboard:
+    with tensorboard_dir(layout) as tensorboard, sandbox_for_run(config):
         if config.kit.backend == "cpu":
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
             with quiet_verl(layout.verl_log):

@@ -200,17 +200,19 @@ class SPOTrainer(KitTrainerMixin, RayPPOTrainer):
             metrics.update(spo_diagnostics(rewards, p_hat, advantages))
             metrics.update(calibration(p_hat, rewards))
             metrics.update(self._count_generation(batch))
-            self.step_records.log(
-                self.global_steps,
-                {
-                    "row": self.tracker.rows(keys).tolist(),
-                    "reward": rewards.tolist(),
-                    "p_hat": p_hat.tolist(),
-                    "advantage": np.asarray(advantages).tolist(),
-                    "drift": drift.tolist(),
-                    "rho": rho.tolist(),
-                },
-            )
+            metrics.update(self._tool_metrics(batch, rewards))
+            record = {
+                "row": self.tracker.rows(keys).tolist(),
+                "reward": rewards.tolist(),
+                "p_hat": p_hat.tolist(),
+                "advantage": np.asarray(advantages).tolist(),
+                "drift": drift.tolist(),
+                "rho": rho.tolist(),
+            }
+            calls = self._tool_calls(batch)
+            if calls is not None:
+                record["tool_calls"] = calls.tolist()
+            self.step_records.log(self.global_steps, record)
             rollout_dir = self.config.trainer.get("rollout_data_dir", None)
             if rollout_dir:
                 self._log_rollout_data(batch, reward_extra, timing, rollout_dir)

@@ -12,12 +12,15 @@
   option ``agent=tools`` names them by absolute path: verl resolves relative ones against the working
   folder of each Ray worker). ``agent_loop_options`` reads the extra keys of the loop's entry
   (``rewrite_prompt``), for a backend that runs the loop without verl's workers.
+- ``ToolRolloutSettings.from_config``: all of the above for the CPU rollout, or ``None`` when
+  ``multi_turn.enable`` is off.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -105,3 +108,39 @@ def tool_config_from_mapping(config: Mapping[str, Any], where: str = "tool confi
         language=str(config.get("default_language", "python")),
         max_concurrency=int(concurrency or config.get("num_workers", 10)),
     )
+
+
+def tools_enabled(rollout: Any) -> bool:
+    """Whether ``actor_rollout_ref.rollout`` runs the tool agent loop (``multi_turn.enable``)."""
+    return bool(_get(_get(rollout, "multi_turn", {}), "enable", False))
+
+
+@dataclass(frozen=True)
+class ToolRolloutSettings:
+    """What a backend that runs the loop itself (the CPU rollout) needs, read from verl's config once."""
+
+    turns: TurnConfig
+    tool: ToolConfig
+    rewrite_prompt: bool
+    prompt_length: int
+    chat_template_kwargs: dict[str, Any]
+
+    @classmethod
+    def from_config(cls, rollout: Any, data: Any = None) -> ToolRolloutSettings | None:
+        """``None`` unless ``rollout.multi_turn.enable``; the loop's options from its agent-loop file entry."""
+        if not tools_enabled(rollout):
+            return None
+        multi_turn = _get(rollout, "multi_turn", {})
+        tool_file = _get(multi_turn, "tool_config_path")
+        if not tool_file:
+            raise ValueError("rollout.multi_turn.enable is set but rollout.multi_turn.tool_config_path is not")
+        agent = _get(rollout, "agent", {})
+        options = agent_loop_options(_get(agent, "agent_loop_config_path") or AGENT_LOOP_CONFIG, AGENT_NAME)
+        kwargs = _get(data, "apply_chat_template_kwargs", {}) or {}
+        return cls(
+            turns=turn_config_from_rollout(rollout),
+            tool=tool_config_from_file(tool_file),
+            rewrite_prompt=bool(options.get("rewrite_prompt", True)),
+            prompt_length=int(_get(rollout, "prompt_length")),
+            chat_template_kwargs={str(k): v for k, v in dict(kwargs).items()},
+        )

@@ -64,7 +64,9 @@ class HFGenerateRollout(BaseRollout):
         self.seed = int(engine.get("seed", 0))
         self.rank = device_mesh["dp"].get_local_rank() if device_mesh is not None else 0
         self.module = module
-        self.sampler = CPURollout(module, self.config, eos, pad if pad is not None else eos, self.seed)
+        self.sampler = CPURollout(
+            module, self.config, eos, pad if pad is not None else eos, self.seed, tokenizer=tokenizer
+        )
         self._calls: dict[str, tuple[int, int]] = {}  # stream -> (global step, calls made in it)
 
     # ---------------------------------------------------------------- weights (no engine memory to manage)

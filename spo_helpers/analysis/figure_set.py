@@ -48,7 +48,13 @@ from spo_helpers.analysis.steps import (
     load_tracker_snapshots,
 )
 from spo_helpers.analysis.validation import learning_curves, results_table, validation_table
-from spo_helpers.core.metric_names import ZERO_ADV_FRAC
+from spo_helpers.core.metric_names import (
+    TOOL_CALL_RATE,
+    TOOL_REWARD_WITH_CALL,
+    TOOL_REWARD_WITHOUT_CALL,
+    TRAIN_REWARD,
+    ZERO_ADV_FRAC,
+)
 from spo_helpers.errors import MissingData
 
 logger = logging.getLogger(__name__)
@@ -338,6 +344,30 @@ def throughput_sweep_figure(data: RunData | None = None):
     return plot_throughput_sweep(frame), frame
 
 
+TOOL_USE_SERIES = {
+    TOOL_CALL_RATE: "call rate",
+    TRAIN_REWARD: "accuracy",
+    TOOL_REWARD_WITH_CALL: "accuracy, ran code",
+    TOOL_REWARD_WITHOUT_CALL: "accuracy, no code",
+}
+
+
+@figure_builder("09_tool_use")
+def tool_use_figure(data: RunData):
+    """Tool-integrated runs: the tool-call rate and the training accuracy with and without a code run, per step."""
+    from spo_helpers.analysis.plots import plot_tool_use
+
+    tool_runs = set(data.metric(TOOL_CALL_RATE)["run"])
+    if not tool_runs:
+        raise MissingData(f"no run logged {TOOL_CALL_RATE} (runs without tools)")
+    parts = []
+    for key, label in TOOL_USE_SERIES.items():
+        rows = data.metric(key)
+        parts.append(rows[rows["run"].isin(tool_runs)].assign(metric=label))
+    frame = pd.concat(parts, ignore_index=True)[[*RUN_COLUMNS, "step", "metric", "value"]]
+    return plot_tool_use(frame), frame
+
+
 # ---------------------------------------------------------------------------------------------- the set
 @dataclass(frozen=True)
 class FigureSpec:
@@ -385,6 +415,9 @@ FIGURES: tuple[FigureSpec, ...] = (
         "simulated SPO/GRPO throughput ratio vs tail weight (paper: 4.35x)",
         throughput_sweep_figure,
         simulation=True,
+    ),
+    FigureSpec(
+        "09_tool_use", "tool-call rate and accuracy with / without a code run (runs with tools)", tool_use_figure
     ),
 )
 FIGURE_STEMS: dict[str, str] = {spec.stem: spec.description for spec in FIGURES}

@@ -190,6 +190,30 @@ def plot_zero_advantage(frame: pd.DataFrame, band: str = "sd", axes=None) -> Fig
     return fig
 
 
+# ---------------------------------------------------------------------------------------------- tool use
+def plot_tool_use(frame: pd.DataFrame, band: str = "sd", axes=None) -> Figure:
+    """Tool-integrated runs: share of samples that ran code, and training accuracy with and without a code run,
+    per step and method. ``frame``: step, method, run, metric (``call rate`` | ``accuracy`` | ``accuracy, ran
+    code`` | ``accuracy, no code``), value. panels: 2."""
+    rows = _require(frame, ["step", "metric", "value", "method"], "tool use")
+    fig, ax = _panels(axes, 2, width=5.0)
+    _lines(ax[0], rows[rows["metric"] == "call rate"].rename(columns={"value": "rate"}), "step", "rate", band)
+    ax[0].set(xlabel="training step", ylabel="samples that ran code", ylim=(-0.02, 1.02), title="tool-call rate")
+    for metric, style in (("accuracy", "-"), ("accuracy, ran code", "--"), ("accuracy, no code", ":")):
+        part = rows[rows["metric"] == metric]
+        if not part.empty:
+            suffix = "" if metric == "accuracy" else f", {metric.split(', ')[1]}"
+            _lines(ax[1], part, "step", "value", band, label_suffix=suffix, linestyle=style)
+    ax[1].set(xlabel="training step", ylabel="training reward (share correct)", ylim=(-0.02, 1.02))
+    ax[1].set_title("accuracy with and without the tool")
+    for panel in ax:
+        panel.yaxis.set_major_formatter(PercentFormatter(1.0))
+        panel.grid(alpha=0.3)
+        panel.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 # ---------------------------------------------------------------------------------------------- (4) advantages
 def plot_advantages(variance: pd.DataFrame, values: pd.DataFrame | None = None, band: str = "sd", axes=None) -> Figure:
     """Advantage variance per step before/after normalisation, and (with ``values``) their distributions.

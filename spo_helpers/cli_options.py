@@ -67,7 +67,21 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--exp_name", default=os.environ.get("EXP_NAME"), help="EXP_NAME")
     parser.add_argument("--n_val", type=int, default=env_int("N_VAL"), help="N_VAL: samples per validation prompt")
     parser.add_argument("--response_length", type=int, default=env_int("RESPONSE_LENGTH"), help="RESPONSE_LENGTH")
-    parser.add_argument("--debug", type=parse_bool, default=env_bool("DEBUG", False), help="DEBUG: smaller batches")
+    parser.add_argument(
+        "--debug",
+        type=parse_bool,
+        default=env_bool("DEBUG", False),
+        help="DEBUG, as the official script of the preset means it: train.sh turns Ray's legacy debugger on; "
+        "eval.sh also uses batches of 16; the paper's run_spo.sh 8 prompts x 1 response, 1024 tokens",
+    )
+    parser.add_argument(
+        "--small_batch",
+        type=parse_bool,
+        nargs="?",
+        const=True,
+        default=env_bool("SMALL_BATCH", False),
+        help="SMALL_BATCH: the kit's quick mode, the preset's batch shape divided by 8 (pool at most 1024)",
+    )
     parser.add_argument("--backend", choices=BACKENDS, default=None, help="default: ray with a GPU, else cpu")
     parser.add_argument(
         "--device", choices=DEVICES, default=None, help="ray backend: cpu = verl's workers as Ray actors on CPU"

@@ -126,6 +126,7 @@ def estimate_subset(
     preset: str = "cpu",
     seed: int = 0,
     debug: bool = False,
+    small_batch: bool = False,
     overrides: list[str] | None = None,
     force: bool = False,
     dry_run: bool = False,
@@ -146,6 +147,7 @@ def estimate_subset(
         n_val=n_val,
         response_length=response_length,
         debug=debug,
+        small_batch=small_batch,
         seed=seed,
         overrides=list(overrides or []),
     )
@@ -250,6 +252,7 @@ def run(args: argparse.Namespace) -> int:
         response_length=args.response_length,
         seed=args.seed,
         debug=args.debug,
+        small_batch=args.small_batch,
         overrides=args.overrides,
         force=args.force,
         dry_run=args.dry_run,

@@ -33,6 +33,9 @@ from spo_helpers.formats.keys import row_keys
 PARQUET_SUFFIXES = (".parquet",)
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 JSON_SUFFIXES = (".json",)
+HUB_CONFIGS = {"open-r1/DAPO-Math-17k-Processed": "all"}
+"""The Hugging Face config a dataset id is read with when none is named, as the official dataset class reads it
+(``spo_retool.py``: DAPO-Math-17k-Processed's ``all``; ``spo split`` names ``en``, as the official split script)."""
 SCHEMA_COLUMNS = ("prompt", "reward_model", "extra_info", "data_source")
 SCHEMA_HELP = (
     'each row needs \'prompt\' (a non-empty string or a chat list [{"role": "user", "content": ...}]) '
@@ -134,6 +137,11 @@ def _read_local(path: Path) -> pa.Table:
     raise UserError(f"{path}: unsupported file type {suffix!r}; use .parquet, .jsonl, .json or a parquet folder")
 
 
+def hub_config(source: str, config: str | None = None) -> str | None:
+    """``config`` when given, else the one the official recipe reads ``source`` with (``HUB_CONFIGS``)."""
+    return config if config is not None else HUB_CONFIGS.get(source)
+
+
 def _read_hub(source: str, config: str | None, split: str) -> pa.Table:
     try:
         import datasets
@@ -165,7 +173,7 @@ def load_dataset_table(source: str | os.PathLike, *, config: str | None = None, 
     elif _looks_like_path(text):
         raise UserError(f"{text}: no such file or directory; check the path")
     else:
-        table = _read_hub(text, config, split)
+        table = _read_hub(text, hub_config(text, config), split)
     if table.num_rows == 0:
         raise UserError(f"{text}: the dataset has no rows; regenerate it (`spo split`) or check the file or split")
     return table

@@ -41,16 +41,19 @@ from spo_helpers.verl_glue.ray_cpu.settings import apply_required_settings, is_r
 
 CONFIG_NAME = "kit_trainer"
 METHODS = ("GRPO", "SPO", "EVAL")
-GROUPS = ("preset", "method", "preset_method", "agent", "preset_agent")
+GROUPS = ("preset", "method", "preset_method", "agent", "preset_agent", "debug")
 TOOLS = ("sandbox", "none")
 """``--tools``: tool-integrated reasoning through the sandbox (config option ``agent=tools``) or math only."""
 TOOLS_AGENT = {"sandbox": "tools", "none": "none"}
 RUN_PARTS = ("checkpoints", "validation_data", "rollout_data", "tensorboard")
 """The run-folder entries the config names (``${spo.run_path:<run_dir>,<part>}``)."""
 
-DEBUG_DIVISOR = 8
-"""DEBUG=True: prompts, mini-batch and pool divided by this (at least 2 prompts and 1 per mini-batch)."""
-DEBUG_MAX_POOL = 1024
+SMALL_BATCH_DIVISOR = 8
+"""``--small_batch``: prompts, mini-batch and pool divided by this (at least 2 prompts and 1 per mini-batch)."""
+SMALL_BATCH_MAX_POOL = 1024
+
+DEBUG_OPTIONS = ("train_sh", "eval_sh", "run_spo_sh")
+"""``DEBUG=True`` as the official scripts mean it, one ``config/debug/`` option each (``debug_option``)."""
 
 
 def config_dir() -> Path:
@@ -133,7 +136,8 @@ class RunSpec:
     response_length: int | None = None
     n_train: int | None = None
     n_val: int | None = None
-    debug: bool = False
+    debug: bool = False  # DEBUG: what the official script of the preset and method does with it (debug_option)
+    small_batch: bool = False  # the kit's quick mode: the preset's batch shape divided by 8
     val_before_train: bool | None = None
     total_steps: int | None = None
     seed: int = 0
@@ -152,11 +156,9 @@ class RunSpec:
             raise UserError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.device is not None and self.device not in DEVICES:
             raise UserError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
-        if self.device == "cpu" and self.preset != "cpu" and self.backend != "cpu":
-            raise UserError(
-                f"--device cpu runs verl's workers on the tiny world (--preset cpu); the {self.preset} preset "
-                "needs GPU nodes"
-            )
+        refusal = device_refusal(self.preset, self.backend or ("cpu" if self.preset == "cpu" else "ray"), self.device)
+        if refusal:
+            raise UserError(refusal)
         if self.method == "SPO" and self.n_train not in (None, 1):
             raise UserError(f"METHOD=SPO samples one response per prompt; N_TRAIN={self.n_train} must be 1")
         if self.method == "GRPO" and self.n_train == 1:
@@ -185,15 +187,32 @@ class RunSpec:
         return self.layout.root
 
 
+def device_refusal(preset: str, backend: str, device: str | None) -> str | None:
+    """Why workers on CPU cannot run ``preset`` (None when they can): one message for ``spo`` and the Hydra app.
+
+    The ray backend's CPU mode (``--device cpu``, ``trainer.device=cpu``) runs the ``cpu`` preset's tiny world;
+    the GPU presets' models, lengths and parallelism need GPU nodes.
+    """
+    if device == "cpu" and preset != "cpu" and backend == "ray":
+        return (
+            f"--device cpu (trainer.device=cpu) runs verl's workers on the tiny world (--preset cpu); the {preset} "
+            "preset needs GPU nodes"
+        )
+    return None
+
+
 def _list(values) -> str:
     return "[" + ",".join(f'"{v}"' for v in values) + "]"
 
 
 def group_overrides(spec: RunSpec) -> list[str]:
-    """The config-group choices: ``preset=<preset> method=<method>`` and ``agent=<...>`` when tools are chosen."""
+    """The config-group choices: ``preset=<preset> method=<method>``, ``agent=<...>`` when tools are chosen, and
+    ``+debug=<option>`` with DEBUG=True."""
     out = [f"preset={spec.preset}", f"method={spec.method.lower()}"]
     if spec.tools is not None:
         out.append(f"agent={TOOLS_AGENT[spec.tools]}")
+    if spec.debug:
+        out.append(f"+debug={debug_option(spec.preset, spec.method)}")
     return out
 
 
@@ -214,19 +233,30 @@ def preset_default_tools(preset: str) -> str:
     return "none"
 
 
-def debug_overrides(spec: RunSpec) -> list[str]:
-    """DEBUG=True: the preset's batch shape divided by 8 (prompts >= 2, mini-batch >= 1, pool <= 1024)."""
+def debug_option(preset: str, method: str) -> str:
+    """The ``config/debug/`` option DEBUG=True selects: what the official script behind the preset does with it.
+
+    - ``eval_sh`` (estimation, every preset): eval.sh's 16 prompts per batch and validation batch of 16;
+    - ``run_spo_sh`` (paper preset, training): the paper's first release (run_spo.sh): 8 prompts x 1 response,
+      mini-batch 8, candidate pool 8, 1024-token responses, for either method;
+    - ``train_sh`` (otherwise): train.sh only passes ``trainer.debug=True`` on (Ray's legacy debugger).
+    """
+    if method.upper() == "EVAL":
+        return "eval_sh"
+    if preset == "paper":
+        return "run_spo_sh"
+    return "train_sh"
+
+
+def small_batch_overrides(spec: RunSpec) -> list[str]:
+    """``--small_batch``: the preset's batch shape divided by 8 (prompts >= 2, mini-batch >= 1, pool <= 1024)."""
     shape = OmegaConf.load(group_file("preset_method", f"{spec.preset}_{spec.method.lower()}"))
-    prompts = max(int(shape.data.train_batch_size) // DEBUG_DIVISOR, 2)
-    mini = max(int(shape.actor_rollout_ref.actor.ppo_mini_batch_size) // DEBUG_DIVISOR, 1)
-    out = [
-        "trainer.debug=True",
-        f"data.train_batch_size={prompts}",
-        f"actor_rollout_ref.actor.ppo_mini_batch_size={mini}",
-    ]
+    prompts = max(int(shape.data.train_batch_size) // SMALL_BATCH_DIVISOR, 2)
+    mini = max(int(shape.actor_rollout_ref.actor.ppo_mini_batch_size) // SMALL_BATCH_DIVISOR, 1)
+    out = [f"data.train_batch_size={prompts}", f"actor_rollout_ref.actor.ppo_mini_batch_size={mini}"]
     pool = shape.data.get("gen_batch_size")
     if pool:
-        out.append(f"data.gen_batch_size={min(int(pool), DEBUG_MAX_POOL)}")
+        out.append(f"data.gen_batch_size={min(int(pool), SMALL_BATCH_MAX_POOL)}")
     return out
 
 
@@ -247,8 +277,8 @@ def variable_overrides(spec: RunSpec) -> list[str]:
         out.append(f"trainer.spo.offline_values={spec.offline_values}")
     if spec.response_length:
         out.append(f"data.max_response_length={spec.response_length}")
-    if spec.debug:
-        out += debug_overrides(spec)
+    if spec.small_batch:
+        out += small_batch_overrides(spec)
     if spec.n_train:
         out.append(f"actor_rollout_ref.rollout.n={spec.n_train}")
     if spec.n_val:
@@ -333,6 +363,9 @@ def finalise(config: DictConfig) -> DictConfig:
     Hydra app is enough and the run's ``config.yaml`` and identity hold what runs.
     """
     if is_ray_cpu(config):
+        refusal = device_refusal(str(config.kit.preset), "ray", "cpu")
+        if refusal:
+            raise UserError(refusal)
         apply_required_settings(config)
     OmegaConf.resolve(config)
     return resolve_pkg_paths(config)

@@ -4,6 +4,8 @@ Reads, like the official recipe's dataset class:
 - parquet files in the DAPO schema, with ``prompt`` either a chat list (the kit's
   bundled task) or a plain string (``open-r1/DAPO-Math-17k-Processed``), which is
   wrapped into a user message with the official answer-format suffix appended;
+- ``open-r1/DAPO-Math-17k-Processed`` by its hub id, with its ``all`` config as the official
+  class reads it (``formats.datasets.HUB_CONFIGS``);
 - the AIME validation sets by their hub ids (``Maxwell-Jia/AIME_2024``,
   ``yentinglin/aime_2025``, ...: ``Problem``/``problem`` and ``Answer``/``answer``).
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 import datasets
 from verl.utils.dataset import RLHFDataset
 
+from spo_helpers.formats.datasets import hub_config
 from spo_helpers.formats.keys import ANSWER_FORMAT_SUFFIX, KEY_FIELD, chat_key, chat_messages
 
 HUB_SPLITS = {"ByteDance-Seed/BeyondAIME": "test"}
@@ -57,7 +60,7 @@ class KitRLHFDataset(RLHFDataset):
                 frame = datasets.load_dataset("parquet", data_files=source)["train"]
                 data_source = None
             else:
-                frame = datasets.load_dataset(source, split=HUB_SPLITS.get(source, "train"))
+                frame = datasets.load_dataset(source, hub_config(source), split=HUB_SPLITS.get(source, "train"))
                 data_source = source
             frame = frame.map(_to_chat_row, fn_kwargs={"data_source": data_source}, remove_columns=frame.column_names)
             frames.append(frame)

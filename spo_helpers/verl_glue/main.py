@@ -19,13 +19,17 @@ preset uses the CPU world's (built on first use, like ``spo train``).
 from __future__ import annotations
 
 import logging
+import sys
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from spo_helpers.errors import UserError
 from spo_helpers.verl_glue.config import CONFIG_DIR, CONFIG_NAME, finalise
 
 logger = logging.getLogger(__name__)
+
+APP = "python -m spo_helpers.verl_glue.main"
 
 RUN_FOLDER_KEYS = ("kit.run_dir", "kit.output_dir", "trainer.experiment_name")
 
@@ -84,8 +88,17 @@ def run(config: DictConfig) -> None:
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name=CONFIG_NAME, version_base=None)
 def main(config: DictConfig) -> None:
-    """``python -m spo_helpers.verl_glue.main``: compose, resolve, train."""
-    run(config)
+    """``python -m spo_helpers.verl_glue.main``: compose, resolve, train.
+
+    A ``UserError`` (a config the kit refuses, such as ``trainer.device=cpu`` with a GPU preset) is printed as
+    the one line ``spo`` prints, and the app exits with code 2.
+    """
+    try:
+        run(config)
+    except UserError as err:
+        message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+        print(f"{APP}: error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

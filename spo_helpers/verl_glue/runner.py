@@ -28,6 +28,21 @@ from spo_helpers.verl_glue.ray_cpu.settings import is_ray_cpu
 TENSORBOARD_ENV = "TENSORBOARD_DIR"
 """verl's tensorboard backend writes its event files here; the kit points it at ``<run>/tensorboard``."""
 
+RAY_DEBUG_ENV = {"RAY_DEBUG": "legacy"}
+"""``trainer.debug=True`` (DEBUG): Ray's legacy debugger in every Ray process, as the official ``spo_main_ppo.py``
+sets it (``ray debug`` attaches to a ``breakpoint()`` in a worker)."""
+
+
+def add_ray_debug_env(config: DictConfig) -> bool:
+    """With ``trainer.debug``, put ``RAY_DEBUG_ENV`` into ``ray_kwargs.ray_init.runtime_env.env_vars`` (where verl's
+    ``run_ppo`` and the CPU mode's start read the runtime env); returns whether it did."""
+    if not config.trainer.get("debug", False):
+        return False
+    with open_dict(config):
+        for name, value in RAY_DEBUG_ENV.items():
+            OmegaConf.update(config, f"ray_kwargs.ray_init.runtime_env.env_vars.{name}", value, force_add=True)
+    return True
+
 
 def _role_mapping(config: DictConfig):
     """Worker classes per role and the resource pool manager (verl's names)."""
@@ -220,6 +235,7 @@ def run_training(config: DictConfig) -> None:
         import ray
         from verl.trainer.main_ppo import run_ppo
 
+        add_ray_debug_env(config)  # DEBUG: read only where this run starts Ray (as the official script)
         if is_ray_cpu(config):
             from spo_helpers.verl_glue.ray_cpu.launch import prepare
 

@@ -4,6 +4,17 @@ One step: select prompts by priority → one response each → reward → old lo
 (``A = r - p̂`` with the pre-update p̂, batch-normalised) → actor update → drift D of each revisited prompt's
 previous response (``verl_glue.drift_pass``) → ρ = clip(2^(-D/D_half), ρ_min, ρ_max) → tracker update
 (``α ← ρα + r``, ``β ← ρβ + (1-r)``) → validate / checkpoint.
+
+The other paths of the official SPO ``fit()`` (verl's ``RayPPOTrainer.fit`` of its commit), when switched on:
+
+- profiling (``global_profiler.steps``, ``profile_continuous_steps``; the ``torch_memory`` tool's snapshot after
+  each step): as verl's loop starts and stops it (``ProfileSteps``);
+- the checkpoint forced before an ESI / capacity-block expiry (``MLP_CURRENT_CAPACITY_BLOCK_EXPIRATION_TIMESTAMP``
+  or ``SAGEMAKER_CURRENT_CAPACITY_BLOCK_EXPIRATION_TIMESTAMP``, ``trainer.esi_redundant_time``): saved;
+- rollout-vs-actor log-prob metrics and rollout importance sampling / rejection sampling in verl's decoupled mode
+  (``rollout.calculate_log_probs``, ``algorithm.rollout_correction``): applied (``rollout_correction``);
+- refused before the first step, with the reason: an asynchronous reward
+  (``reward_model.launch_reward_fn_async``) and the rollout-correction bypass mode (``fit_path_refusals``).
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ from verl.trainer.ppo.metric_utils import compute_data_metrics, compute_througho
 from verl.trainer.ppo.ray_trainer import RayPPOTrainer, compute_response_mask
 from verl.trainer.ppo.reward import compute_reward
 from verl.trainer.ppo.utils import Role
+from verl.utils.checkpoint.checkpoint_manager import should_save_ckpt_esi
 from verl.utils.debug import marked_timer
 from verl.utils.metric import reduce_metrics
 
@@ -35,6 +47,69 @@ from spo_helpers.verl_glue.tracking import kit_tracking_class
 logger = logging.getLogger(__name__)
 
 
+def fit_path_refusals(config) -> list[str]:
+    """Paths of verl's ``fit()`` that SPO's loop does not run, switched on in ``config``: one reason each."""
+    out = []
+    if config.reward_model.get("launch_reward_fn_async", False):
+        out.append(
+            "reward_model.launch_reward_fn_async=True is not supported with METHOD=SPO: the SPO step needs the rewards "
+            "for its advantages before the old-log-prob pass, as the official SPO fit() does, which reads the reward "
+            "before an asynchronous one exists and fails in this mode; set it to False (with tools, the agent loop "
+            "already scores each sample while generating; GRPO runs verl's own fit(), which supports it)"
+        )
+    correction = config.algorithm.get("rollout_correction", None)
+    if correction is not None and correction.get("bypass_mode", False):
+        out.append(
+            "algorithm.rollout_correction.bypass_mode=True is not supported with METHOD=SPO: the official SPO fit() "
+            "always recomputes the old log-probs; set it to False (rollout importance sampling and rejection "
+            "sampling in the decoupled mode, algorithm.rollout_correction.rollout_is / rollout_rs, are supported)"
+        )
+    return out
+
+
+def rollout_correction(batch: DataProto, config) -> tuple[DataProto, dict[str, Any]]:
+    """verl's rollout-vs-actor metrics and rollout correction (decoupled mode), as verl's ``fit()`` applies them.
+
+    Only when the rollout returned its own log-probs (``actor_rollout_ref.rollout.calculate_log_probs=True``):
+    ``training/rollout_probs_diff_*`` (verl's debug metrics), then ``rollout_corr/*`` metrics, and with
+    ``algorithm.rollout_correction.rollout_is`` / ``rollout_rs`` set, importance weights and rejection applied to
+    the batch (``rollout_is_weights``, ``response_mask``). The batch needs its ``old_log_probs``.
+    """
+    if "rollout_log_probs" not in batch.batch.keys():  # noqa: SIM118 - a TensorDict
+        return batch, {}
+    from verl.utils.debug.metrics import calculate_debug_metrics
+
+    metrics = dict(calculate_debug_metrics(batch))
+    correction = config.algorithm.get("rollout_correction", None)
+    if correction is not None:
+        from verl.trainer.ppo.rollout_corr_helper import compute_rollout_correction_and_add_to_batch
+
+        batch, corr_metrics = compute_rollout_correction_and_add_to_batch(batch, correction)
+        metrics.update(corr_metrics)
+    return batch, metrics
+
+
+class ProfileSteps:
+    """Whether verl's profiler starts before and stops after each step (``global_profiler``), as verl's ``fit()``
+    decides: every listed step on its own, or with ``profile_continuous_steps`` one span per run of
+    consecutive listed steps."""
+
+    def __init__(self, steps, continuous: bool, first_step: int) -> None:
+        self.steps = {int(s) for s in (steps or ())}
+        self.continuous = bool(continuous)
+        self.previous = False
+        self.current = first_step in self.steps
+
+    def start(self) -> bool:
+        return (not self.previous and self.current) if self.continuous else self.current
+
+    def stop(self, step: int) -> bool:
+        following = step + 1 in self.steps
+        out = (self.current and not following) if self.continuous else self.current
+        self.previous, self.current = self.current, following
+        return out
+
+
 class SPOTrainer(KitTrainerMixin, RayPPOTrainer):
     """SPO's single-stream loop on verl's trainer pieces."""
 
@@ -47,6 +122,9 @@ class SPOTrainer(KitTrainerMixin, RayPPOTrainer):
             )
         if self.config.algorithm.use_kl_in_reward:
             raise UserError("SPO's tracker needs the task reward: algorithm.use_kl_in_reward must be False")
+        refusals = fit_path_refusals(self.config)
+        if refusals:
+            raise UserError(refusals[0])
         self._kit_setup()
         spo = self.config.trainer.spo
         gen_batch = self.config.data.get("gen_batch_size", None)
@@ -115,17 +193,27 @@ class SPOTrainer(KitTrainerMixin, RayPPOTrainer):
 
         progress = tqdm(total=self.total_training_steps, initial=self.global_steps, desc="SPO training")
         self.global_steps += 1
+        self.max_steps_duration = 0.0
+        profiler = self.config.global_profiler
+        self.profile_steps = ProfileSteps(profiler.steps, profiler.profile_continuous_steps, self.global_steps)
+        memory_snapshots = self.config.actor_rollout_ref.actor.get("profiler", {}).get("tool") == "torch_memory"
         while self.global_steps <= self.total_training_steps:
             metrics = self._spo_step()
             tracking.log(data=metrics, step=self.global_steps)
             progress.update(1)
             self.global_steps += 1
+            if memory_snapshots:  # after the step counter moved on, as verl's fit() names them
+                self.actor_rollout_wg.dump_memory_snapshot(
+                    tag=f"post_update_step{self.global_steps}", sub_dir=f"step{self.global_steps}"
+                )
         progress.close()
 
     def _spo_step(self) -> dict[str, Any]:
         metrics: dict[str, Any] = {}
         timing: dict[str, float] = {}
         is_last_step = self.global_steps >= self.total_training_steps
+        with marked_timer("start_profile", timing):
+            self._start_profiling(self.profile_steps.start())
         with marked_timer("step", timing):
             batch, keys = self._select_batch()
             gen_batch = self._get_gen_batch(batch)
@@ -178,6 +266,8 @@ class SPOTrainer(KitTrainerMixin, RayPPOTrainer):
             if self.use_reference_policy:
                 with marked_timer(str(Role.RefPolicy), timing, color="olive"):
                     batch = batch.union(self.ref_policy_wg.compute_ref_log_prob(batch))
+            batch, correction_metrics = rollout_correction(batch, self.config)
+            metrics.update(correction_metrics)
 
             with marked_timer("update_actor", timing, color="red"):
                 batch.meta_info["multi_turn"] = self.config.actor_rollout_ref.rollout.multi_turn.enable
@@ -224,11 +314,21 @@ class SPOTrainer(KitTrainerMixin, RayPPOTrainer):
         ):
             with marked_timer("testing", timing, color="green"):
                 metrics.update(self._validate())
+        esi_close_to_expiration = should_save_ckpt_esi(
+            max_steps_duration=self.max_steps_duration, redundant_time=self.config.trainer.esi_redundant_time
+        )
         if self.config.trainer.save_freq > 0 and (
-            is_last_step or self.global_steps % self.config.trainer.save_freq == 0
+            is_last_step or self.global_steps % self.config.trainer.save_freq == 0 or esi_close_to_expiration
         ):
+            if esi_close_to_expiration:
+                logger.warning(
+                    "step %d: checkpoint forced, the instance's capacity block expires soon", self.global_steps
+                )
             with marked_timer("save_checkpoint", timing, color="green"):
                 self._save_checkpoint()
+        with marked_timer("stop_profile", timing):
+            self._stop_profiling(self.profile_steps.stop(self.global_steps))
+        self.max_steps_duration = max(self.max_steps_duration, timing["step"])
 
         metrics.update({"training/global_step": self.global_steps, "training/epoch": self.sampler.epoch})
         metrics.update(compute_data_metrics(batch=batch, use_critic=False))

@@ -65,14 +65,37 @@ def test_official_settings():
         assert config.actor_rollout_ref.actor.ulysses_sequence_parallel_size == 8
         assert config.actor_rollout_ref.rollout.name == "vllm"
         assert config.custom_reward_function.reward_kwargs.require_think
+        assert config.trainer.val_before_train is False  # train.sh: VAL_BEFORE_TRAIN=False
+        assert config.data.val_batch_size == 96
+        # train.sh: 4x the actor's token budget for the reference only; the old-log-prob pass keeps verl's default
+        actor_budget = config.actor_rollout_ref.actor.ppo_max_token_len_per_gpu
+        assert actor_budget == 2048 + 8192
+        assert config.actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu == actor_budget
+        assert config.actor_rollout_ref.ref.log_prob_max_token_len_per_gpu == 4 * actor_budget
 
 
-def test_paper_settings():
+def test_paper_settings_follow_the_first_release():
+    """recipe/spo/run_spo.sh of the paper's first code release (verl commit 6cdab42)."""
     grpo = build_config(spec(method="GRPO", preset="paper"))
     spo = build_config(spec(method="SPO", preset="paper", offline_values="/v.json"))
     assert (grpo.data.train_batch_size, grpo.actor_rollout_ref.rollout.n, grpo.trainer.nnodes) == (256, 8, 2)
+    assert grpo.actor_rollout_ref.actor.ppo_mini_batch_size == 32
     assert (spo.data.train_batch_size, spo.actor_rollout_ref.rollout.n) == (2048, 1)
-    assert spo.data.max_response_length == 16384
+    assert (spo.actor_rollout_ref.actor.ppo_mini_batch_size, spo.data.gen_batch_size) == (256, 14000)
+    for config in (grpo, spo):
+        assert config.data.max_response_length == 16384 and config.data.max_prompt_length == 2048
+        assert (config.trainer.test_freq, config.trainer.save_freq, config.trainer.total_epochs) == (20, 20, 500)
+        assert config.data.val_batch_size is None  # unset in run_spo.sh: one batch of all validation prompts
+        assert list(config.data.val_files) == ["yentinglin/aime_2025", "Maxwell-Jia/AIME_2024"]
+        assert config.trainer.val_before_train is False
+        assert not config.custom_reward_function.reward_kwargs.require_think  # no </think> rule there
+        assert (
+            config.actor_rollout_ref.rollout.val_kwargs.n == 16
+            and config.actor_rollout_ref.rollout.val_kwargs.top_k == 20
+        )
+        assert config.trainer.spo.rho.clip_lower == 0.875 and config.actor_rollout_ref.actor.optim.lr == 1e-6
+    estimate = build_config(spec(method="EVAL", preset="paper"))
+    assert estimate.data.val_batch_size == 96  # no estimation script in the first release: eval.sh's batches
 
 
 def test_estimate_settings_match_eval_sh():
@@ -81,7 +104,10 @@ def test_estimate_settings_match_eval_sh():
     assert list(config.data.val_files) == ["/data/subset_0.parquet"]
     assert config.actor_rollout_ref.rollout.val_kwargs.n == 8
     assert config.trainer.validation_data_dir == "runs/spo/x/validation_data"
-    assert config.actor_rollout_ref.rollout.agent.default_agent_loop == "single_turn_agent"
+    # eval.sh runs with tools but leaves the agent loop unset; the kit names its tool loop (docs/tools.md)
+    assert config.actor_rollout_ref.rollout.agent.default_agent_loop == "spo_tool_agent"
+    math_only = build_config(spec(method="EVAL", preset="official", tools="none"))
+    assert math_only.actor_rollout_ref.rollout.agent.default_agent_loop == "single_turn_agent"
 
 
 def test_official_variables_override_presets():
@@ -133,13 +159,81 @@ def test_groups_ship_one_file_per_option():
     assert combos == {f"{p}_{m}" for p in ("cpu", "official", "paper") for m in ("grpo", "spo", "eval")}
 
 
-def test_debug_divides_the_batch_shape():
-    spo = build_config(spec(method="SPO", preset="official", debug=True, offline_values="/v.json"))
+def test_small_batch_divides_the_batch_shape():
+    spo = build_config(spec(method="SPO", preset="official", small_batch=True, offline_values="/v.json"))
     assert (spo.data.train_batch_size, spo.actor_rollout_ref.actor.ppo_mini_batch_size) == (128, 16)
-    assert spo.data.gen_batch_size == 1024 and spo.trainer.debug
-    grpo = build_config(spec(method="GRPO", preset="cpu", debug=True))
+    assert spo.data.gen_batch_size == 1024 and not spo.trainer.debug
+    grpo = build_config(spec(method="GRPO", preset="cpu", small_batch=True))
     assert (grpo.data.train_batch_size, grpo.actor_rollout_ref.actor.ppo_mini_batch_size) == (2, 1)
     assert grpo.data.gen_batch_size == 2 and grpo.actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu == 8
+
+
+def shape(config):
+    return (
+        config.data.train_batch_size,
+        config.actor_rollout_ref.actor.ppo_mini_batch_size,
+        config.actor_rollout_ref.rollout.n,
+        config.data.gen_batch_size,
+        config.data.max_response_length,
+        config.data.val_batch_size,
+    )
+
+
+@pytest.mark.parametrize("method", ["GRPO", "SPO"])
+def test_debug_means_what_the_official_scripts_mean(method):
+    values = "/v.json" if method == "SPO" else None
+    # train.sh: DEBUG only reaches trainer.debug (Ray's legacy debugger); the batch shape stays the preset's
+    plain = build_config(spec(method=method, preset="official", offline_values=values))
+    debug = build_config(spec(method=method, preset="official", offline_values=values, debug=True))
+    assert debug.trainer.debug and not plain.trainer.debug and shape(debug) == shape(plain)
+    cpu = build_config(spec(method=method, preset="cpu", debug=True))
+    assert cpu.trainer.debug and shape(cpu) == shape(build_config(spec(method=method, preset="cpu")))
+    # the paper's run_spo.sh: 8 prompts x 1 response, mini-batch 8, pool 8, 1024-token responses, either method
+    paper = build_config(spec(method=method, preset="paper", offline_values=values, debug=True))
+    assert paper.trainer.debug and shape(paper) == (8, 8, 1, 8, 1024, None)
+    assert paper.actor_rollout_ref.actor.ppo_max_token_len_per_gpu == 2048 + 1024
+    # the official variables still win over the debug shape
+    longer = build_config(spec(method=method, preset="paper", offline_values=values, debug=True, response_length=2048))
+    assert longer.data.max_response_length == 2048
+
+
+@pytest.mark.parametrize("preset", ["official", "paper", "cpu"])
+def test_debug_of_the_estimation_is_eval_sh(preset):
+    config = build_config(spec(method="EVAL", preset=preset, debug=True))
+    assert config.trainer.debug and (config.data.train_batch_size, config.data.val_batch_size) == (16, 16)
+    assert "+debug=eval_sh" in command_line(spec(method="EVAL", preset=preset, debug=True))
+
+
+def test_debug_starts_ray_with_its_legacy_debugger():
+    from spo_helpers.verl_glue.runner import add_ray_debug_env
+
+    config = build_config(spec(method="GRPO", preset="official", debug=True))
+    assert add_ray_debug_env(config)
+    assert config.ray_kwargs.ray_init.runtime_env.env_vars.RAY_DEBUG == "legacy"
+    assert not add_ray_debug_env(build_config(spec(method="GRPO", preset="official")))
+
+
+def test_val_before_train_is_off_except_on_the_cpu_preset_and_in_estimation():
+    assert not build_config(spec(method="GRPO", preset="official")).trainer.val_before_train
+    assert build_config(spec(method="GRPO", preset="cpu")).trainer.val_before_train
+    assert build_config(spec(method="EVAL", preset="official")).trainer.val_before_train
+    assert build_config(spec(method="GRPO", preset="official", val_before_train=True)).trainer.val_before_train
+
+
+def test_workers_on_cpu_refuse_the_gpu_presets_with_one_message():
+    from spo_helpers.verl_glue.config import device_refusal
+
+    expected = device_refusal("official", "ray", "cpu")
+    assert expected and "--preset cpu" in expected and "official preset needs GPU nodes" in expected
+    with pytest.raises(UserError) as refused:
+        spec(method="GRPO", preset="official", backend="ray", device="cpu")
+    assert str(refused.value) == expected
+    from spo_helpers.verl_glue.config import finalise
+
+    config = compose([*all_overrides(spec(method="GRPO", preset="official")), "trainer.device=cpu"])
+    with pytest.raises(UserError) as refused:
+        finalise(config)
+    assert str(refused.value) == expected
 
 
 def test_run_paths_follow_the_layout():

@@ -85,3 +85,25 @@ def test_multirun_sweeps_each_job_into_its_own_folder(tmp_path):
         # no run folder named in the sweep: each job's run folder is its sweep folder
         assert f"run_dir: {sweep / str(number)}" in done.stdout
         assert f"default_local_dir: {sweep / str(number) / 'checkpoints'}" in done.stdout
+
+
+@pytest.mark.parametrize("preset", ["official", "paper"])
+def test_workers_on_cpu_with_a_gpu_preset_are_refused_as_spo_train_refuses_them(preset, tmp_path):
+    """``trainer.device=cpu`` with a GPU preset: the one line ``RunSpec`` (``spo train --device cpu``) gives."""
+    from spo_helpers.verl_glue.config import device_refusal
+
+    env = dict(os.environ, HYDRA_FULL_ERROR="1")
+    done = subprocess.run(
+        [*ENTRY, f"preset={preset}", "method=grpo", "trainer.device=cpu", *DATA],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-4000:]
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines[-1] == f"python -m spo_helpers.verl_glue.main: error: {device_refusal(preset, 'ray', 'cpu')}"
+    assert "Traceback" not in done.stderr
+    run_dir = tmp_path / "runs" / "spo" / f"grpo_{preset}"  # Hydra's own record only: the run never started
+    assert not (run_dir / "config.yaml").exists() and not (run_dir / "checkpoints").exists()

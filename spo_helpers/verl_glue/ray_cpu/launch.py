@@ -56,6 +56,10 @@ def prepare(config: DictConfig) -> None:
         configured = config.ray_kwargs.ray_init.get("num_cpus")
         if "num_cpus" in kwargs and configured is not None:
             kwargs["num_cpus"] = int(configured)
+        # The config's own variables (``+ray_kwargs.ray_init.runtime_env.env_vars.X=...``, DEBUG's RAY_DEBUG), as
+        # verl's run_ppo merges them on GPU nodes.
+        extra = (config.ray_kwargs.ray_init.get("runtime_env") or {}).get("env_vars") or {}
+        kwargs["runtime_env"]["env_vars"].update({str(k): str(v) for k, v in extra.items()})
         ray.init(**kwargs)
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator, NullFormatter, PercentFormatter, ScalarFormatter
+from matplotlib.ticker import MaxNLocator, NullFormatter, PercentFormatter
 
 from spo_helpers.analysis.paper import PAPER_RATIO, PAPER_ZERO_ADV_BAND
 from spo_helpers.errors import MissingData
@@ -36,20 +36,68 @@ def method_color(method: str, index: int = 0) -> str:
     return cycle[(index + 2) % len(cycle)]
 
 
+def panel_grid(count: int, max_cols: int = 4) -> tuple[int, int]:
+    """Rows and columns for ``count`` panels: one row up to ``max_cols``, else the fewest rows with balanced
+    columns (5 -> 3 + 2, 7 -> 4 + 3, 9 -> 3 x 3), so no row holds a lone panel."""
+    if count <= max_cols:
+        return 1, max(count, 1)
+    rows = -(-count // max_cols)
+    return rows, -(-count // rows)
+
+
+SPARE = "spare panel"
+"""The label of a grid cell left empty by ``_panels``: ``shared_legend`` puts the legend there."""
+
+
 def _panels(axes: Axes | Sequence[Axes] | None, count: int, width: float = 4.2, height: float = 3.4, max_cols: int = 4):
-    """(figure, list of ``count`` Axes): new ones in rows of at most ``max_cols``, or the caller's."""
+    """(figure, list of ``count`` Axes): new ones laid out by ``panel_grid``, or the caller's.
+
+    Grid cells beyond ``count`` are hidden and kept for ``shared_legend``.
+    """
     if axes is None:
-        cols = min(count, max_cols)
-        rows = -(-count // cols)
+        rows, cols = panel_grid(count, max_cols)
         fig, created = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
         flat = list(created.ravel())
         for extra in flat[count:]:
-            fig.delaxes(extra)
+            extra.set_axis_off()
+            extra.set_label(SPARE)
         return fig, flat[:count]
     given = [axes] if isinstance(axes, Axes) else list(axes)
     if len(given) != count:
         raise ValueError(f"this figure draws {count} panel(s); got {len(given)} Axes")
     return given[0].figure, given
+
+
+def panels(count: int, width: float = 4.2, height: float = 3.4, max_cols: int = 4):
+    """A new figure of ``count`` panels laid out by ``panel_grid``: (figure, list of Axes)."""
+    return _panels(None, count, width, height, max_cols)
+
+
+def shared_legend(fig: Figure, axes: Sequence[Axes], title: str | None = None, fontsize: float = 9) -> None:
+    """One legend for every panel's series (each label once): in the grid's empty cell when there is one,
+    else in a row above the panels. Call after ``tight_layout``."""
+    handles, labels = [], []
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            if label not in labels and not label.startswith("_"):
+                handles.append(handle)
+                labels.append(label)
+    if not handles:
+        return
+    spare = [ax for ax in fig.axes if ax.get_label() == SPARE]
+    if spare:
+        spare[0].legend(handles, labels, loc="center", title=title, fontsize=fontsize, frameon=False)
+        return
+    fig.legend(
+        handles,
+        labels,
+        loc="lower center",
+        bbox_to_anchor=(0.5, 1.0),
+        ncol=min(len(labels), 4),
+        title=title,
+        fontsize=fontsize,
+        frameon=False,
+    )
 
 
 def _require(frame: pd.DataFrame | None, columns: Sequence[str], what: str) -> pd.DataFrame:
@@ -159,15 +207,25 @@ def plot_learning_curves(
         raise MissingData(f"learning curves vs {x}: none of the metrics {metrics} present")
     if absent:
         logger.info("learning curves vs %s: no %s in the data, drawn without", x, ", ".join(absent))
-    fig, ax = _panels(axes, len(names), width=3.8)
-    for panel, name in zip(ax, names, strict=True):
+    max_cols = 3 if len(names) > 4 else 4  # five curves: 3 + 2 and the legend in the sixth cell
+    cols = panel_grid(len(names), max_cols)[1]
+    fig, ax = _panels(axes, len(names), width=3.8, max_cols=max_cols)
+    for index, (panel, name) in enumerate(zip(ax, names, strict=True)):
         _lines(panel, rows[rows["metric"] == name], x, "value", band)
         panel.set(xlabel=X_LABELS.get(x, x), title=name)
+        panel.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=_percent_decimals(panel)))
         panel.grid(alpha=0.3)
-    ax[0].set_ylabel("accuracy / reward")
-    ax[0].legend(fontsize=7)
+        if index % cols == 0:
+            panel.set_ylabel("accuracy / reward")
     fig.tight_layout()
+    shared_legend(fig, ax)
     return fig
+
+
+def _percent_decimals(ax: Axes) -> int:
+    """Decimals a percent axis needs to tell its ticks apart (0 for spans over 5 points, else 1)."""
+    low, high = ax.get_ylim()
+    return 0 if high - low > 0.05 else 1
 
 
 # ---------------------------------------------------------------------------------------------- (3) zero advantage
@@ -369,35 +427,45 @@ def plot_throughput_sweep(sweep: pd.DataFrame, axes=None) -> Figure:
     rows = _require(sweep, ["tail", "ratio", "batch_size", "group_size"], "throughput sweep")
     fig, (ax,) = _panels(axes, 1, width=5.5, height=3.8)
     batches = sorted(rows["batch_size"].unique())
-    colors = plt.cm.plasma(np.linspace(0.1, 0.8, len(batches)))
+    colors = plt.cm.plasma(np.linspace(0.1, 0.75, len(batches)))
     markers = ["o", "s", "^", "D", "v", "P"]
+    alike = []  # batch sizes whose ratio does not depend on the group size: one line for all n
     for color, batch in zip(colors, batches, strict=True):
         part = rows[rows["batch_size"] == batch]
         table = part.pivot_table(index="tail", columns="group_size", values="ratio", aggfunc="mean").sort_index()
         if np.allclose(table.to_numpy(), table.to_numpy()[:, :1], rtol=1e-9, equal_nan=True):
-            sizes = "/".join(str(n) for n in table.columns)
-            table = table.iloc[:, :1].set_axis([sizes], axis=1)  # n does not matter here: draw one line
+            alike.append(batch)
+            ax.plot(table.index, table.iloc[:, 0], color=color, marker="o", ms=4, label=f"M = {batch}")
+            continue
         for index, group in enumerate(table.columns):
-            ax.plot(
-                table.index,
-                table[group],
-                color=color,
-                marker=markers[index % len(markers)],
-                ms=4,
-                alpha=0.85,
-                label=f"M={batch}, n={group}",
-            )
+            marker = markers[index % len(markers)]
+            ax.plot(table.index, table[group], color=color, marker=marker, ms=4, label=f"M = {batch}, n = {group}")
     ax.axhline(PAPER_RATIO, color="black", linestyle="--", lw=1)
     ax.text(0.01, PAPER_RATIO, f" paper: {PAPER_RATIO}x", transform=ax.get_yaxis_transform(), va="bottom", fontsize=8)
     tail = str(rows["tail_param"].iloc[0]) if "tail_param" in rows.columns else "tail"
     ax.set(xlabel=f"tail weight ({tail or 'tail'})", ylabel="SPO / GRPO throughput", yscale="log")
-    ax.yaxis.set_major_formatter(ScalarFormatter())
-    ax.yaxis.set_minor_formatter(NullFormatter())
+    readable_log_axis(ax.yaxis, suffix="x")
     ax.set_title("long-tail rollout simulation", fontsize=10)
-    ax.legend(fontsize=7, ncol=2)
+    sizes = sorted(rows["group_size"].unique())
+    title = "batch size M"
+    if alike and len(sizes) > 1:
+        title += f" (n = {', '.join(str(int(n)) for n in sizes)} coincide)"
+    ax.legend(fontsize=8, title=title, title_fontsize=8, loc="upper left")
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     return fig
+
+
+def readable_log_axis(axis, suffix: str = "") -> None:
+    """Tick labels a reader can read on a log axis: 1, 2, 5 per decade (1, 2, 3, 5 when it spans less than one),
+    written as plain numbers with ``suffix`` (``2x``, ``5x``, ``10x``)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    low, high = axis.get_view_interval() if axis.axes.has_data() else (1.0, 10.0)
+    subs = (1.0, 2.0, 3.0, 5.0) if high / max(low, 1e-12) < 10 else (1.0, 2.0, 5.0)
+    axis.set_major_locator(LogLocator(base=10, subs=subs))
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}{suffix}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 # ---------------------------------------------------------------------------------------------- stage overviews

@@ -62,10 +62,34 @@ def test_learning_curves_with_seed_bands(frames, x):
     per_source = {f"val mean@n · {source}" for source in VAL_SOURCES}  # two benchmarks: each one's mean@n
     assert set(curves["metric"]) == {"train reward", "val maj@n", "val pass@n"} | per_source
     fig = P.plot_learning_curves(curves, x=x, band="range")
-    assert len(fig.axes) == 3 + len(per_source) and drawn(fig)
+    panels = [ax for ax in fig.axes if ax.get_label() != P.SPARE]
+    assert len(panels) == 3 + len(per_source) and drawn(fig)
     assert any(c for ax in fig.axes for c in ax.collections)  # two seeds per method: a band
     one_seed = curves[curves["seed"] == 0]
     assert drawn(P.plot_learning_curves(one_seed, x=x, metrics=["train reward"]))
+
+
+@pytest.mark.parametrize(
+    ("count", "grid"), [(1, (1, 1)), (4, (1, 4)), (5, (2, 3)), (6, (2, 3)), (7, (2, 4)), (9, (3, 3)), (10, (3, 4))]
+)
+def test_panel_grids_fit_the_panels(count, grid):
+    assert P.panel_grid(count) == grid
+    rows, cols = grid
+    assert rows * cols - count < cols  # never a row of only empty cells
+    assert count <= 4 or count - (rows - 1) * cols >= 2  # no lone panel in the last row
+
+
+def test_five_learning_curves_share_one_legend_in_the_empty_cell(frames):
+    validation = A.validation_table(frames["runs"], ks="n")
+    curves = A.learning_curves(frames["metrics"], validation)
+    fig = P.plot_learning_curves(curves)
+    drawn_axes = [ax for ax in fig.axes if ax.get_label() != P.SPARE]
+    (spare,) = [ax for ax in fig.axes if ax.get_label() == P.SPARE]
+    assert len(drawn_axes) == 5 and not any(ax.get_legend() for ax in drawn_axes)
+    assert sorted(t.get_text().split(" (")[0] for t in spare.get_legend().get_texts()) == ["GRPO", "SPO"]
+    assert drawn_axes[0].yaxis.get_major_formatter()(0.5, 0).endswith("%")  # accuracies read as percentages
+    two = P.plot_learning_curves(curves, metrics=["train reward", "val maj@n"])
+    assert len(two.axes) == 2 and len(two.legends) == 1  # no empty cell: one legend above the panels
 
 
 def test_seed_bands_by_hand():
@@ -131,8 +155,16 @@ def test_throughput_sweep():
         }
     )
     fig = P.plot_throughput_sweep(sweep)
-    labels = [line.get_label() for line in fig.axes[0].lines]
-    assert "M=64, n=4/8" in labels and "M=256, n=4" in labels  # equal ratios over n: one line
+    ax = fig.axes[0]
+    labels = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert labels == ["M = 64", "M = 256"]  # equal ratios over n: one line per batch size, on one legend line
+    assert ax.get_legend().get_title().get_text() == "batch size M (n = 4, 8 coincide)"
+    fig.canvas.draw()
+    ticks = [t.get_text() for t in ax.yaxis.get_ticklabels() if t.get_text()]
+    assert len(ticks) >= 3 and all(t.endswith("x") for t in ticks)  # a readable log axis, not one "10"
+    sweep.loc[sweep["group_size"] == 8, "ratio"] *= 1.5
+    labels = [line.get_label() for line in P.plot_throughput_sweep(sweep).axes[0].lines]
+    assert "M = 64, n = 4" in labels and "M = 64, n = 8" in labels
     with pytest.raises(A.MissingData):
         P.plot_throughput_sweep(sweep.iloc[:0])
 

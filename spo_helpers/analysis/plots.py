@@ -167,28 +167,32 @@ def plot_value_distributions(
     has_snapshots = snapshots is not None and not snapshots.empty and "p_hat" in snapshots.columns
     if not (has_offline or has_snapshots):
         raise MissingData("value distributions: neither offline values nor tracker snapshots")
+    import seaborn as sns
+
     fig, ax = _panels(axes, 2 * has_offline + has_snapshots)
     if has_offline:
         values = offline["p_hat0"].dropna()
-        ax[0].hist(values, bins=np.linspace(0, 1, 21), color="#55A868", edgecolor="white")
+        sns.histplot(x=values, bins=np.linspace(0, 1, 21), color="#55A868", ax=ax[0])
         ax[0].set(xlabel="offline p̂0 = (s + 0.5) / (n + 1)", ylabel="prompts", title=f"offline values ({len(values)})")
-        ordered = np.sort(values.to_numpy())
-        ax[1].step(ordered, np.arange(1, ordered.size + 1) / ordered.size, where="post", color="#55A868")
+        sns.ecdfplot(x=values, color="#55A868", ax=ax[1])
         ax[1].set(xlabel="offline p̂0", ylabel="share of prompts ≤ p̂0", title="ECDF of p̂0", xlim=(0, 1))
         ax[1].yaxis.set_major_formatter(PercentFormatter(1.0))
     if has_snapshots:
         target = ax[-1]
         steps = pick_steps(snapshots["step"].unique(), max_curves)
-        colors = plt.cm.viridis(np.linspace(0, 0.9, len(steps)))
-        for color, step in zip(colors, steps, strict=True):
-            values = np.sort(snapshots.loc[snapshots["step"] == step, "p_hat"].to_numpy())
-            target.step(values, np.arange(1, values.size + 1) / values.size, where="post", color=color, label=f"{step}")
+        chosen = snapshots[snapshots["step"].isin(steps)].assign(step=lambda f: f["step"].astype(int))
+        palette = dict(zip(steps, sns.color_palette("viridis", len(steps)), strict=True))
+        sns.ecdfplot(data=chosen, x="p_hat", hue="step", palette=palette, ax=target)
         title = "tracker p̂ over training"
         if "run" in snapshots.columns and snapshots["run"].nunique() == 1:
             title += f" ({snapshots['run'].iloc[0]})"
         target.set(xlabel="tracker p̂", ylabel="share of prompts ≤ p̂", title=title, xlim=(0, 1))
         target.yaxis.set_major_formatter(PercentFormatter(1.0))
-        target.legend(title="step", fontsize=7, title_fontsize=8)
+        legend = target.get_legend()
+        if legend is not None:
+            legend.set_title("step", prop={"size": 8})
+            for text in legend.get_texts():
+                text.set_fontsize(7)
     fig.tight_layout()
     return fig
 

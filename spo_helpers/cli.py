@@ -23,7 +23,7 @@ from spo_helpers.process_tree import die_with_parent
 
 # name -> (module, one-line help)
 STAGES: dict[str, tuple[str, str]] = {
-    "world": ("spo_helpers.world.build", "build the offline CPU world: task data, tokenizer, tiny model"),
+    "world": ("spo_helpers.world_cli", "build the offline CPU world: task data, tokenizer, tiny model (--tools: TIR)"),
     "split": ("spo_helpers.split", "01: split a training set into subsets for offline estimation"),
     "estimate": ("spo_helpers.estimate", "02: offline value estimation (verl validation dumps)"),
     "merge": ("spo_helpers.merge", "03: merge validation dumps into an offline-values file"),

@@ -1,7 +1,7 @@
 """Build the offline CPU world: task data, tokenizer and a warm-started tiny Qwen3 model.
 
 Everything derives from ``--seed``; no network access is needed. The world is
-cached under ``<assets>/world-v1-seed<seed>-n<num_train>/``::
+cached under ``<assets>/world-v2-seed<seed>-n<num_train>/`` (v: ``WORLD_VERSION``)::
 
     data/train.parquet  data/val.parquet   the arithmetic task, DAPO/verl schema
     model/                                 tokenizer + model + generation config (one MODEL_PATH)
@@ -10,6 +10,13 @@ cached under ``<assets>/world-v1-seed<seed>-n<num_train>/``::
 The folder is built under a temporary name and renamed when complete, so an
 interrupted build never leaves a folder that looks finished. A second call with
 the same settings returns the cached world at once; ``--force`` rebuilds it.
+
+``tools=True`` builds the tool-integrated (TIR) variant beside it, in ``<name>-tools/``: the same task
+data, a tokenizer that also learned the tool-block format, and a warm start in which a share of the
+targets are tool traces (``world/traces.py``). Its success with tools can only be measured by running
+model-written code in the sandbox, which this layer does not import: ``spo world --tools``
+(``spo_helpers/world_cli.py``) measures it through the agent loop and ``record_tool_check`` writes the
+result into the manifest (``spread`` and ``val_accuracy``, with tool-use numbers).
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ VAL_TEMPERATURE = 0.6
 VAL_SAMPLES = 4
 PROBE_PROMPTS = 200
 PROBE_DATA_SOURCE = "spo_arith_train"
+TOOLS_SUFFIX = "-tools"
 
 logger = logging.getLogger(__name__)
 
@@ -73,8 +81,8 @@ def default_assets_dir() -> Path:
     return Path(env) if env else Path.cwd() / "runs" / "_assets"
 
 
-def world_name(seed: int, num_train: int) -> str:
-    return f"world-v{WORLD_VERSION}-seed{seed}-n{num_train}"
+def world_name(seed: int, num_train: int, tools: bool = False) -> str:
+    return f"world-v{WORLD_VERSION}-seed{seed}-n{num_train}" + (TOOLS_SUFFIX if tools else "")
 
 
 def read_manifest(paths: WorldPaths) -> dict[str, Any] | None:
@@ -85,13 +93,30 @@ def read_manifest(paths: WorldPaths) -> dict[str, Any] | None:
         return None
 
 
-def is_complete(paths: WorldPaths, *, seed: int, num_train: int, num_val: int, warm_cfg=None, model_cfg=None) -> bool:
-    """True when ``paths`` holds a finished world built with these settings (configs checked when given)."""
+def is_complete(
+    paths: WorldPaths,
+    *,
+    seed: int,
+    num_train: int,
+    num_val: int,
+    warm_cfg=None,
+    model_cfg=None,
+    tools: bool = False,
+    tool_share: float | None = None,
+) -> bool:
+    """True when ``paths`` holds a finished world built with these settings (configs checked when given).
+
+    A plain world's manifest has no ``tools`` key; a TIR world's has ``tools: true`` and its ``tool_share``.
+    """
     manifest = read_manifest(paths)
     if not isinstance(manifest, dict):
         return False
     wanted = {"world_version": WORLD_VERSION, "seed": seed, "num_train": num_train, "num_val": num_val}
     if any(manifest.get(k) != v for k, v in wanted.items()):
+        return False
+    if bool(manifest.get("tools", False)) != tools:
+        return False
+    if tools and tool_share is not None and manifest.get("tool_share") != tool_share:
         return False
     for section, cfg in (("warm_start", warm_cfg), ("model", model_cfg)):
         recorded = manifest.get(section)
@@ -119,11 +144,14 @@ def _counts(rows) -> dict[str, int]:
     return {str(k): c[k] for k in sorted(c)}
 
 
-def _token_lengths(tokenizer, rows) -> tuple[int, int]:
+def _token_lengths(tokenizer, rows, tools: bool = False) -> tuple[int, int]:
     from spo_helpers.world.task import reference_response, row_answer, row_content
     from spo_helpers.world.tokenizer import chat_text
+    from spo_helpers.world.traces import encode_trace, row_trace
 
     prompt = max(len(tokenizer(chat_text(row_content(r)), add_special_tokens=False)["input_ids"]) for r in rows)
+    if tools:  # the longer of the two targets: the tool trace, interpreter block included
+        return prompt, max(len(encode_trace(tokenizer, row_trace(r, True))[0]) for r in rows)
     response = max(
         len(tokenizer(reference_response(row_answer(r)) + tokenizer.eos_token, add_special_tokens=False)["input_ids"])
         for r in rows
@@ -131,19 +159,39 @@ def _token_lengths(tokenizer, rows) -> tuple[int, int]:
     return prompt, response
 
 
+def _tool_tokens(tokenizer) -> dict[str, int]:
+    """How many tokens the tool-block markers take in the TIR tokenizer (each is a piece of its own)."""
+    from spo_helpers.formats import tool_blocks
+
+    marks = {
+        "code_open": tool_blocks.CODE_OPEN + "\n",
+        "code_stop": "\n" + tool_blocks.CODE_STOP,
+        "interpreter_open": tool_blocks.INTERPRETER_OPEN,
+        "interpreter_close": "\n" + tool_blocks.INTERPRETER_CLOSE,
+    }
+    return {name: len(tokenizer(text, add_special_tokens=False)["input_ids"]) for name, text in marks.items()}
+
+
 def _build_into(
-    folder: Path, *, seed: int, num_train: int, num_val: int, warm_cfg, model_cfg, progress: bool
+    folder: Path,
+    *,
+    seed: int,
+    num_train: int,
+    num_val: int,
+    warm_cfg,
+    model_cfg,
+    progress: bool,
+    tools: bool = False,
+    tool_share: float = 0.0,
 ) -> dict[str, Any]:
     """Build every part of a world into ``folder`` (not yet under its final name); returns the manifest."""
-    import tokenizers
-    import torch
-    import transformers
 
     from spo_helpers import __version__
     from spo_helpers.world import task
     from spo_helpers.world.model import make_model, save_model
     from spo_helpers.world.tokenizer import build_tokenizer
-    from spo_helpers.world.warmstart import model_success_rates, spread_summary, warm_start
+    from spo_helpers.world.traces import TOOL_RESPONSE_LENGTH, build_tool_tokenizer, row_traces
+    from spo_helpers.world.warmstart import warm_start
 
     paths = WorldPaths.at(folder)
     started = time.perf_counter()
@@ -155,10 +203,13 @@ def _build_into(
     _say(progress, f"1/5 task: {len(train)} train / {len(val)} val prompts, difficulty mix {_counts(train)}")
 
     everything = train + val
-    tokenizer = build_tokenizer(
-        [task.row_content(r) for r in everything], [task.reference_response(task.row_answer(r)) for r in everything]
-    )
-    max_prompt, max_response = _token_lengths(tokenizer, everything)
+    if tools:
+        tokenizer = build_tool_tokenizer(everything)
+    else:
+        tokenizer = build_tokenizer(
+            [task.row_content(r) for r in everything], [task.reference_response(task.row_answer(r)) for r in everything]
+        )
+    max_prompt, max_response = _token_lengths(tokenizer, everything, tools)
     _say(
         progress, f"2/5 tokenizer: vocab {len(tokenizer)}, prompts <= {max_prompt} tokens, responses <= {max_response}"
     )
@@ -171,25 +222,17 @@ def _build_into(
     )
 
     t0 = time.perf_counter()
-    losses = warm_start(model, tokenizer, train, warm_cfg, progress=progress)
+    targets = row_traces(train, tool_share, seed) if tools else None
+    losses = warm_start(model, tokenizer, train, warm_cfg, progress=progress, targets=targets)
     warm_seconds = time.perf_counter() - t0
     _say(
         progress,
         f"4/5 warm start: {warm_cfg.steps} steps in {warm_seconds:.1f}s, loss {losses[0]:.3f} -> "
-        f"{np.mean(losses[-20:]):.3f}",
+        f"{np.mean(losses[-20:]):.3f}" + (f", {tool_share:.0%} tool traces" if tools else ""),
     )
     save_model(model, tokenizer, paths.model_dir)
 
-    t0 = time.perf_counter()
-    pick = np.random.default_rng([seed, 7]).permutation(len(train))[: min(SPREAD_PROMPTS, len(train))]
-    sample = [train[int(i)] for i in np.sort(pick)]
-    rates = model_success_rates(model, tokenizer, sample, n=SPREAD_SAMPLES, temperature=1.0, seed=seed)
-    spread = spread_summary(rates, [r["extra_info"]["difficulty"] for r in sample])
-    val_rates = model_success_rates(model, tokenizer, val, n=VAL_SAMPLES, temperature=VAL_TEMPERATURE, seed=seed)
-    val_summary = spread_summary(val_rates, [r["extra_info"]["difficulty"] for r in val])
-    _say(progress, f"5/5 spread check: {time.perf_counter() - t0:.1f}s")
-
-    return {
+    manifest = {
         "world_version": WORLD_VERSION,
         "package_version": __version__,
         "seed": seed,
@@ -211,8 +254,53 @@ def _build_into(
         },
         "model": {"architecture": "Qwen3ForCausalLM", "parameters": n_params, **model_cfg.to_dict()},
         "warm_start": {**warm_cfg.to_dict(), "first_loss": losses[0], "final_loss": float(np.mean(losses[-20:]))},
+    }
+    if tools:
+        manifest["tools"] = True
+        manifest["tool_share"] = tool_share
+        manifest["tool_response_length"] = TOOL_RESPONSE_LENGTH
+        manifest["tool_traces_train"] = int(sum(len(t) > 1 for t in targets or []))
+        manifest["tokenizer"]["tool_marker_tokens"] = _tool_tokens(tokenizer)
+        manifest["spread"] = None  # success with tools: measured through the agent loop by spo world --tools
+        manifest["val_accuracy"] = None
+        _say(progress, "5/5 spread check: with tools, through the agent loop and the sandbox (spo world --tools)")
+    else:
+        manifest.update(_plain_spread(model, tokenizer, train, val, seed, progress))
+    manifest.update(_files_and_versions(paths))
+    manifest["build_seconds"] = round(time.perf_counter() - started, 2)
+    manifest["warm_start_seconds"] = round(warm_seconds, 2)
+    return manifest
+
+
+def _spread_sample(train, seed: int) -> list[dict]:
+    """The training prompts the spread check samples (the same ones in the plain and the TIR world)."""
+    pick = np.random.default_rng([seed, 7]).permutation(len(train))[: min(SPREAD_PROMPTS, len(train))]
+    return [train[int(i)] for i in np.sort(pick)]
+
+
+def _plain_spread(model, tokenizer, train, val, seed: int, progress: bool) -> dict[str, Any]:
+    """Per-prompt success without tools on a sample of training prompts, and validation accuracy."""
+    from spo_helpers.world.warmstart import model_success_rates, spread_summary
+
+    t0 = time.perf_counter()
+    sample = _spread_sample(train, seed)
+    rates = model_success_rates(model, tokenizer, sample, n=SPREAD_SAMPLES, temperature=1.0, seed=seed)
+    spread = spread_summary(rates, [r["extra_info"]["difficulty"] for r in sample])
+    val_rates = model_success_rates(model, tokenizer, val, n=VAL_SAMPLES, temperature=VAL_TEMPERATURE, seed=seed)
+    val_summary = spread_summary(val_rates, [r["extra_info"]["difficulty"] for r in val])
+    _say(progress, f"5/5 spread check: {time.perf_counter() - t0:.1f}s")
+    return {
         "spread": {"split": "train", "n": SPREAD_SAMPLES, "temperature": 1.0, "top_p": 1.0, **spread},
         "val_accuracy": {"n": VAL_SAMPLES, "temperature": VAL_TEMPERATURE, "top_p": 1.0, **val_summary},
+    }
+
+
+def _files_and_versions(paths: WorldPaths) -> dict[str, Any]:
+    import tokenizers
+    import torch
+    import transformers
+
+    return {
         "files": {
             "data/train.parquet": sha256_file(paths.train_file),
             "data/val.parquet": sha256_file(paths.val_file),
@@ -223,9 +311,62 @@ def _build_into(
             "transformers": transformers.__version__,
             "tokenizers": tokenizers.__version__,
         },
-        "build_seconds": round(time.perf_counter() - started, 2),
-        "warm_start_seconds": round(warm_seconds, 2),
     }
+
+
+@dataclass(frozen=True)
+class ToolCheckJob:
+    """One sampling pass of the TIR world's check: which rows, how many samples each, at what temperature."""
+
+    section: str  # the manifest key it fills: "spread" or "val_accuracy"
+    rows: list[dict[str, Any]]
+    n: int
+    temperature: float
+    top_p: float = 1.0
+
+
+def needs_tool_check(paths: WorldPaths) -> bool:
+    """True for a TIR world whose success with tools is not measured yet."""
+    manifest = read_manifest(paths) or {}
+    return bool(manifest.get("tools")) and not manifest.get("spread")
+
+
+def tool_check_jobs(paths: WorldPaths) -> list[ToolCheckJob]:
+    """What the TIR world's check samples: the plain world's spread prompts (T=1) and the validation set."""
+    from spo_helpers.world.task import read_rows
+
+    manifest = read_manifest(paths) or {}
+    train = read_rows(paths.train_file)
+    return [
+        ToolCheckJob("spread", _spread_sample(train, int(manifest.get("seed", 0))), SPREAD_SAMPLES, 1.0),
+        ToolCheckJob("val_accuracy", read_rows(paths.val_file), VAL_SAMPLES, VAL_TEMPERATURE),
+    ]
+
+
+def record_tool_check(
+    paths: WorldPaths, jobs: list[ToolCheckJob], samples: dict[str, Any], *, response_length: int, seconds: float
+) -> dict[str, Any]:
+    """Write the check's numbers (``traces.tool_use_summary`` per job) into the TIR world's manifest."""
+    from spo_helpers.world.traces import tool_use_summary
+
+    manifest = read_manifest(paths)
+    if not isinstance(manifest, dict) or not manifest.get("tools"):
+        raise ValueError(f"{paths.root} is not a finished TIR world (no tools: true in its manifest)")
+    for job in jobs:
+        numbers = tool_use_summary(samples[job.section], [r["extra_info"]["difficulty"] for r in job.rows])
+        head = {"split": "train"} if job.section == "spread" else {}
+        manifest[job.section] = {
+            **head,
+            "n": job.n,
+            "temperature": job.temperature,
+            "top_p": job.top_p,
+            "tools": True,
+            "response_length": response_length,
+            **numbers,
+        }
+    manifest["tool_check_seconds"] = round(seconds, 2)
+    atomic_write_json(paths.manifest_file, manifest, indent=2)
+    return manifest
 
 
 def _install(tmp: Path, final: Path) -> None:
@@ -253,22 +394,34 @@ def build_world(
     progress: bool = True,
     warm_start=None,
     model_config=None,
+    tools: bool = False,
+    tool_share: float | None = None,
 ) -> WorldPaths:
     """Build (or reuse) the world for these settings and return its paths.
 
     ``warm_start`` (a ``WarmStartConfig``) and ``model_config`` (a ``TinyModelConfig``)
-    default to the kit's settings; they are recorded in the manifest.
+    default to the kit's settings; they are recorded in the manifest. ``tools=True``: the TIR world
+    (``<name>-tools/``), ``tool_share`` of its warm-start targets tool traces (default ``TOOL_SHARE``);
+    its success with tools is left unmeasured here (``spo world --tools`` measures it, see the module).
     """
     from spo_helpers.world.model import TinyModelConfig
+    from spo_helpers.world.traces import TOOL_SHARE
     from spo_helpers.world.warmstart import default_warm_start
 
     if num_train < 1 or num_val < 0:
         raise ValueError("num_train must be >= 1 and num_val >= 0")
+    if not tools and tool_share is not None:
+        raise ValueError("tool_share applies to the TIR world only (tools=True)")
+    share = float(TOOL_SHARE if tool_share is None else tool_share) if tools else 0.0
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"tool_share must be within [0, 1], got {share}")
     assets = Path(assets_dir) if assets_dir is not None else default_assets_dir()
-    paths = WorldPaths.at(assets / world_name(seed, num_train))
+    paths = WorldPaths.at(assets / world_name(seed, num_train, tools))
     warm_cfg = warm_start if warm_start is not None else default_warm_start(num_train, seed)
     model_cfg = model_config if model_config is not None else TinyModelConfig()
     settings = {"seed": seed, "num_train": num_train, "num_val": num_val, "warm_cfg": warm_cfg, "model_cfg": model_cfg}
+    if tools:
+        settings.update(tools=True, tool_share=share)
     if not force and is_complete(paths, **settings):
         _say(progress, f"reusing {paths.root}")
         return paths
@@ -285,6 +438,8 @@ def build_world(
             warm_cfg=warm_cfg,
             model_cfg=model_cfg,
             progress=progress,
+            tools=tools,
+            tool_share=share,
         )
         atomic_write_json(WorldPaths.at(tmp).manifest_file, manifest, indent=2)
         if not force and is_complete(paths, **settings):
@@ -294,7 +449,9 @@ def build_world(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if progress:
+    if progress and tools:  # its summary comes once the tool check (spo world --tools) has measured it
+        _say(progress, f"built {paths.root.name}; success with tools: spo world --tools")
+    elif progress:
         print(summary(paths), flush=True)
     return paths
 
@@ -302,6 +459,8 @@ def build_world(
 def summary(paths: WorldPaths) -> str:
     """A one-screen description of a built world."""
     m = read_manifest(paths) or {}
+    if m.get("tools"):
+        return _tool_summary(paths, m)
     s, v, tok, mod = m.get("spread", {}), m.get("val_accuracy", {}), m.get("tokenizer", {}), m.get("model", {})
     lines = [
         f"world    {paths.root}",
@@ -317,6 +476,51 @@ def summary(paths: WorldPaths) -> str:
         f"val      accuracy at T={v.get('temperature')}: {v.get('mean_success', float('nan')):.3f}",
         f"time     {m.get('build_seconds')}s (warm start {m.get('warm_start_seconds')}s)",
     ]
+    return "\n".join(lines)
+
+
+def _rate(value: Any) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _by_level(values: dict[str, Any] | None) -> str:
+    return " ".join(f"{k}:{_rate(v)}" for k, v in (values or {}).items()) or "-"
+
+
+def _tool_summary(paths: WorldPaths, m: dict[str, Any]) -> str:
+    """The one-screen description of a TIR world: the plain lines plus tool use by difficulty."""
+    s, v, tok, mod = m.get("spread") or {}, m.get("val_accuracy") or {}, m.get("tokenizer", {}), m.get("model", {})
+    marks = tok.get("tool_marker_tokens", {})
+    lines = [
+        f"world    {paths.root}   (with tools: {m.get('tool_share', 0):.0%} of warm-start targets are tool traces)",
+        f"data     {m.get('num_train')} train / {m.get('num_val')} val prompts   {paths.train_file.parent}",
+        f"model    {paths.model_dir}   (MODEL_PATH: tokenizer + Qwen3, {mod.get('parameters', 0):,} params)",
+        f"tokens   vocab {tok.get('vocab_size')}, prompt <= {tok.get('max_prompt_tokens')}, tool trace <= "
+        f"{tok.get('max_response_tokens')}, response budget {m.get('tool_response_length')}; markers {marks}",
+    ]
+    if not s:
+        lines.append("spread   not measured yet: spo world --tools runs it through the agent loop and the sandbox")
+    else:
+        lines += [
+            f"spread   {s.get('prompts')} train prompts x {s.get('n')} samples at T=1 with tools: mean success "
+            f"{s.get('mean_success', float('nan')):.3f}, all-fail {s.get('share_all_fail', float('nan')):.2f}, "
+            f"mixed {s.get('share_mixed', float('nan')):.2f}, all-pass {s.get('share_all_pass', float('nan')):.2f}",
+            f"         by difficulty         {_by_level(s.get('mean_by_difficulty'))}",
+            f"tools    call rate {_rate(s.get('tool_call_rate'))}, success with a call "
+            f"{_rate(s.get('success_with_tool'))}, without {_rate(s.get('success_without_tool'))}; "
+            f"longest response {s.get('max_response_tokens')} tokens, {s.get('share_out_of_budget', 0):.1%} "
+            "out of budget",
+            f"         call rate             {_by_level(s.get('tool_call_rate_by_difficulty'))}",
+            f"         success with a call   {_by_level(s.get('success_with_tool_by_difficulty'))}",
+            f"         success without       {_by_level(s.get('success_without_tool_by_difficulty'))}",
+        ]
+    if v:
+        lines.append(
+            f"val      accuracy at T={v.get('temperature')} with tools: {v.get('mean_success', float('nan')):.3f}, "
+            f"call rate {_rate(v.get('tool_call_rate'))}"
+        )
+    check = f", tool check {m['tool_check_seconds']}s" if "tool_check_seconds" in m else ""
+    lines.append(f"time     {m.get('build_seconds')}s (warm start {m.get('warm_start_seconds')}s){check}")
     return "\n".join(lines)
 
 
@@ -344,13 +548,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 __all__ = [
+    "TOOLS_SUFFIX",
+    "ToolCheckJob",
     "WorldPaths",
     "add_arguments",
     "build_world",
     "default_assets_dir",
     "is_complete",
+    "needs_tool_check",
     "read_manifest",
+    "record_tool_check",
     "run",
     "summary",
+    "tool_check_jobs",
     "world_name",
 ]

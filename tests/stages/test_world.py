@@ -126,6 +126,7 @@ def test_world_layout_and_manifest(world):
     assert all(r["data_source"] == world_build.PROBE_DATA_SOURCE for r in probe)
     assert {r["extra_info"]["prompt_key"] for r in probe} <= train_keys
     assert manifest["tokenizer"]["max_prompt_tokens"] < 64 and manifest["tokenizer"]["max_response_tokens"] <= 16
+    assert "tools" not in manifest and "tool_share" not in manifest  # the plain world (the TIR one: <name>-tools)
 
 
 def test_tokenizer_chat_template_and_key_round_trip(world):

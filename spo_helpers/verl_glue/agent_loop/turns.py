@@ -35,11 +35,14 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol
 
+# The block format lives in formats.tool_blocks (the CPU world's traces use it too); re-exported here.
+from spo_helpers.formats.tool_blocks import CODE_STOP as CODE_STOP
+from spo_helpers.formats.tool_blocks import INTERPRETER_CLOSE as INTERPRETER_CLOSE
+from spo_helpers.formats.tool_blocks import INTERPRETER_OPEN as INTERPRETER_OPEN
+from spo_helpers.formats.tool_blocks import interpreter_block as interpreter_block
+
 logger = logging.getLogger(__name__)
 
-CODE_STOP = "</code>"
-INTERPRETER_OPEN = "<interpreter>\n"
-INTERPRETER_CLOSE = "\n</interpreter>\n\n"
 TRUNCATE_SIDES = ("left", "middle", "right")
 
 
@@ -145,11 +148,6 @@ def truncate_tool_output(text: str, limit: int, side: str = "middle") -> str:
         raise ValueError(f"side must be one of {TRUNCATE_SIDES}, got {side!r}")
     half = limit // 2
     return text[:half] + "...(truncated)..." + text[-half:]
-
-
-def interpreter_block(text: str) -> str:
-    """``"<interpreter>\\n" + text + "\\n</interpreter>\\n\\n"``: what the model reads back."""
-    return INTERPRETER_OPEN + text + INTERPRETER_CLOSE
 
 
 # ---------------------------------------------------------------------------------------------- results

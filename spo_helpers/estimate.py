@@ -130,8 +130,13 @@ def estimate_subset(
     overrides: list[str] | None = None,
     force: bool = False,
     dry_run: bool = False,
+    tools: str | None = None,
 ) -> EstimateSummary | str:
-    """Run one validation-only job; returns its summary (or the dry-run text)."""
+    """Run one validation-only job; returns its summary (or the dry-run text).
+
+    ``tools``: ``sandbox`` estimates with the tool agent loop (as the official values are), ``none`` math only,
+    ``None`` the preset's default.
+    """
     from spo_helpers.verl_glue.config import RunSpec, build_config, dry_run_text
     from spo_helpers.verl_glue.run_guard import start_run
 
@@ -149,6 +154,7 @@ def estimate_subset(
         debug=debug,
         small_batch=small_batch,
         seed=seed,
+        tools=tools,
         overrides=list(overrides or []),
     )
     config = build_config(spec)
@@ -195,6 +201,7 @@ def estimate_all(
     preset: str = "cpu",
     assets: str | None = None,
     progress: bool = True,
+    tools: str | None = None,
     **kwargs,
 ) -> list[EstimateSummary]:
     """Estimate one subset file, or every ``subset_*.parquet`` of a folder (``EXP_NAME_subset_<i>``).
@@ -211,9 +218,11 @@ def estimate_all(
     if not model_path:
         if preset != "cpu":
             raise UserError("MODEL_PATH is not set: pass --model_path (a Hugging Face id or local folder)")
+        from spo_helpers.verl_glue.config import preset_default_tools
         from spo_helpers.world.build import build_world
 
-        model_path = str(build_world(assets, seed=0).model_dir)
+        uses_tools = (tools or preset_default_tools(preset)) == "sandbox"
+        model_path = str(build_world(assets, seed=0, tools=uses_tools).model_dir)
     check_model_dir(model_path)
     summaries = []
     for data_file in tqdm(files, desc="subsets", unit="subset", disable=not progress or len(files) == 1):
@@ -227,6 +236,7 @@ def estimate_all(
             n_val=n_val,
             backend=backend,
             preset=preset,
+            tools=tools,
             **kwargs,
         )
         if isinstance(result, str):
@@ -256,6 +266,7 @@ def run(args: argparse.Namespace) -> int:
         overrides=args.overrides,
         force=args.force,
         dry_run=args.dry_run,
+        tools=args.tools,
     )
     print_summaries(summaries)
     return 0

@@ -146,20 +146,23 @@ def train(
     dry_run: bool = False,
     assets: str | None = None,
     fresh: bool = False,
+    tools: str | None = None,
 ) -> TrainSummary | str:
     """Train with ``method`` (GRPO or SPO); the Python face of ``spo train``.
 
     An existing run folder is resumed from its newest complete checkpoint, unless
-    ``fresh`` (then it is deleted first).
+    ``fresh`` (then it is deleted first). ``tools``: ``sandbox`` (tool-integrated reasoning), ``none`` (math
+    only) or ``None`` (the preset's default); on the cpu preset, tools train the CPU world's tool-use variant.
     """
-    from spo_helpers.verl_glue.config import RunSpec, build_config, dry_run_text
+    from spo_helpers.verl_glue.config import RunSpec, build_config, dry_run_text, preset_default_tools
     from spo_helpers.verl_glue.run_guard import start_run
 
     method = method.upper()
+    uses_tools = (tools or preset_default_tools(preset)) == "sandbox"
     if preset == "cpu" and (not model_path or not train_files or not val_files):
         from spo_helpers.world.build import build_world
 
-        world = build_world(assets, seed=0)
+        world = build_world(assets, seed=0, tools=uses_tools)
         model_path = model_path or str(world.model_dir)
         train_files = train_files or [str(world.train_file)]
         val_files = val_files or [str(p) for p in world.validation_files]
@@ -193,6 +196,7 @@ def train(
         val_before_train=val_before_train,
         total_steps=total_steps,
         seed=seed,
+        tools=tools,
         overrides=list(overrides or []),
     )
     config = build_config(spec)
@@ -241,6 +245,7 @@ def run(args: argparse.Namespace) -> int:
         small_batch=args.small_batch,
         val_before_train=args.val_before_train,
         seed=args.seed,
+        tools=args.tools,
         overrides=args.overrides,
         dry_run=args.dry_run,
         assets=args.assets,

@@ -16,3 +16,13 @@ def small_world(tmp_path_factory):
     from spo_helpers.world.build import build_world
 
     return build_world(tmp_path_factory.mktemp("assets"), seed=0, num_train=300, num_val=40, progress=False)
+
+
+@pytest.fixture(scope="session")
+def small_tool_world(tmp_path_factory):
+    """The same small world's tool-use variant: warm start with tool traces (about a minute)."""
+    pytest.importorskip("verl")
+    from spo_helpers.world.build import build_world
+
+    assets = tmp_path_factory.mktemp("tool_assets")
+    return build_world(assets, seed=0, num_train=300, num_val=40, progress=False, tools=True)

@@ -35,16 +35,18 @@ RUN_FOLDER_KEYS = ("kit.run_dir", "kit.output_dir", "trainer.experiment_name")
 
 
 def use_cpu_world(config: DictConfig) -> DictConfig:
-    """The ``cpu`` preset without a model or training files: the CPU world's, as ``spo train`` does."""
+    """The ``cpu`` preset without a model or training files: the CPU world's (with tools: its tool-use
+    variant), as ``spo train`` does."""
     if config.kit.preset != "cpu":
         return config
     model_missing = OmegaConf.is_missing(config.actor_rollout_ref.model, "path")
     train_missing = OmegaConf.is_missing(config.data, "train_files")
     if not (model_missing or train_missing):
         return config
+    from spo_helpers.verl_glue.agent_loop.settings import tools_enabled
     from spo_helpers.world.build import build_world
 
-    world = build_world(None, seed=0)
+    world = build_world(None, seed=0, tools=tools_enabled(config.actor_rollout_ref.rollout))
     logger.info("cpu preset: using the CPU world in %s", world.model_dir.parent)
     if model_missing:
         config.actor_rollout_ref.model.path = str(world.model_dir)

@@ -347,7 +347,8 @@ async def run_turns(turns: ToolTurns, generate: Generate, tool: CodeTool) -> Tur
 def summarize(metrics: Sequence[TurnMetrics | dict[str, Any]], prefix: str = "tool/") -> dict[str, float]:
     """Batch metrics for the trainer's log: means per sample, rates per code run, stop reasons' shares.
 
-    ``calls/mean``, ``assistant_turns/mean``, ``user_turns/mean``; ``error_rate``, ``timeout_rate``,
+    ``calls/mean``, ``call_rate`` (share of samples with a code run), ``assistant_turns/mean`` and ``/max``,
+    ``user_turns/mean``; ``error_rate``, ``timeout_rate``,
     ``sandbox_error_rate``, ``truncated_output_rate`` (per code run, 0 without runs);
     ``sandbox_latency/mean`` (seconds per run); ``tool_token_share`` (interpreter tokens over response
     tokens); ``stop/<reason>`` (share of samples).
@@ -364,7 +365,9 @@ def summarize(metrics: Sequence[TurnMetrics | dict[str, Any]], prefix: str = "to
     tokens = total("response_tokens")
     out = {
         f"{prefix}calls/mean": calls / n,
+        f"{prefix}call_rate": sum(float(r.get("tool_calls", 0) or 0) > 0 for r in rows) / n,
         f"{prefix}assistant_turns/mean": total("assistant_turns") / n,
+        f"{prefix}assistant_turns/max": max(float(r.get("assistant_turns", 0) or 0) for r in rows),
         f"{prefix}user_turns/mean": total("user_turns") / n,
         f"{prefix}error_rate": total("tool_errors") / calls if calls else 0.0,
         f"{prefix}timeout_rate": total("tool_timeouts") / calls if calls else 0.0,

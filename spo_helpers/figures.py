@@ -25,10 +25,11 @@ from pathlib import Path
 import pandas as pd
 
 from spo_helpers.analysis import RunInfo
-from spo_helpers.analysis.figure_set import FIGURE_STEMS, FIGURES, RunData, result_tables
+from spo_helpers.analysis.figure_set import FIGURE_STEMS, FIGURES, SAVED_DPI, RunData, result_tables
 from spo_helpers.errors import MissingData, UserError
 from spo_helpers.formats.atomic import atomic_write_bytes, atomic_write_text
 from spo_helpers.formats.layout import PipelineLayout
+from spo_helpers.progress import progress_bar
 
 __all__ = [
     "DEFAULT_FORMATS",
@@ -67,14 +68,19 @@ class FigureReport:
 
 
 # ---------------------------------------------------------------------------------------------- writing
-def save_figure(fig, stem: str, output_dir: Path, formats: Sequence[str]) -> list[Path]:
-    """Render ``fig`` once per format into memory, then write each file atomically."""
+def save_figure(
+    fig, stem: str, output_dir: Path, formats: Sequence[str], rendered: dict[str, bytes] | None = None
+) -> list[Path]:
+    """Render ``fig`` once per format into memory, then write each file atomically; ``rendered`` (when given)
+    gets each format's bytes."""
     paths = []
     for fmt in formats:
         buffer = io.BytesIO()
         metadata = {"CreationDate": None} if fmt == "pdf" else None
-        fig.savefig(buffer, format=fmt, dpi=120, bbox_inches="tight", metadata=metadata)
+        fig.savefig(buffer, format=fmt, dpi=SAVED_DPI, bbox_inches="tight", metadata=metadata)
         paths.append(atomic_write_bytes(output_dir / f"{stem}.{fmt}", buffer.getvalue()))
+        if rendered is not None:
+            rendered[fmt] = buffer.getvalue()
     return paths
 
 
@@ -92,10 +98,12 @@ def build_figures(
     output_dir: str | os.PathLike | None = None,
     formats: Sequence[str] = DEFAULT_FORMATS,
     simulation: bool = True,
+    progress: bool = True,
 ) -> FigureReport:
     """Write every figure of ``figure_set.FIGURES`` the data supports; see the module docstring.
 
     ``paths``: run or pipeline folders, or their already loaded ``RunData``. Raises for missing paths only.
+    ``progress``: a bar over the figures (a widget in a notebook, on a terminal's stderr; none headless).
     """
     if isinstance(paths, RunData):
         data = paths
@@ -110,7 +118,10 @@ def build_figures(
     out = Path(output_dir) if output_dir is not None else default_output_dir(data.roots)
     out.mkdir(parents=True, exist_ok=True)
     report = FigureReport(output_dir=out, runs=data.runs)
-    for spec in FIGURES:
+    quiet = {} if progress else {"disable": True}
+    bar = progress_bar(FIGURES, desc="figures", unit="figure", terminal=None, **quiet)
+    for spec in bar:
+        bar.set_postfix_str(spec.stem, refresh=True)
         if spec.simulation and not simulation:
             report.skipped[spec.stem] = "simulation turned off (--no-simulation)"
             continue
@@ -118,9 +129,12 @@ def build_figures(
         if built.figure is None:
             report.skipped[built.stem] = str(built.skipped)
             continue
-        files = save_figure(built.figure, built.stem, out, formats)
+        rendered: dict[str, bytes] = {}
+        files = save_figure(built.figure, built.stem, out, formats, rendered)
         files.append(save_table(built.table, out / f"{built.stem}.csv"))
+        built.png = rendered.get("png")
         report.written[built.stem] = files
+    bar.set_postfix_str("tables", refresh=True)
     try:
         tables = result_tables(data)
     except MissingData as err:
@@ -128,6 +142,7 @@ def build_figures(
     else:
         report.results = tables[RESULTS_STEM]
         report.written[RESULTS_STEM] = [save_table(frame, out / f"{name}.csv") for name, frame in tables.items()]
+    bar.close()
     report.notes.extend(data.notes)
     return report
 
@@ -140,7 +155,7 @@ def write_figures(
     verbose: bool = True,
 ) -> list[Path]:
     """``build_figures`` and, if ``verbose``, the summary; returns the files written."""
-    report = build_figures(paths, output_dir, formats, simulation)
+    report = build_figures(paths, output_dir, formats, simulation, progress=verbose)
     if verbose:
         print_report(report)
     return report.files

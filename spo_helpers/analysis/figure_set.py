@@ -76,6 +76,7 @@ class RunData:
         self.runs = runs
         self.roots = list(roots)
         self.notes: list[str] = []
+        self.built: dict[str, BuiltFigure] = {}  # figures built from these runs, by stem (each built once)
 
     @classmethod
     def from_paths(cls, paths: Iterable[str | os.PathLike] | str | os.PathLike) -> RunData:
@@ -166,20 +167,32 @@ class RunData:
 
 
 # ---------------------------------------------------------------------------------------------- built figures
+SAVED_DPI = 120  # the resolution of the PNG files (spo_helpers.figures)
+INLINE_DPI = 100  # what matplotlib's inline backend draws at
+
+
 @dataclass
 class BuiltFigure:
-    """One figure: its file stem, the figure and its table, or (``figure`` None) why it was skipped."""
+    """One figure: its file stem, the figure and its table, or (``figure`` None) why it was skipped.
+
+    ``png``: the PNG file's bytes once ``spo figures`` (``build_figures``) wrote it; a notebook then shows that
+    file instead of drawing the figure again.
+    """
 
     stem: str
     figure: Any = None
     table: pd.DataFrame | None = None
     skipped: str | None = None
+    png: bytes | None = None
 
     def _ipython_display_(self) -> None:
-        from IPython.display import Markdown, display
+        from IPython.display import Image, Markdown, display
 
         if self.figure is None:
             display(Markdown(f"*{self.stem}: skipped, {self.skipped}*"))
+        elif self.png is not None:
+            width = int.from_bytes(self.png[16:20], "big")  # the PNG header's width, in pixels
+            display(Image(data=self.png, format="png", width=round(width * INLINE_DPI / SAVED_DPI)))
         else:
             display(self.figure)
 
@@ -188,7 +201,8 @@ def figure_builder(stem: str) -> Callable[[Callable[..., tuple[Any, pd.DataFrame
     """Turn ``draw(data, ...) -> (figure, table)`` into a builder returning a ``BuiltFigure``.
 
     ``stem`` may name the builder's arguments (``"02_learning_curves_{x}"``). ``MissingData`` becomes a skipped
-    figure; a drawn figure is closed in pyplot (it can still be saved and displayed).
+    figure; a drawn figure is closed in pyplot (it can still be saved and displayed). A figure is built once per
+    ``RunData`` (kept in ``data.built``): notebook 05 shows the figures ``spo figures`` just wrote.
     """
 
     def decorate(draw: Callable[..., tuple[Any, pd.DataFrame]]) -> Callable[..., BuiltFigure]:
@@ -201,13 +215,20 @@ def figure_builder(stem: str) -> Callable[[Callable[..., tuple[Any, pd.DataFrame
             bound = signature.bind(*args, **kwargs)
             bound.apply_defaults()
             name = stem.format(**bound.arguments)
+            data = bound.arguments.get("data")
+            cache = data.built if isinstance(data, RunData) else {}
+            if name in cache:
+                return cache[name]
             try:
                 fig, table = draw(*args, **kwargs)
             except MissingData as err:
                 logger.debug("%s skipped: %s", name, err)
-                return BuiltFigure(name, skipped=str(err))
-            plt.close(fig)
-            return BuiltFigure(name, fig, table)
+                built = BuiltFigure(name, skipped=str(err))
+            else:
+                plt.close(fig)
+                built = BuiltFigure(name, fig, table)
+            cache[name] = built
+            return built
 
         return build
 

@@ -73,5 +73,10 @@ class GRPOTrainer(KitTrainerMixin, RayPPOTrainer):
         return metrics
 
     def fit(self):
-        with use_kit_tracking(str(self.layout.metrics), self._after_log):
+        import verl.trainer.ppo.ray_trainer as ray_trainer
+
+        from spo_helpers.progress import bars_in
+
+        # verl's own bar ("Training Progress", as the SPO loop's) as a widget in a notebook
+        with use_kit_tracking(str(self.layout.metrics), self._after_log), bars_in(ray_trainer):
             return super().fit()

@@ -14,6 +14,7 @@ functions, but constructing the kit's ``GRPOTrainer`` / ``SPOTrainer``:
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -24,6 +25,8 @@ from spo_helpers.formats.atomic import atomic_write_text
 from spo_helpers.formats.layout import RunLayout
 from spo_helpers.process_tree import die_with_parent
 from spo_helpers.verl_glue.ray_cpu.settings import is_ray_cpu
+
+logger = logging.getLogger(__name__)
 
 TENSORBOARD_ENV = "TENSORBOARD_DIR"
 """verl's tensorboard backend writes its event files here; the kit points it at ``<run>/tensorboard``."""
@@ -90,6 +93,10 @@ def build_trainer(config: DictConfig, init_workers: bool = True):
     from spo_helpers.verl_glue.grpo_trainer import GRPOTrainer
     from spo_helpers.verl_glue.spo_trainer import SPOTrainer
 
+    validation = ", then validation before training" if config.trainer.get("val_before_train", True) else ""
+    if config.trainer.get("val_only", False):
+        validation = ", then the validation"
+    logger.info("%s: setting up verl's trainer (tokenizer, data, model%s)", config.trainer.experiment_name, validation)
     mapping, pool_manager, worker_group_cls = _role_mapping(config)
     validate_config(config=config, use_reference_policy=need_reference_policy(mapping), use_critic=need_critic(config))
     local_path = copy_to_local(config.actor_rollout_ref.model.path)

@@ -189,9 +189,9 @@ class SPOTrainer(KitTrainerMixin, RayPPOTrainer):
             tracking.log(data=val_metrics, step=self.global_steps)
             if self.config.trainer.get("val_only", False):
                 return
-        from tqdm import tqdm
+        from spo_helpers.progress import TRAINING_BAR, progress_bar
 
-        progress = tqdm(total=self.total_training_steps, initial=self.global_steps, desc="SPO training")
+        progress = progress_bar(total=self.total_training_steps, initial=self.global_steps, desc=TRAINING_BAR)
         self.global_steps += 1
         self.max_steps_duration = 0.0
         profiler = self.config.global_profiler

@@ -158,3 +158,19 @@ def test_notes_once_however_often_a_figure_is_built(tmp_path):
 def test_run_summary(pipeline):
     summary = F.RunData.from_paths(pipeline).summary()
     assert set(summary["method"]) == {"GRPO", "SPO"} and len(summary) == 4
+
+
+def test_notebook_05_shows_the_files_the_command_just_wrote(pipeline, tmp_path, monkeypatch):
+    import IPython.display
+
+    data = F.RunData.from_paths(pipeline)
+    report = build_figures(data, tmp_path, formats=["png"], simulation=False)
+    built = F.zero_advantage_figure(data)  # what the notebook's cell calls after write_figures
+    assert built is data.built["03_zero_advantage"]  # built once
+    assert built.png == (tmp_path / "03_zero_advantage.png").read_bytes()
+    assert "03_zero_advantage" in report.written
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda obj, **_: shown.append(obj))
+    built._ipython_display_()
+    (image,) = shown
+    assert image.data == built.png and image.width < int.from_bytes(built.png[16:20], "big")  # at the inline size

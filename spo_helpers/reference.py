@@ -1,4 +1,4 @@
-"""Prune a finished CPU pipeline folder to the small files the analysis needs.
+"""Prune a finished CPU pipeline folder to the small files the analysis needs, and make it portable.
 
     spo pipeline --name reference && python -m spo_helpers.reference runs/reference
 
@@ -8,14 +8,24 @@ Keeps, per training run: ``config.yaml``, ``metrics.jsonl``, ``steps.jsonl``,
 checkpoints, TensorBoard events, rollout dumps, the estimation dumps, the splits
 and the executed notebooks, so ``05_analysis`` and ``spo figures`` regenerate every
 figure in seconds without training.
+
+Portable: every path under the project folder (the folder holding ``pyproject.toml``
+above the run, else the working folder) is written relative to it in each
+``config.yaml``, and every validation dump line names its data source (read from the
+run's validation files while they are at hand), so a clone elsewhere, without the
+CPU world's files, still tells the benchmarks apart. Running it again changes nothing.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import sys
 from pathlib import Path
 
+from spo_helpers.analysis.validation import val_data_sources
+from spo_helpers.formats.atomic import atomic_write_text, read_utf8
 from spo_helpers.formats.layout import OFFLINE_VALUES_FILE, PipelineLayout, RunLayout, stats_path_for
 
 _RUN = RunLayout(Path())
@@ -45,7 +55,59 @@ def prune(root: str | Path, keep_every: int = 10) -> list[Path]:
                         item.unlink()
                 continue
             shutil.rmtree(path) if path.is_dir() else path.unlink()
+    make_portable(root)
     return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def project_folder(root: Path) -> Path:
+    """The folder holding ``pyproject.toml`` above ``root``, else the working folder."""
+    root = root.resolve()
+    return next((p for p in root.parents if (p / "pyproject.toml").is_file()), Path.cwd().resolve())
+
+
+def relative_paths(text: str, project: Path) -> str:
+    """``text`` with ``<project>/x`` written ``x`` and ``<project>`` alone written ``.``."""
+    prefix = re.escape(str(project))
+    text = re.sub(rf"(?<![\w/.]){prefix}/", "", text)
+    return re.sub(rf"(?<![\w/.]){prefix}(?![\w/.])", ".", text)
+
+
+def name_data_sources(run: Path) -> int:
+    """Add ``data_source`` to the run's validation dump lines that lack it (from the run's validation files);
+    returns the number of lines changed. Lines whose prompt is not in those files stay as they are."""
+    mapping, single = val_data_sources(run)
+    changed = 0
+    for path in sorted(RunLayout(run).validation_data.glob("*.jsonl")):
+        lines, touched = [], False
+        for line in read_utf8(path).split("\n"):
+            if line.strip():
+                record = json.loads(line)
+                source = mapping.get(str(record.get("prompt_key", ""))) or single
+                if not record.get("data_source") and source:
+                    record["data_source"] = source
+                    line, touched = json.dumps(record, ensure_ascii=False), True
+                    changed += 1
+            lines.append(line)
+        if touched:
+            atomic_write_text(path, "\n".join(lines))
+    return changed
+
+
+def make_portable(root: str | Path) -> dict[str, int]:
+    """Name every validation dump line's data source, then write the configs' project paths relative to the
+    project folder (in that order: the sources are read from the files the configs name). Returns, per run
+    folder, the dump lines changed."""
+    root = Path(root)
+    project = project_folder(root)
+    changed = {}
+    for config in sorted(PipelineLayout(root).runs.glob("*/config.yaml")):
+        run = config.parent
+        changed[run.name] = name_data_sources(run)
+        text = read_utf8(config)
+        portable = relative_paths(text, project)
+        if portable != text:
+            atomic_write_text(config, portable)
+    return changed
 
 
 if __name__ == "__main__":

@@ -33,15 +33,27 @@ _VAL_CORE = re.compile(r"^val-core/(?P<ds>[^/]+)/(?P<var>[^/]+)/(?P<stat>mean@\d
 
 
 # ---------------------------------------------------------------------------------------------- validation dumps
-def _val_data_sources(folder: Path) -> tuple[dict[str, str], str | None]:
+def run_file(name: str | os.PathLike, folder: Path) -> Path | None:
+    """A file a run's config names, found: as written (absolute, or relative to the working folder), else
+    relative to a folder above the run (a portable run names files relative to its project folder)."""
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path
+    if path.is_absolute():
+        return None
+    return next((parent / path for parent in Path(folder).resolve().parents if (parent / path).is_file()), None)
+
+
+def val_data_sources(folder: Path) -> tuple[dict[str, str], str | None]:
     """prompt key -> data source from the run's local val files, and the single val-core source if only one."""
     from spo_helpers.formats.datasets import dataset_prompt_keys, load_dataset_rows
 
     config = load_config(folder)
     mapping: dict[str, str] = {}
     files = config_value(config, "data.val_files") or []
-    for name in [files] if isinstance(files, str) else list(files):
-        if not Path(str(name)).is_file():
+    for listed in [files] if isinstance(files, str) else list(files):
+        name = run_file(str(listed), folder)
+        if name is None:
             continue
         try:
             rows = load_dataset_rows(str(name))
@@ -79,7 +91,7 @@ def load_validation(run: RunInfo | str | os.PathLike) -> pd.DataFrame:
     files = step_dumps(layout.validation_data)
     if not files:
         raise MissingData(f"{layout.validation_data}: no validation dumps (<step>.jsonl)")
-    mapping, single = _val_data_sources(layout.root)
+    mapping, single = val_data_sources(layout.root)
     rows = []
     for path in files:
         dump = read_validation_dump(path)

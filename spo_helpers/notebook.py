@@ -4,10 +4,14 @@
 
     setup_notebook()
 
-It runs the notebook from the project folder (a kernel started in ``notebooks/`` moves up, so the parameters'
-relative paths such as ``runs/reference`` mean the same from JupyterLab, nbval and papermill), draws figures
-inline, shows the kit's log messages as plain lines in the cell output, silences the progress-bar warning
-of headless kernels, and widens pandas' tables. It can be run again (nothing is added twice).
+It runs the notebook from the project folder (a kernel started in ``notebooks/``, or in the copies'
+``runs/notebooks/``, moves up, so the parameters' relative paths such as ``runs/reference`` mean the same from
+JupyterLab, nbval and papermill), draws figures inline, shows the kit's log messages as plain lines in the cell
+output, silences the progress-bar warning of headless kernels, and widens pandas' tables. It can be run again
+(nothing is added twice).
+
+A live kernel started in the templates folder (JupyterLab opened one of the kit's templates, which ``spo
+pipeline`` runs) gets the copies made (``spo notebooks``) and a note with links to them.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from spo_helpers.process_tree import die_with_parent
 HEADLESS_ENV = "SPO_HEADLESS"
 """Set (not ``0``) by ``spo pipeline`` and ``make test-notebooks``: explorers draw static figures."""
 NOTEBOOKS_FOLDER = "notebooks"
+RUNS_FOLDER = "runs"
 PROJECT_MARKER = "pyproject.toml"
 _HANDLER_NAME = "spo_helpers.notebook"
 
@@ -44,10 +49,13 @@ def is_headless() -> bool:
 
 def project_folder(start: Path) -> Path:
     """Where a notebook runs: ``start``, or for a ``notebooks/`` folder the nearest folder above it holding a
-    ``pyproject.toml`` (its parent when there is none)."""
+    ``pyproject.toml``; without one, the project of the copies' ``<project>/runs/notebooks`` or the parent."""
     if start.name != NOTEBOOKS_FOLDER:
         return start
-    return next((p for p in start.parents if (p / PROJECT_MARKER).is_file()), start.parent)
+    found = next((p for p in start.parents if (p / PROJECT_MARKER).is_file()), None)
+    if found is not None:
+        return found
+    return start.parent.parent if start.parent.name == RUNS_FOLDER else start.parent
 
 
 def _show_kit_logs(level: str) -> None:
@@ -59,6 +67,25 @@ def _show_kit_logs(level: str) -> None:
         handler.setFormatter(logging.Formatter("%(message)s"))
         root.addHandler(handler)
     root.setLevel(getattr(logging, level, logging.INFO))
+
+
+def _warn_in_templates(start: Path) -> None:
+    """In the templates folder: make the copies and show where they are (see the module docstring)."""
+    from spo_helpers.errors import UserError
+    from spo_helpers.notebook_copies import template_warning
+
+    try:
+        text = template_warning(start)
+    except (OSError, UserError) as err:  # a read-only install: say so, but run the notebook anyway
+        text = f"**This notebook is one of the kit's templates**; the copies could not be made ({err})."
+    if text is None:
+        return
+    try:
+        from IPython.display import Markdown, display
+    except ImportError:
+        print(text)
+        return
+    display(Markdown(text))
 
 
 def _inline_figures() -> None:
@@ -74,8 +101,11 @@ def _inline_figures() -> None:
 
 def setup_notebook(display_width: int = 140) -> NotebookSetup:
     """Prepare a kit notebook's kernel; see the module docstring. ``SPO_LOG_LEVEL`` sets the log level."""
-    cwd = project_folder(Path.cwd())
-    if cwd != Path.cwd():
+    start = Path.cwd()
+    if not is_headless():
+        _warn_in_templates(start)
+    cwd = project_folder(start)
+    if cwd != start:
         os.chdir(cwd)
     _inline_figures()
     die_with_parent()  # processes the kernel forks (data-loading pools) end with it

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from spo_helpers import notebook as N
+from spo_helpers.notebook_copies import saved_state
 from spo_helpers.pipeline import STAGES, notebooks_dir
 
 SETUP_CELL = "from spo_helpers.notebook import setup_notebook\n\nsetup_notebook()"
@@ -49,6 +50,7 @@ def test_committed_without_outputs(name):
     for cell in notebook_cells(name):
         if cell["cell_type"] == "code":
             assert cell["outputs"] == [] and cell["execution_count"] is None, name
+    assert saved_state(notebooks_dir() / name) == [], name  # the rule spo pipeline and spo notebooks --check apply
 
 
 @pytest.mark.parametrize("name", ["02_estimate.ipynb", "04_train.ipynb"])

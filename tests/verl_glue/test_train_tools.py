@@ -1,0 +1,106 @@
+"""Tool-integrated GRPO and SPO on the CPU backend: the agent loop, the sandbox started for the run, resume."""
+
+from __future__ import annotations
+
+import socket
+from urllib.parse import urlparse
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("verl")
+
+from spo_helpers.formats.steplog import read_step_log
+from spo_helpers.train import train
+from spo_helpers.verl_glue.checkpoint import RunStopped
+
+FAST = ["actor_rollout_ref.rollout.val_kwargs.n=2", "trainer.save_freq=2", "trainer.test_freq=2"]
+VOLATILE = ("timing_s/", "timing_per_token_ms/", "perf/", "tool/sandbox_latency/")
+
+
+def run(method, world, out, name, steps, *extra, offline_values="none"):
+    overrides = [*FAST, *extra]
+    if method == "SPO":
+        overrides.append("data.gen_batch_size=200")
+    return train(
+        method,
+        output_dir=str(out),
+        exp_name=name,
+        model_path=str(world.model_dir),
+        train_files=[str(world.train_file)],
+        val_files=[str(world.val_file)],
+        offline_values=offline_values if method == "SPO" else None,
+        total_steps=steps,
+        tools="sandbox",
+        overrides=overrides,
+    )
+
+
+def metrics_of(run_dir):
+    return {
+        r["step"]: {k: v for k, v in r["data"].items() if not k.startswith(VOLATILE)}
+        for r in read_step_log(run_dir / "metrics.jsonl")
+    }
+
+
+def test_the_tool_world_fits_the_cpu_tool_preset():
+    from spo_helpers.verl_glue.config import compose
+    from spo_helpers.world.traces import TOOL_PROMPT_LENGTH, TOOL_RESPONSE_LENGTH
+
+    config = compose(["preset=cpu", "method=grpo", "agent=tools"])
+    assert config.data.max_response_length == TOOL_RESPONSE_LENGTH
+    assert config.data.max_prompt_length == TOOL_PROMPT_LENGTH
+
+
+def test_grpo_with_tools(small_tool_world, tmp_path):
+    summary = run("GRPO", small_tool_world, tmp_path, "grpo_tools", 2)
+    metrics = metrics_of(summary.run_dir)
+    step = metrics[2]
+    for key in ("tool/call_rate", "tool/calls/mean", "tool/error_rate", "tool/tool_token_share", "num_turns/mean"):
+        assert key in step, key
+    assert 0.0 < step["tool/call_rate"] < 1.0  # the warm start uses the tool on about half of its targets
+    assert step["tool/tool_token_share"] > 0.0  # interpreter tokens are in the responses, masked out
+    assert step["tool/sandbox_error_rate"] == 0.0
+    # The response-token count covers the model's tokens only (response_mask), never the interpreter's.
+    assert step["kit/response_tokens_total"] < 2 * 128 * 48 * (1 - step["tool/tool_token_share"]) + 1
+    records = read_step_log(summary.run_dir / "steps.jsonl")
+    calls = np.concatenate([r["data"]["tool_calls"] for r in records])
+    assert calls.size == 2 * 128 and (calls > 0).any() and (calls == 0).any()
+    outputs = (summary.run_dir / "validation_data" / "2.jsonl").read_text()
+    assert "<interpreter>" in outputs and "</code>" in outputs
+    # The run's sandbox: started for it, recorded, and gone afterwards.
+    url = (summary.run_dir / "sandbox_tool_config.yaml").read_text().split("sandbox_fusion_url:")[1].split()[0]
+    where = urlparse(url.strip("'\""))
+    with socket.socket() as sock, pytest.raises(OSError):
+        sock.settimeout(2)
+        sock.connect((where.hostname, where.port))
+
+
+def test_spo_with_tools_resume_equals_straight_run(small_tool_world, tmp_path):
+    straight = run("SPO", small_tool_world, tmp_path, "straight", 3)
+    with pytest.raises(RunStopped):
+        run("SPO", small_tool_world, tmp_path, "resumed", 3, "kit.stop_after_step=2")
+    resumed = run("SPO", small_tool_world, tmp_path, "resumed", 3)
+
+    def state(run_dir):
+        step = run_dir / "checkpoints" / "global_step_3"
+        worker = torch.load(step / "actor" / "cpu_worker.pt", weights_only=False)
+        kit = torch.load(step / "kit_state" / "state.pt", weights_only=False)
+        return worker, kit
+
+    (w1, k1), (w2, k2) = state(straight.run_dir), state(resumed.run_dir)
+    assert all(torch.equal(w1["model"][name], w2["model"][name]) for name in w1["model"])
+    assert all(torch.equal(w1["rollout_rng"][s], w2["rollout_rng"][s]) for s in w1["rollout_rng"])
+    assert k1["tracker"] == k2["tracker"] and k1["sampler"] == k2["sampler"]
+    store1, store2 = k1["store"], k2["store"]
+    assert np.array_equal(np.asarray(store1["token_ids"]), np.asarray(store2["token_ids"]))
+    assert torch.equal(
+        torch.as_tensor(store1["logprobs"]).nan_to_num(7.0), torch.as_tensor(store2["logprobs"]).nan_to_num(7.0)
+    )
+    # Interpreter tokens are stored (NaN log-probs) and D ignores them: it stays finite.
+    assert torch.as_tensor(store1["logprobs"]).isnan().any()
+    assert metrics_of(straight.run_dir) == metrics_of(resumed.run_dir)
+    assert all(np.isfinite(r["data"]["drift"]).all() for r in read_step_log(straight.run_dir / "steps.jsonl"))
+    for name in ("steps.jsonl", "validation_data/2.jsonl"):
+        assert (straight.run_dir / name).read_text() == (resumed.run_dir / name).read_text()

@@ -174,3 +174,42 @@ def test_notebook_05_shows_the_files_the_command_just_wrote(pipeline, tmp_path, 
     built._ipython_display_()
     (image,) = shown
     assert image.data == built.png and image.width < int.from_bytes(built.png[16:20], "big")  # at the inline size
+
+
+def _tool_run(root, method, rates):
+    """A run folder with a metrics.jsonl as a tool-integrated run logs it."""
+    import json
+
+    run = root / "spo" / f"{method.lower()}_cpu"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(f"kit:\n  method: {method}\n  seed: 0\n")
+    lines = []
+    for step, rate in enumerate(rates, start=1):
+        data = {
+            "critic/score/mean": 0.4 + 0.1 * rate,
+            "tool/call_rate": rate,
+            "tool/reward_with_call/mean": 0.7,
+            "tool/reward_without_call/mean": 0.2,
+        }
+        lines.append(json.dumps({"step": step, "data": data}))
+    (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_tool_use_figure_draws_runs_with_tools_and_skips_others(tmp_path):
+    _tool_run(tmp_path / "tools", "SPO", [0.5, 0.7, 0.9])
+    _tool_run(tmp_path / "tools", "GRPO", [0.5, 0.6, 0.6])
+    built = F.tool_use_figure(F.RunData.from_paths([tmp_path / "tools"]))
+    assert built.figure is not None, built.skipped
+    table = built.table
+    assert set(table["metric"]) == {"call rate", "accuracy", "accuracy, ran code", "accuracy, no code"}
+    rates = table[(table["metric"] == "call rate") & (table["method"] == "SPO")]["value"].tolist()
+    assert rates == [0.5, 0.7, 0.9]
+    titles = [ax.get_title() for ax in built.figure.axes]
+    assert "tool-call rate" in titles
+
+    plain = tmp_path / "plain" / "spo" / "grpo_cpu"
+    plain.mkdir(parents=True)
+    (plain / "config.yaml").write_text("kit:\n  method: GRPO\n  seed: 0\n")
+    (plain / "metrics.jsonl").write_text('{"step": 1, "data": {"critic/score/mean": 0.5}}\n')
+    skipped = F.tool_use_figure(F.RunData.from_paths([tmp_path / "plain"]))
+    assert skipped.figure is None and "tool/call_rate" in skipped.skipped

@@ -72,12 +72,29 @@ def bootstrap_mean(
         raise ValueError(f"scores must be (problems,) or (seeds, problems) and non-empty, got {values.shape}")
     if not np.isfinite(values).all():
         raise ValueError("scores contain NaN or infinity")
+    means = resampled_means(values, resamples, np.random.default_rng(seed))
+    return Interval(float(values.mean()), *_percentiles(means, level), level)
+
+
+def resampled_means(values: np.ndarray, resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """``(resamples,)`` bootstrap means of a ``(seeds, problems)`` array (seeds and problems drawn independently).
+
+    The building block of ``bootstrap_mean`` and of stratified intervals (an average over benchmarks resamples
+    each benchmark's problems on its own and averages the resampled means).
+    """
     seeds, problems = values.shape
-    rng = np.random.default_rng(seed)
     rows = rng.integers(0, seeds, size=(resamples, seeds))
     cols = rng.integers(0, problems, size=(resamples, problems))
-    means = values[rows[:, :, None], cols[:, None, :]].mean(axis=(1, 2))
-    return Interval(float(values.mean()), *_percentiles(means, level), level)
+    return values[rows[:, :, None], cols[:, None, :]].mean(axis=(1, 2))
+
+
+def interval_of(estimate: float, means: np.ndarray, level: float = DEFAULT_LEVEL) -> Interval:
+    """An ``Interval`` from a point estimate and its bootstrap replicates (non-finite replicates dropped)."""
+    finite = np.asarray(means, dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    if finite.size == 0:
+        return Interval(float(estimate), float("nan"), float("nan"), level)
+    return Interval(float(estimate), *_percentiles(finite, level), level)
 
 
 def paired_difference(

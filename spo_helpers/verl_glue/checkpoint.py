@@ -184,6 +184,7 @@ class CheckpointMixin:
                     f"{step_dir}: checkpoint has no kit state ({state_file}); it was not written by the kit"
                 )
             self._load_kit_state(torch.load(state_file, map_location="cpu", weights_only=False))
-            with open_dict(trainer_cfg):
-                trainer_cfg.val_before_train = False  # the uninterrupted run validated at step 0 only
+            if not trainer_cfg.get("val_only", False):  # an evaluation of a checkpoint is that validation
+                with open_dict(trainer_cfg):
+                    trainer_cfg.val_before_train = False  # the uninterrupted run validated at step 0 only
         return result

@@ -35,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from spo_helpers.backends import BACKENDS, DEVICES, PRESETS
 from spo_helpers.errors import UserError
+from spo_helpers.formats.eval_protocol import protocol, protocol_value
 from spo_helpers.formats.layout import RunLayout, estimation_exp_name, training_exp_name
 from spo_helpers.verl_glue.agent_loop.settings import agent_loop_file
 from spo_helpers.verl_glue.ray_cpu.settings import apply_required_settings, is_ray_cpu, ray_cpu_overrides
@@ -92,7 +93,19 @@ def _micro_batch(mini_batch: int, n: int, cap: int, ranks: int = 1) -> int:
     return largest_divisor_at_most(int(mini_batch) * int(n) // int(ranks), cap)
 
 
+def _eval_value(preset: str, field: str):
+    """``${spo.eval:<preset>,<field>}``: the evaluation protocol's sampling settings (formats/eval_protocol.py)."""
+    return protocol_value(preset, field)
+
+
+def _eval_n(preset: str, method: str) -> int:
+    """``${spo.eval_n:<preset>,<method>}``: samples per prompt, the estimate n for method EVAL, else validate n."""
+    return protocol(preset).n("estimate" if str(method).upper() == "EVAL" else "validate")
+
+
 RESOLVERS = {
+    "spo.eval": _eval_value,
+    "spo.eval_n": _eval_n,
     "spo.run_dir": _run_dir,
     "spo.run_path": _run_path,
     "spo.exp_name": _exp_name,

@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 EXTRAS ?= verl,notebooks,test,dev
 PYTEST_ARGS ?=
 
-.PHONY: setup setup-gpu dist demo test test-unit test-notebooks test-slow test-ray test-all lint format bench figures reference clean
+.PHONY: setup setup-gpu dist demo test test-unit test-notebooks test-slow test-ray test-all gpu-smoke lint format bench figures reference clean
 
 $(STAMP): pyproject.toml constraints-cpu.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,10 +45,18 @@ test-notebooks: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
-# The ray backend's CPU mode: verl's FSDP workers as two Ray actors over gloo (GRPO, SPO, a SIGKILLed driver
-# resumed bit-exactly, spo estimate); about 7 minutes on 2 cores. Skipped by the other targets (no -m ray).
+# The ray backend's CPU mode: verl's FSDP workers as two Ray actors over gloo (GRPO, SPO, a SIGKILLed driver of
+# each resumed bit-exactly, spo estimate, notebook 04 through papermill); one Ray cluster for the session.
+# Skipped by the other targets (no -m ray).
 test-ray: $(STAMP)
 	$(PY) -m pytest -m ray tests/verl_glue $(PYTEST_ARGS)
+
+# On a GPU node set up with `make setup-gpu` (or the conda environment): GRPO and SPO on the CPU world's model
+# through vLLM, with and without tools, a stop and resume, spo estimate and the figures, then a one-screen
+# verdict. No install step here: the CPU install would replace the CUDA build. `bash scripts/gpu_smoke.sh
+# --dry-run` checks every command on any machine.
+gpu-smoke:
+	bash scripts/gpu_smoke.sh $(SMOKE_ARGS)
 
 test-all: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -1,8 +1,9 @@
 """The ``ray`` backend on CPU: verl's real Ray workers (FSDP2 over gloo, two ranks) on the tiny world.
 
-Run with ``make test-ray`` (``pytest -m ray tests/verl_glue``, about 7 minutes on 2 cores); without
-``-m ray`` these cases are skipped. Ray starts once for the session; verl's ``run_ppo`` then skips
-``ray.init`` and every run in this process shares the cluster.
+Run with ``make test-ray`` (``pytest -m ray tests/verl_glue``); without ``-m ray`` these cases are skipped.
+Ray starts once for the session; verl's ``run_ppo`` then skips ``ray.init`` and every run in this process
+shares the cluster, and so do the processes these tests start (a SIGKILLed driver, notebook 04's kernel):
+they join it through ``RAY_ADDRESS``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -43,7 +45,8 @@ CHECKOUT = Path(__file__).resolve().parents[2]
 SETTINGS = RayCPUSettings()
 FAST = ["actor_rollout_ref.rollout.val_kwargs.n=2", "trainer.test_freq=2"]
 VOLATILE = ("timing_s/", "timing_per_token_ms/", "perf/")
-SPO_STEPS = 4
+STEPS = 4
+"""Steps of the runs a SIGKILLed driver is compared with."""
 
 
 # ---------------------------------------------------------------------------------------------- fixtures
@@ -99,7 +102,20 @@ def values_file(small_world, tmp_path_factory):
 def spo_straight(ray_cluster, small_world, values_file, tmp_path_factory):
     """An SPO run that never stops: checked on its own and the reference for the resumed run."""
     out = tmp_path_factory.mktemp("spo_straight")
-    return run("SPO", small_world, out, "spo", SPO_STEPS, "trainer.save_freq=1", values=values_file)
+    return run("SPO", small_world, out, "spo", STEPS, "trainer.save_freq=1", values=values_file)
+
+
+@pytest.fixture(scope="module")
+def grpo_straight(ray_cluster, small_world, tmp_path_factory):
+    """A GRPO run that never stops: checked on its own and the reference for the resumed run."""
+    out = tmp_path_factory.mktemp("grpo_straight")
+    return run("GRPO", small_world, out, "grpo", STEPS, "trainer.save_freq=1")
+
+
+@pytest.fixture
+def straight(request):
+    """The uninterrupted run of the method a test is parametrised with."""
+    return request.getfixturevalue(f"{request.param.lower()}_straight")
 
 
 def stable_metrics(run_dir):
@@ -318,9 +334,9 @@ def test_rollout_samples_as_the_cpu_backend(small_world):
 
 
 # ---------------------------------------------------------------------------------------------- training
-def test_grpo_through_ray_on_two_ranks(ray_cluster, small_world, tmp_path):
-    summary = run("GRPO", small_world, tmp_path, "grpo", 2, "trainer.save_freq=2")
-    assert summary.steps == 2 and summary.samples == 2 * 16 * 8
+def test_grpo_through_ray_on_two_ranks(grpo_straight):
+    summary = grpo_straight
+    assert summary.steps == STEPS and summary.samples == STEPS * 16 * 8
     metrics = dict(stable_metrics(summary.run_dir))
     assert any(k.startswith("val-core/") for k in metrics[0]) and any(k.startswith("val-core/") for k in metrics[2])
     for key in ("kit/zero_adv_frac", "kit/calibration/brier", "actor/pg_loss", "critic/score/mean"):
@@ -332,7 +348,7 @@ def test_grpo_through_ray_on_two_ranks(ray_cluster, small_world, tmp_path):
     assert config["config"]["actor_rollout_ref"]["rollout"]["name"] == ROLLOUT_NAME
     assert layout.tensorboard.is_dir()  # TENSORBOARD_DIR reaches the task runner
     step = newest_complete_checkpoint(layout.checkpoints)
-    assert step.name == "global_step_2"
+    assert step.name == f"global_step_{STEPS}"
     assert sorted(p.name for p in (step / "actor").glob("model_world_size_*")) == [
         f"model_world_size_2_rank_{r}.pt" for r in range(2)
     ]
@@ -342,7 +358,7 @@ def test_spo_through_ray_pads_odd_drift_batches(spo_straight):
     """SPO's drift pass scores this step's responses plus the revisited prompts' previous ones: an odd
     count of revisits makes an odd batch, padded to the two ranks and unpadded after."""
     records = read_step_log(RunLayout(spo_straight.run_dir).steps)
-    assert [r["step"] for r in records] == list(range(1, SPO_STEPS + 1))
+    assert [r["step"] for r in records] == list(range(1, STEPS + 1))
     seen: set[int] = set()
     drift_batch_sizes = []
     for record in records:
@@ -356,7 +372,7 @@ def test_spo_through_ray_pads_odd_drift_batches(spo_straight):
         seen.update(rows)
     assert any(size % SETTINGS.world_size for size in drift_batch_sizes), drift_batch_sizes
     metrics = dict(stable_metrics(spo_straight.run_dir))
-    assert metrics[1]["spo/first_sampled_ratio"] == 1.0 and metrics[SPO_STEPS]["spo/D"] > 0
+    assert metrics[1]["spo/first_sampled_ratio"] == 1.0 and metrics[STEPS]["spo/D"] > 0
 
 
 def wait_for_marker(proc, checkpoints, step, log_path, timeout=400.0):
@@ -379,11 +395,16 @@ def wait_for_free_cpus(ray, timeout=120.0):
         time.sleep(0.2)
 
 
-def test_sigkill_driver_then_resume_matches_straight_run(ray_cluster, small_world, values_file, spo_straight, tmp_path):
+@pytest.mark.parametrize(("method", "straight"), [("SPO", "SPO"), ("GRPO", "GRPO")], indirect=["straight"])
+def test_sigkill_driver_then_resume_matches_straight_run(
+    method, straight, ray_cluster, small_world, values_file, tmp_path
+):
     """SIGKILL the driver (the process that runs ``run_ppo``) during step 3, resume from verl's sharded
-    checkpoint, and compare with the run that never stopped: bit-exact on two ranks."""
-    kwargs = run_kwargs("SPO", small_world, tmp_path, "spo", SPO_STEPS, "trainer.save_freq=1", values=values_file)
-    spec = RunSpec(method="SPO", **kwargs)
+    checkpoint, and compare with the run that never stopped: bit-exact on two ranks (GRPO: verl's own fit(),
+    its data loader's state and the shadow tracker; SPO: the kit's loop, sampler and stored log-probs)."""
+    values = values_file if method == "SPO" else None
+    kwargs = run_kwargs(method, small_world, tmp_path, method.lower(), STEPS, "trainer.save_freq=1", values=values)
+    spec = RunSpec(method=method, **kwargs)
     command = [sys.executable, "-m", "spo_helpers.verl_glue.main", *all_overrides(spec)]
     env = dict(
         os.environ,
@@ -407,16 +428,14 @@ def test_sigkill_driver_then_resume_matches_straight_run(ray_cluster, small_worl
                 proc.wait()
     newest = newest_complete_checkpoint(checkpoints)
     assert newest is not None and newest.name in ("global_step_2", "global_step_3")
-    assert not (checkpoints / f"global_step_{SPO_STEPS}").exists()
+    assert not (checkpoints / f"global_step_{STEPS}").exists()
     wait_for_free_cpus(ray_cluster)
 
-    resumed = train("SPO", **kwargs)
-    assert resumed.steps == SPO_STEPS
-    straight = spo_straight.run_dir
+    resumed = train(method, **kwargs)
+    assert resumed.steps == STEPS
+    straight = straight.run_dir
     for kind in ("model", "optim"):
-        for ours, theirs in zip(
-            shards(straight, SPO_STEPS, kind), shards(resumed.run_dir, SPO_STEPS, kind), strict=True
-        ):
+        for ours, theirs in zip(shards(straight, STEPS, kind), shards(resumed.run_dir, STEPS, kind), strict=True):
             if kind == "model":
                 assert ours.keys() == theirs.keys()
                 assert all(torch.equal(local(ours[k]), local(theirs[k])) for k in ours)
@@ -427,14 +446,14 @@ def test_sigkill_driver_then_resume_matches_straight_run(ray_cluster, small_worl
                     torch.equal(a, b) for a, b in zip(flat_a, flat_b, strict=True)
                 )
     kit = [
-        torch.load(
-            RunLayout(run).checkpoints / f"global_step_{SPO_STEPS}" / KIT_STATE_DIR / "state.pt", weights_only=False
-        )
+        torch.load(RunLayout(run).checkpoints / f"global_step_{STEPS}" / KIT_STATE_DIR / "state.pt", weights_only=False)
         for run in (straight, resumed.run_dir)
     ]
-    assert kit[0]["tracker"] == kit[1]["tracker"]
-    assert kit[0]["sampler"] == kit[1]["sampler"] and kit[0]["counters"] == kit[1]["counters"]
-    assert torch.equal(kit[0]["store"]["logprobs"], kit[1]["store"]["logprobs"])
+    assert kit[0]["tracker"] == kit[1]["tracker"] and kit[0]["counters"] == kit[1]["counters"]
+    if method == "SPO":
+        assert kit[0]["sampler"] == kit[1]["sampler"]
+        assert torch.equal(kit[0]["store"]["logprobs"], kit[1]["store"]["logprobs"])
+    # The same prompts, rewards and advantages step by step (GRPO: verl's loader resumed from its data.pt)
     assert RunLayout(straight).steps.read_text() == RunLayout(resumed.run_dir).steps.read_text()
     assert stable_metrics(straight) == stable_metrics(resumed.run_dir)
 
@@ -470,3 +489,46 @@ def test_estimate_through_ray(ray_cluster, small_world, tmp_path):
     assert {"prompt_key", "score", "input", "output"} <= set(lines[0])
     assert 0.0 <= summary.mean_score <= 1.0
     assert RunLayout.of(tmp_path, summary.exp_name).tensorboard.is_dir()  # not the task runner's cwd
+
+
+# ---------------------------------------------------------------------------------------------- notebook 04
+def test_notebook_04_on_the_ray_backend_on_cpu(ray_cluster, small_world, values_file, tmp_path, monkeypatch):
+    """Notebook 04 through papermill with ``backend="ray", device="cpu"``: GRPO and SPO on verl's workers, its
+    kernel joining this session's cluster, then its curves cells."""
+    papermill = pytest.importorskip("papermill")
+    from spo_helpers.pipeline import kernel_arguments
+
+    splits = tmp_path / "splits"
+    splits.mkdir()
+    shutil.copy(small_world.train_file, splits / "subset_0.parquet")
+    monkeypatch.setenv("RAY_ADDRESS", ray_cluster.get_runtime_context().gcs_address)
+    monkeypatch.setenv("SPO_HEADLESS", "1")
+    output = tmp_path / "04_train.ipynb"
+    papermill.execute_notebook(
+        str(CHECKOUT / "notebooks" / "04_train.ipynb"),
+        str(output),
+        parameters={
+            "methods": ["GRPO", "SPO"],
+            "backend": "ray",
+            "device": "cpu",
+            "train_data_dir": str(splits),
+            "offline_values": values_file,
+            "output_dir": str(tmp_path / "out"),
+            "model_path": str(small_world.model_dir),
+            "total_steps": 2,
+            "overrides": list(FAST),
+        },
+        progress_bar=False,
+        cwd=str(CHECKOUT),  # the validation files: the CPU world of runs/_assets, as `spo train` finds it
+        **kernel_arguments(None),
+    )
+    for method in ("grpo", "spo"):
+        layout = RunLayout.of(tmp_path / "out", f"{method}_cpu")
+        assert [r["step"] for r in read_step_log(layout.steps)] == [1, 2]
+        config = yaml.safe_load(layout.config.read_text())["config"]
+        assert config["kit"]["backend"] == "ray" and config["trainer"]["device"] == "cpu"
+        assert config["actor_rollout_ref"]["rollout"]["name"] == ROLLOUT_NAME
+        assert config["trainer"]["n_gpus_per_node"] == SETTINGS.ranks
+    cells = [c for c in json.loads(output.read_text())["cells"] if c["cell_type"] == "code"]
+    assert cells[-1]["outputs"], "the last curves cell drew nothing"  # papermill raised on any failing cell
+    wait_for_free_cpus(ray_cluster)

@@ -142,6 +142,18 @@ def test_profiling_and_the_forced_checkpoint_in_an_spo_run(small_world, values_f
     steps = sorted(int(p.name.rsplit("_", 1)[1]) for p in complete_checkpoints(summary.run_dir / "checkpoints"))
     assert steps == [2, 3]  # 2: forced by the expiring block; 3: the last step
     assert [r["step"] for r in read_step_log(summary.run_dir / "steps.jsonl")] == [1, 2, 3]
+    # Validation metrics named as in the official logs: verl's core variable is `acc` (the reward returns it),
+    # `reward` (the summed score) and `score` go to val-aux.
+    initial = read_step_log(summary.run_dir / "metrics.jsonl")[0]
+    assert initial["step"] == 0
+    sources = {key.split("/")[1] for key in initial["data"] if key.startswith("val-core/")}
+    assert sources
+    for source in sources:
+        for name in ("acc/mean@2", "acc/maj@2/mean", "acc/best@2/mean"):
+            assert f"val-core/{source}/{name}" in initial["data"]
+        assert f"val-aux/{source}/reward/mean@2" in initial["data"]
+        assert f"val-aux/{source}/score/mean@2" in initial["data"]
+    assert not [key for key in initial["data"] if key.startswith("val-core/") and "/acc/" not in key]
 
 
 def test_an_asynchronous_reward_is_refused_before_the_first_step(small_world, values_file, tmp_path):

@@ -1,0 +1,213 @@
+#!/usr/bin/env bash
+# make gpu-smoke: the GPU path end to end in a few minutes, on the CPU world's tiny model through vLLM.
+#
+#   bash scripts/gpu_smoke.sh [--dry-run] [--out DIR] [--steps N]
+#
+# Runs, each as its own `spo` command, on one GPU (the cpu preset's shapes, `--backend ray --device cuda`, vLLM
+# in async mode with TP 1): the CPU world and a split into two subsets, `spo estimate` and `spo merge`, GRPO and
+# SPO for a few steps math only, SPO stopped after step 2 as if killed and resumed, GRPO and SPO with tools (a
+# local sandbox started by the run), and `spo figures`. Then prints a one-screen verdict (exit code 0: every step
+# passed). Each step's output is in DIR/logs/.
+#
+# --dry-run (no GPU needed): prints every command, builds the world and the split, and runs each `spo train` /
+# `spo estimate` with --dry-run, so every config composes and passes the checks before compute; the steps that
+# need a GPU or an earlier step's results (the GPU check, merge, figures) are printed only. SPO's dry runs use
+# `--offline_values none` while no estimate has run.
+#
+# Needs a GPU node set up as the README says (`make setup-gpu`, or the conda environment): vLLM, flash-attn, and
+# the kit with its verl extra. Uses .venv/bin/spo when there is one, else `spo` on PATH.
+set -uo pipefail
+
+DRY_RUN=0
+OUT="runs/gpu_smoke"
+STEPS=4
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --dry-run) DRY_RUN=1 ;;
+        --out) OUT="$2"; shift ;;
+        --out=*) OUT="${1#--out=}" ;;
+        --steps) STEPS="$2"; shift ;;
+        --steps=*) STEPS="${1#--steps=}" ;;
+        -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "gpu_smoke: unknown argument $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+if [ "$STEPS" -lt 3 ] 2>/dev/null; then
+    echo "gpu_smoke: --steps must be at least 3 (SPO stops after step 2, then resumes)" >&2
+    exit 2
+fi
+
+cd "$(dirname "$0")/.." || exit 2
+if [ -x .venv/bin/spo ]; then
+    SPO=.venv/bin/spo
+    PY=.venv/bin/python
+elif command -v spo >/dev/null 2>&1; then
+    SPO=spo
+    PY=python
+else
+    echo "gpu_smoke: no spo command (make setup-gpu, or pip install -e '.[verl]')" >&2
+    exit 2
+fi
+mkdir -p "$OUT/logs"
+
+# The GPU path on the tiny world: verl's FSDP workers on CUDA, vLLM async rollouts (the cpu preset's own rollout
+# is the in-process one), one GPU, a small KV cache.
+RAY_GPU=(--preset cpu --backend ray --device cuda)
+VLLM=(
+    actor_rollout_ref.rollout.name=vllm
+    actor_rollout_ref.rollout.mode=async
+    actor_rollout_ref.rollout.tensor_model_parallel_size=1
+    actor_rollout_ref.rollout.gpu_memory_utilization=0.3
+)
+FAST=(trainer.save_freq=2 trainer.test_freq=2 actor_rollout_ref.rollout.val_kwargs.n=2)
+VALUES="$OUT/offline_values.json"
+
+NAMES=()
+RESULTS=()
+SECONDS_TAKEN=()
+NOTES=()
+
+quote() {
+    local out="" word
+    for word in "$@"; do out+=" $(printf '%q' "$word")"; done
+    echo "${out# }"
+}
+
+record() {  # name result seconds note
+    NAMES+=("$1")
+    RESULTS+=("$2")
+    SECONDS_TAKEN+=("$3")
+    NOTES+=("$4")
+}
+
+last_line() {
+    grep -v '^\s*$' "$1" 2>/dev/null | tail -n 1 | cut -c1-90
+}
+
+# step NAME KIND COMMAND...   KIND: run (always runs), spo (with --dry-run in a dry run), gpu (printed only
+# in a dry run). A non-zero exit fails the step, unless EXPECT_FAIL=1 (the stopped run).
+step() {
+    local name="$1" kind="$2"
+    shift 2
+    local log="$OUT/logs/$(printf '%02d' $((${#NAMES[@]} + 1)))_${name// /_}.log"
+    local cmd=("$@")
+    echo "+ $(quote "${cmd[@]}")"
+    if [ "$DRY_RUN" = 1 ] && [ "$kind" = gpu ]; then
+        record "$name" "SKIP" 0 "dry run: printed only"
+        return 0
+    fi
+    if [ "$DRY_RUN" = 1 ] && [ "$kind" = spo ]; then
+        cmd+=(--dry-run)
+    fi
+    local start=$SECONDS status
+    "${cmd[@]}" >"$log" 2>&1
+    status=$?
+    local took=$((SECONDS - start))
+    if [ "${EXPECT_FAIL:-0}" = 1 ] && [ "$DRY_RUN" = 0 ]; then
+        status=$((status == 0))  # it must stop with an error, after its checkpoint
+    fi
+    if [ "$status" = 0 ]; then
+        record "$name" "PASS" "$took" "${NOTE:-}"
+    else
+        record "$name" "FAIL" "$took" "$(last_line "$log") [$log]"
+    fi
+    return "$status"
+}
+
+check() {  # NAME PYTHON-EXPRESSION-PRINTING-A-NOTE (run after the GPU steps only)
+    local name="$1" code="$2"
+    [ "$DRY_RUN" = 1 ] && return 0
+    local note
+    if note=$("$PY" -c "$code" 2>&1); then
+        record "$name" "PASS" 0 "$note"
+    else
+        record "$name" "FAIL" 0 "$(echo "$note" | tail -n 1 | cut -c1-90)"
+    fi
+}
+
+summary_of() {  # a run folder -> "N steps, reward R, val acc A" from its metrics.jsonl
+    cat <<EOF
+import json, pathlib, sys
+run = pathlib.Path("$1")
+records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+train = [r for r in records if "critic/score/mean" in r["data"]]
+val = [v for r in records for k, v in r["data"].items() if k.startswith("val-core/") and "/acc/mean@" in k]
+steps = [r["step"] for r in train]
+assert steps == list(range(1, $2 + 1)), f"steps {steps}"
+note = f"{len(steps)} steps, reward {train[-1]['data']['critic/score/mean']:.2f}"
+print(note + (f", val acc {val[-1]:.2f}" if val else ""))
+EOF
+}
+
+echo "gpu-smoke: $( [ "$DRY_RUN" = 1 ] && echo "dry run, " )output in $OUT"
+
+# 1. The machine: a GPU, vLLM and verl.
+step "gpu and packages" gpu "$PY" -c "
+import torch, verl, vllm
+assert torch.cuda.is_available(), 'torch sees no CUDA device'
+print(torch.cuda.get_device_name(0), 'torch', torch.__version__, 'verl', verl.__version__, 'vllm', vllm.__version__)"
+
+# 2. The CPU world (cached in runs/_assets) and a split of its training set into two subsets.
+step "world" run "$SPO" world --quiet
+WORLD_TRAIN=$("$PY" -c "from spo_helpers.world.build import build_world; print(build_world(None, seed=0, progress=False).train_file)" 2>/dev/null)
+step "split" run "$SPO" split --dataset "${WORLD_TRAIN:-runs/_assets/missing}" --output_dir "$OUT/splits" --num_subsets 2
+
+# 3. Offline value estimation through vLLM, then the merge.
+step "estimate" spo "$SPO" estimate "${RAY_GPU[@]}" --data_dir "$OUT/splits" --output_dir "$OUT" --n_val 4 --force \
+    "${VLLM[@]}"
+step "merge" gpu "$SPO" merge --input_dir "$OUT/spo" --output_file "$VALUES" \
+    --dataset "$OUT/splits/subset_0.parquet" "$OUT/splits/subset_1.parquet"
+SPO_VALUES="$VALUES"
+if [ "$DRY_RUN" = 1 ] && [ ! -f "$VALUES" ]; then
+    SPO_VALUES=none
+fi
+
+# 4. GRPO and SPO math only; SPO stops after step 2's checkpoint (as if killed) and resumes.
+TRAIN=(train "${RAY_GPU[@]}" --train_data_dir "$OUT/splits" --output_dir "$OUT" --total_steps "$STEPS")
+step "grpo" spo "$SPO" "${TRAIN[@]}" --fresh --method GRPO --exp_name grpo_vllm "${VLLM[@]}" "${FAST[@]}"
+check "grpo result" "$(summary_of "$OUT/spo/grpo_vllm" "$STEPS")"
+EXPECT_FAIL=1 step "spo, stopped" spo "$SPO" "${TRAIN[@]}" --fresh --method SPO --exp_name spo_vllm \
+    --offline_values "$SPO_VALUES" "${VLLM[@]}" "${FAST[@]}" kit.stop_after_step=2
+check "spo stopped at 2" "
+import pathlib
+folder = pathlib.Path('$OUT/spo/spo_vllm/checkpoints')
+assert (folder / 'global_step_2' / 'kit_complete.json').is_file(), 'no complete checkpoint of step 2'
+assert not (folder / 'global_step_3').exists(), 'step 3 ran'
+print('checkpoint of step 2, nothing after it')"
+step "spo, resumed" spo "$SPO" "${TRAIN[@]}" --method SPO --exp_name spo_vllm \
+    --offline_values "$SPO_VALUES" "${VLLM[@]}" "${FAST[@]}"
+check "spo result" "$(summary_of "$OUT/spo/spo_vllm" "$STEPS")"
+
+# 5. With tools: the tool agent loop on vLLM, code run in a local sandbox the run starts (the CPU world's TIR
+#    variant, built on first use).
+TOOLS=(train "${RAY_GPU[@]}" --tools sandbox --output_dir "$OUT" --total_steps 2 --fresh)
+step "grpo tools" spo "$SPO" "${TOOLS[@]}" --method GRPO --exp_name grpo_tools "${VLLM[@]}" "${FAST[@]}"
+check "grpo tools result" "$(summary_of "$OUT/spo/grpo_tools" 2)"
+step "spo tools" spo "$SPO" "${TOOLS[@]}" --method SPO --exp_name spo_tools --offline_values none \
+    "${VLLM[@]}" "${FAST[@]}"
+check "spo tools result" "$(summary_of "$OUT/spo/spo_tools" 2)"
+
+# 6. The figures of everything above.
+step "figures" gpu "$SPO" figures "$OUT" --formats png
+check "figures written" "
+import pathlib
+figures = sorted(pathlib.Path('$OUT/figures').glob('*.png'))
+assert figures, 'no figure'
+print(f'{len(figures)} figures in $OUT/figures')"
+
+# The verdict.
+failed=0
+echo
+echo "gpu-smoke verdict ($( [ "$DRY_RUN" = 1 ] && echo "dry run" || echo "GPU run" ), $OUT)"
+printf '%-20s %-5s %6s  %s\n' "step" "" "s" "note"
+for i in "${!NAMES[@]}"; do
+    printf '%-20s %-5s %6s  %s\n' "${NAMES[$i]}" "${RESULTS[$i]}" "${SECONDS_TAKEN[$i]}" "${NOTES[$i]}"
+    [ "${RESULTS[$i]}" = FAIL ] && failed=$((failed + 1))
+done
+if [ "$failed" = 0 ]; then
+    echo "gpu-smoke: all ${#NAMES[@]} steps passed (SKIP: printed only in a dry run)"
+    exit 0
+fi
+echo "gpu-smoke: $failed of ${#NAMES[@]} steps FAILED; their logs are named above"
+exit 1

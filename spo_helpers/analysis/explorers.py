@@ -121,7 +121,7 @@ class LiveView:
         self.draw = draw
         self.details = details
         self.paused = False
-        self.image = w.Image(format="png", layout=w.Layout(max_width="100%", height="auto"))
+        self.image = w.Image(format="png", layout=w.Layout(max_width="100%", height="auto", align_self="flex-start"))
         self.details_box = w.HTML(layout=w.Layout(max_width="100%"))
         note = w.HTML(f'<div style="color:#6b6b6b;font-size:85%;">{html.escape(RECONNECT_NOTE)}</div>')
         parts = [*controls, self.image, *([self.details_box] if details is not None else []), note]

@@ -8,12 +8,16 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 EXTRAS ?= verl,notebooks,test,dev
 PYTEST_ARGS ?=
+# The kit's JupyterLab defaults (save widget state: explorers reopen with their last view). A wheel installs them
+# itself; an editable install does not, so every setup copies them into the environment.
+LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.d/spo-helpers.json
 
-.PHONY: setup setup-gpu dist demo test test-unit test-notebooks test-slow test-ray test-all gpu-smoke lint format bench figures reference clean
+.PHONY: setup setup-gpu dist demo test test-unit test-notebooks test-slow test-ray test-browser test-all gpu-smoke lint format bench figures reference clean
 
-$(STAMP): pyproject.toml constraints-cpu.txt
+$(STAMP): pyproject.toml constraints-cpu.txt jupyter/spo-helpers.json
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints-cpu.txt -e '.[$(EXTRAS)]'
+	install -D -m 644 jupyter/spo-helpers.json $(LAB_SETTINGS)
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -23,6 +27,7 @@ setup-gpu:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install 'vllm==0.11.0' --extra-index-url https://download.pytorch.org/whl/cu128
 	$(PY) -m pip install --no-build-isolation -e '.[verl,gpu,notebooks,test,dev]'
+	install -D -m 644 jupyter/spo-helpers.json $(LAB_SETTINGS)
 	touch $(STAMP)
 
 # The wheel (dist/): the package with its Hydra config and the notebook templates, for installs outside a checkout.
@@ -51,6 +56,13 @@ test-slow: $(STAMP)
 test-ray: $(STAMP)
 	$(PY) -m pytest -m ray tests/verl_glue $(PYTEST_ARGS)
 
+# JupyterLab in a headless Chromium (Debian's chromium and chromium-driver; .ci/run installs them): notebook 05
+# on the reference run and 03 on a small demo, run as a person runs them, explorers moved, saved and reopened;
+# screenshots in runs/browser-test/screenshots/ ($$SPO_BROWSER_OUT). About 3 minutes on 2 cores. Skipped by the
+# other targets (no -m browser).
+test-browser: $(STAMP)
+	$(PY) -m pytest -m browser tests/browser $(PYTEST_ARGS)
+
 # On a GPU node set up with `make setup-gpu` (or the conda environment): GRPO and SPO on the CPU world's model
 # through vLLM, with and without tools, a stop and resume, spo estimate and the figures, then a one-screen
 # verdict. No install step here: the CPU install would replace the CUDA build. `bash scripts/gpu_smoke.sh
@@ -64,6 +76,7 @@ test-all: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(PY) -m spo_helpers.notebook_copies --check
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format .

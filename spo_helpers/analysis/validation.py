@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from spo_helpers.analysis.intervals import resampled_means
 from spo_helpers.analysis.metrics import load_metrics, metric_series
 from spo_helpers.analysis.paper import PAPER_BENCHMARKS, canonical_benchmark, paper_table
 from spo_helpers.analysis.passk import answer_of, default_ks, maj_at_k, pass_at_k
@@ -138,9 +139,33 @@ def prompt_scores(validation: pd.DataFrame, ks: Sequence[int] | str | None = Non
     return pd.DataFrame(rows, columns=[*keys, "n", "correct", "metric", "k", "value"])
 
 
-def validation_summary(scores: pd.DataFrame) -> pd.DataFrame:
+def _key(values) -> tuple[str, ...]:
+    """A group key that matches across groupby and itertuples, missing values included."""
+    return tuple(str(v) for v in values)
+
+
+def _bootstrap_bounds(
+    scores: pd.DataFrame, keys: list[str], resamples: int, seed: int
+) -> tuple[dict[tuple, tuple[float, float]], dict[tuple, tuple[float, float]]]:
+    """95% percentile-bootstrap bounds over prompts per ``keys + data_source, metric, k`` group, and for the
+    unweighted average over data sources (each source's prompts resampled on its own, the replicates averaged)."""
+    per_source, overall = {}, {}
+    for group, part in scores.groupby([*keys, "metric", "k"], dropna=False, sort=False):
+        rng = np.random.default_rng([seed, int(group[-1])])
+        replicates = []
+        for source, here in part.groupby("data_source", dropna=False, sort=True):
+            values = here["value"].to_numpy(dtype=np.float64)[None, :]
+            means = resampled_means(values, resamples, rng)
+            replicates.append(means)
+            per_source[_key((*group[:-2], source, *group[-2:]))] = tuple(np.quantile(means, [0.025, 0.975]))
+        overall[_key(group)] = tuple(np.quantile(np.mean(replicates, axis=0), [0.025, 0.975]))
+    return per_source, overall
+
+
+def validation_summary(scores: pd.DataFrame, resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
     """Mean over prompts per data source (``prompts`` counted), plus ``data_source = "avg"``: the unweighted
-    mean over data sources (the paper's avg column)."""
+    mean over data sources (the paper's avg column). ``low``/``high``: a 95% bootstrap interval over prompts
+    (``resamples=0``: none)."""
     keys = [c for c in (*RUN_COLUMNS, "step") if c in scores.columns]
     per_source = (
         scores.groupby([*keys, "data_source", "metric", "k"], dropna=False)["value"]
@@ -153,6 +178,14 @@ def validation_summary(scores: pd.DataFrame) -> pd.DataFrame:
         .reset_index()
         .assign(data_source="avg")
     )
+    if resamples > 0 and len(scores):
+        source_bounds, overall_bounds = _bootstrap_bounds(scores, keys, resamples, seed)
+        columns = [*keys, "data_source", "metric", "k"]
+        nan = (np.nan, np.nan)
+        bounds = [source_bounds.get(_key(r), nan) for r in per_source[columns].itertuples(index=False)]
+        per_source[["low", "high"]] = np.array(bounds, dtype=np.float64).reshape(-1, 2)
+        bounds = [overall_bounds.get(_key(r), nan) for r in overall[[*keys, "metric", "k"]].itertuples(index=False)]
+        overall[["low", "high"]] = np.array(bounds, dtype=np.float64).reshape(-1, 2)
     out = pd.concat([per_source, overall[per_source.columns]], ignore_index=True)
     out["label"] = out["metric"] + "@" + out["k"].astype(str)
     return out
@@ -247,8 +280,10 @@ def results_table(
 ) -> pd.DataFrame:
     """The paper's layout from each run's last validation dump: one row per method (mean over its runs), columns
     ``<benchmark> maj@k`` and ``<benchmark> avg@k`` per data source and for ``avg`` (their unweighted mean), in
-    percent. k defaults to n. ``include_paper`` (default: when a data source is one of the paper's benchmarks)
-    appends the paper's Qwen3-8B maj@32 rows.
+    percent, each with ``low``/``high``: its 95% bootstrap interval over problems (``validation_summary``; a method
+    of several runs: the mean of its runs' bounds, which leaves the seed-to-seed variation out: ``spo evaluate``
+    resamples seeds too). k defaults to n. ``include_paper`` (default: only under the paper's protocol, maj@32 on
+    its five benchmarks) appends the paper's Qwen3-8B maj@32 rows; the ``protocol`` column says which it is.
     """
     table = runs_or_table if isinstance(runs_or_table, pd.DataFrame) else None
     if table is None:
@@ -268,6 +303,11 @@ def results_table(
     per_run = table.pivot_table(index=["method", "run"], columns="column", values="value", aggfunc="mean") * 100
     grouped = per_run.groupby(level="method")
     wide = grouped.mean()
+    bounds = {}
+    for side in ("low", "high"):
+        if side in table.columns:
+            part = table.pivot_table(index=["method", "run"], columns="column", values=side, aggfunc="mean") * 100
+            bounds[side] = part.groupby(level="method").mean()
     wide.insert(0, "runs", grouped.size())
     steps = table.groupby("method")["step"].max()
     wide.insert(1, "step", steps.reindex(wide.index))
@@ -275,10 +315,22 @@ def results_table(
     names = {c.rsplit(" ", 1)[0] for c in wide.columns if " " in c} - {"avg"}
     benchmarks = [*sorted(names, key=lambda b: (order.get(b, len(order)), b)), "avg"]
     ordered = [f"{b} {m}@{k_label}" for b in benchmarks for m in ("maj", "avg")]
-    wide = wide[["runs", "step", *[c for c in ordered if c in wide.columns]]].reset_index().rename_axis(columns=None)
+    for side, frame in bounds.items():
+        for column in ordered:
+            if column in frame.columns:
+                wide[f"{column} {side}"] = frame[column].reindex(wide.index)
+    columns = [c for name in ordered if name in wide.columns for c in (name, f"{name} low", f"{name} high")]
+    wide = wide[["runs", "step", *[c for c in columns if c in wide.columns]]].reset_index().rename_axis(columns=None)
     wide.insert(0, "source", "this kit")
+    same = k_label == "32" and set(PAPER_BENCHMARKS) <= set(table["benchmark"])
+    wide["protocol"] = (
+        "maj@32 on the paper's five benchmarks"
+        if same
+        else f"not the paper's protocol: maj@{k_label} on {', '.join(benchmarks[:-1])} (paper: maj@32 on "
+        f"{', '.join(PAPER_BENCHMARKS)}); the paper's rows are left out"
+    )
     if include_paper is None:
-        include_paper = bool(set(table["benchmark"]) & set(PAPER_BENCHMARKS))
+        include_paper = same
     if include_paper:
-        wide = pd.concat([wide, paper_table()], ignore_index=True)
+        wide = pd.concat([wide, paper_table().assign(protocol="the paper's")], ignore_index=True)
     return wide.astype({"runs": "Int64", "step": "Int64"})

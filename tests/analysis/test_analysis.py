@@ -350,6 +350,10 @@ def test_results_table_layout(pipeline):
     assert list(ours["runs"]) == [2, 2]
     assert {"AIME24 maj@4", "AIME24 avg@4", "toy_math maj@4", "avg maj@4", "avg avg@4"} <= set(ours.columns)
     assert ours["AIME24 maj@4"].between(0, 100).all()
+    assert (ours["AIME24 maj@4 low"] <= ours["AIME24 maj@4"]).all() and (ours["avg avg@4 high"] <= 100).all()
+    # maj@4 on two benchmarks is not the paper's protocol: the paper's rows are left out, and the table says so
+    assert set(table["source"]) == {"this kit"} and "not the paper's protocol" in ours["protocol"].iloc[0]
+    table = A.results_table(pipeline, include_paper=True)
     paper = table[table["source"] != "this kit"].set_index("method")
     assert paper.loc["SPO", "avg maj@32"] == 63.8 and paper.loc["GRPO", "BRUMO25 maj@32"] == 56.7
     assert A.canonical_benchmark("math-ai/AIME_2025") == "AIME25"

@@ -47,14 +47,15 @@ def test_cpu_preset_is_math_only_and_its_tool_runs_keep_the_dataset_chat():
     assert config.data.max_response_length > plain["response_length"]
 
 
+@pytest.mark.parametrize("method", ["SPO", "EVAL"])  # EVAL: stage 02 estimates offline values the same way
 @pytest.mark.parametrize(
     ("preset", "tools", "expected"),
     [("cpu", None, False), ("cpu", "sandbox", True), ("official", None, True), ("paper", "none", False)],
 )
-def test_run_spec_tools_flag(preset, tools, expected):
+def test_run_spec_tools_flag(preset, tools, expected, method):
     from spo_helpers.verl_glue.config import RunSpec, build_config, preset_default_tools
 
-    spec = RunSpec(method="SPO", preset=preset, model_path="m", train_files=["a.parquet"], tools=tools)
+    spec = RunSpec(method=method, preset=preset, model_path="m", train_files=["a.parquet"], tools=tools)
     assert spec.uses_tools is expected
     assert (preset_default_tools(preset) == "sandbox") is (preset != "cpu")
     config = build_config(spec)

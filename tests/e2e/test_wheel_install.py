@@ -18,7 +18,7 @@ import pytest
 pytest.importorskip("verl")
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCES = ("pyproject.toml", "README.md", "spo_helpers", "notebooks")
+SOURCES = ("pyproject.toml", "README.md", "spo_helpers", "notebooks", "jupyter")
 NOTEBOOKS = ("01_split", "02_estimate", "03_merge", "04_train", "05_analysis")
 PIP = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input"]
 
@@ -62,6 +62,17 @@ def run_installed(installed: Path, cwd: Path, *command: str) -> subprocess.Compl
     env = {k: v for k, v in os.environ.items() if k not in ("SPO_NOTEBOOKS", "PYTHONPATH")}
     env["PYTHONPATH"] = str(installed)
     return run(list(command), cwd=cwd, env=env)
+
+
+def test_wheel_installs_the_kits_jupyterlab_defaults(installed):
+    import json
+    import zipfile
+
+    (wheel,) = (installed.parent / "dist").glob("spo_helpers-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        (name,) = [n for n in archive.namelist() if n.endswith("overrides.d/spo-helpers.json")]
+        assert "/data/share/jupyter/lab/settings/" in name  # into the environment's JupyterLab settings
+        assert json.loads(archive.read(name)) == json.loads((ROOT / "jupyter" / "spo-helpers.json").read_text())
 
 
 def test_wheel_has_every_module_of_every_package(installed):

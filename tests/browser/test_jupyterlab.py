@@ -42,7 +42,8 @@ if not (find(CHROMIUM) and find(CHROMEDRIVER)):
 
 @pytest.fixture(scope="module")
 def out() -> Path:
-    folder = Path(os.environ.get("SPO_BROWSER_OUT", REPOSITORY / "runs" / "browser-test"))
+    folder = Path(os.environ.get("SPO_BROWSER_OUT", REPOSITORY / "runs" / "browser-test")).resolve()
+    assert REPOSITORY in folder.parents, f"SPO_BROWSER_OUT={folder}: JupyterLab serves the repository, choose in it"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 

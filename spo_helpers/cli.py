@@ -28,9 +28,11 @@ STAGES: dict[str, tuple[str, str]] = {
     "estimate": ("spo_helpers.estimate", "02: offline value estimation (verl validation dumps)"),
     "merge": ("spo_helpers.merge", "03: merge validation dumps into an offline-values file"),
     "train": ("spo_helpers.train", "04: GRPO or SPO training through verl"),
+    "evaluate": ("spo_helpers.evaluate", "maj@k and pass@k on the benchmarks, with intervals (a model or checkpoint)"),
     "figures": ("spo_helpers.figures", "05: regenerate the analysis figures of one or more runs"),
     "simulate": ("spo_helpers.simulate", "agentic long-tail throughput simulation, GRPO vs SPO"),
     "pipeline": ("spo_helpers.pipeline", "run 01 -> 05 as papermill notebooks into runs/<name>/"),
+    "notebooks": ("spo_helpers.notebook_copies", "copies of the notebooks to explore in JupyterLab (runs/notebooks)"),
     "sandbox": (
         "spo_helpers.sandbox.cli",
         "a local Sandbox Fusion server (POST /run_code) for tool use; check: its isolation",

@@ -14,7 +14,9 @@ error, and exit code 1.
 The notebooks run on this Python interpreter (the one running ``spo``), whatever
 Jupyter kernels are installed; ``--kernel NAME`` picks an installed kernel instead.
 The notebook templates ship inside the package (``spo_helpers.notebooks``, from the
-repository's ``notebooks/``); ``SPO_NOTEBOOKS`` points at another folder of them.
+repository's ``notebooks/``); ``SPO_NOTEBOOKS`` points at another folder of them. Templates
+that a notebook session saved into (outputs, widget state) are refused: users explore copies
+(``spo notebooks``), so what the pipeline runs is what was committed.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class PipelineConfig:
     methods: list[str] = field(default_factory=lambda: ["GRPO", "SPO"])
     total_steps: int = 30
     seed: int = 0
+    tools: str | None = None  # sandbox | none; None: the preset's default (official: sandbox; cpu: none)
     overrides: list[str] = field(default_factory=list)
     kernel: str | None = None  # an installed Jupyter kernel; default: this Python interpreter
 
@@ -105,6 +108,19 @@ def notebooks_dir() -> Path:
             f"{STAGES[0]}.ipynb ... {STAGES[-1]}.ipynb, or reinstall spo-helpers)"
         )
     return folder
+
+
+def check_templates(folder: Path) -> None:
+    """Refuse templates a JupyterLab session saved into (outputs, execution counts, widget state): the pipeline
+    would run whatever was edited and saved there. Users explore copies (``spo notebooks``)."""
+    from spo_helpers.notebook_copies import restore_hint, template_problems
+
+    problems = template_problems(folder)
+    if problems:
+        raise UserError(
+            f"the notebook templates were saved from a notebook session ({'; '.join(problems)}), so the pipeline "
+            f"would run what was edited there: {restore_hint(folder)}, and explore copies (spo notebooks)"
+        )
 
 
 def interpreter_kernel_manager_class():
@@ -161,6 +177,7 @@ def stage_parameters(cfg: PipelineConfig) -> dict[str, dict[str, Any]]:
             "n_val": cfg.n_val,
             "backend": cfg.backend,
             "preset": cfg.preset,
+            "tools": cfg.tools,
             **common,
         },
         "03_merge": {"input_dir": str(layout.runs), "output_file": str(values), "dataset_dir": str(splits)},
@@ -173,6 +190,7 @@ def stage_parameters(cfg: PipelineConfig) -> dict[str, dict[str, Any]]:
             "total_steps": cfg.total_steps,
             "backend": cfg.backend,
             "preset": cfg.preset,
+            "tools": cfg.tools,
             "overrides": list(cfg.overrides),
             **common,
         },
@@ -231,6 +249,7 @@ def run_pipeline(
         raise UserError("spo pipeline needs papermill: install the notebooks extra (spo-helpers[notebooks])") from None
 
     source = notebooks_dir()
+    check_templates(source)
     kernel = kernel_arguments(cfg.kernel)
     os.environ["SPO_HEADLESS"] = "1"  # the kernels inherit it: explorers draw static figures
     layout = cfg.layout
@@ -312,6 +331,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--methods", nargs="+", default=None)
     parser.add_argument("--total_steps", type=int, default=None)
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument(
+        "--tools", choices=("sandbox", "none"), default=None, help="stages 02 and 04; default: the preset's"
+    )
     parser.add_argument("--stages", nargs="+", choices=STAGES, default=None, help="run only these stages")
     parser.add_argument("--force", action="store_true", help="rerun stages even when up to date")
     parser.add_argument(

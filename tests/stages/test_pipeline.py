@@ -234,3 +234,24 @@ def test_notebook_templates_ship_with_the_package(monkeypatch):
     monkeypatch.delenv("SPO_NOTEBOOKS", raising=False)
     folder = notebooks_dir()
     assert all((folder / f"{stage}.ipynb").is_file() for stage in STAGES)
+
+
+def test_templates_saved_by_a_notebook_session_are_refused(notebooks, tmp_path):
+    nb = nbformat.read(notebooks / "02_estimate.ipynb", as_version=4)
+    nb.cells[0].execution_count = 1
+    nb.cells[0].outputs = [nbformat.v4.new_output("stream", text="saved by JupyterLab\n")]
+    nbformat.write(nb, notebooks / "02_estimate.ipynb")
+    cfg = PipelineConfig(name="saved", runs_dir=str(tmp_path / "runs"))
+    with pytest.raises(UserError, match=r"02_estimate.ipynb: 1 cell\(s\) with outputs.*spo notebooks"):
+        run_pipeline(cfg, stages=("01_split",))
+    assert not cfg.layout.splits.exists()  # refused before any stage ran
+
+
+def test_spo_notebooks_makes_the_copies_to_explore(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("spo_helpers.notebook_copies.install_lab_settings", lambda: None)
+    dest = tmp_path / "mine"
+    assert main(["notebooks", str(dest)]) == 0
+    assert sorted(p.name for p in dest.glob("*.ipynb")) == [f"{stage}.ipynb" for stage in STAGES]
+    assert main(["notebooks", str(dest)]) == 0
+    assert "kept (yours; --force replaces them)" in capsys.readouterr().out
+    assert main(["notebooks", "--check"]) == 0

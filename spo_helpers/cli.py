@@ -29,6 +29,10 @@ STAGES: dict[str, tuple[str, str]] = {
     "merge": ("spo_helpers.merge", "03: merge validation dumps into an offline-values file"),
     "train": ("spo_helpers.train", "04: GRPO or SPO training through verl"),
     "evaluate": ("spo_helpers.evaluate", "maj@k and pass@k on the benchmarks, with intervals (a model or checkpoint)"),
+    "ground-truth": (
+        "spo_helpers.ground_truth",
+        "true success rates of a CPU run's training prompts under its checkpoints (many samples each)",
+    ),
     "figures": ("spo_helpers.figures", "05: regenerate the analysis figures of one or more runs"),
     "simulate": ("spo_helpers.simulate", "agentic long-tail throughput simulation, GRPO vs SPO"),
     "pipeline": ("spo_helpers.pipeline", "run 01 -> 05 as papermill notebooks into runs/<name>/"),

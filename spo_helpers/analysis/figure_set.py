@@ -389,6 +389,25 @@ def tool_use_figure(data: RunData):
     return plot_tool_use(frame), frame
 
 
+@figure_builder("10_ground_truth")
+def ground_truth_figure(data: RunData):
+    """Baselines against the truth (``spo ground-truth`` runs only): SPO's p̂ and GRPO's group means minus each
+    prompt's true success probability under the checkpoint that sampled it, and p̂'s calibration vs truth."""
+    from spo_helpers.analysis.ground_truth import (
+        baseline_errors,
+        calibration_vs_truth,
+        error_by_step,
+        error_summary,
+        load_ground_truth,
+    )
+    from spo_helpers.analysis.plots import plot_ground_truth
+
+    truth = data._collect(load_ground_truth, "ground_truth.parquet (made by `spo ground-truth RUN`)")
+    errors = baseline_errors(data.steps, truth)
+    fig = plot_ground_truth(error_by_step(errors), errors, calibration_vs_truth(data.steps, truth))
+    return fig, error_summary(errors, resamples=500)
+
+
 # ---------------------------------------------------------------------------------------------- the set
 @dataclass(frozen=True)
 class FigureSpec:
@@ -439,6 +458,11 @@ FIGURES: tuple[FigureSpec, ...] = (
     ),
     FigureSpec(
         "09_tool_use", "tool-call rate and accuracy with / without a code run (runs with tools)", tool_use_figure
+    ),
+    FigureSpec(
+        "10_ground_truth",
+        "baseline error vs true p (SPO p̂, GRPO group / leave-one-out mean), p̂ calibration vs truth",
+        ground_truth_figure,
     ),
 )
 FIGURE_STEMS: dict[str, str] = {spec.stem: spec.description for spec in FIGURES}

@@ -144,7 +144,12 @@ def _lines(ax: Axes, frame: pd.DataFrame, x: str, y: str, band: str, label_suffi
             ax.fill_between(agg["x"], agg["low"], agg["high"], color=color, alpha=0.2, lw=0)
         else:
             rows = rows.sort_values("step")
-            ax.plot(rows[x], rows[y], color=color, marker=marker, ms=3, label=f"{method}{label_suffix}", **style)
+            bounded = {"low", "high"} <= set(rows.columns) and rows[["low", "high"]].notna().all(axis=1).any()
+            label = f"{method}{label_suffix}" + (" (95% CI over problems)" if bounded else "")
+            ax.plot(rows[x], rows[y], color=color, marker=marker, ms=3, label=label, **style)
+            if bounded:
+                known = rows.dropna(subset=["low", "high"])
+                ax.fill_between(known[x], known["low"], known["high"], color=color, alpha=0.2, lw=0)
 
 
 def pick_steps(steps: Sequence[int], count: int = 6) -> list[int]:
@@ -202,7 +207,8 @@ def plot_learning_curves(
     curves: pd.DataFrame, x: str = "step", metrics: Sequence[str] | None = None, band: str = "sd", axes=None
 ) -> Figure:
     """Training reward and validation accuracy (mean@n, maj@n, pass@n) against ``x`` (step, samples or tokens),
-    one panel per metric, GRPO vs SPO with seed bands. panels: one per metric."""
+    one panel per metric, GRPO vs SPO: several seeds of a method as mean and seed band, one run with its 95%
+    bootstrap band over problems (``low``/``high`` of ``learning_curves``). panels: one per metric."""
     rows = _require(curves, ["step", x, "metric", "value"], f"learning curves vs {x}")
     names = list(metrics) if metrics is not None else list(dict.fromkeys(rows["metric"]))
     absent = [m for m in names if not (rows["metric"] == m).any()]
@@ -512,5 +518,50 @@ def plot_success_rates(frame: pd.DataFrame, axes=None) -> Figure:
     ax[1].set(xlabel="per-prompt success rate", ylabel="share of prompts", title="ECDF", xlim=(0, 1))
     ax[1].yaxis.set_major_formatter(PercentFormatter(1.0))
     ax[0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------- (10) ground truth
+GROUND_TRUTH_STYLES = {
+    "SPO tracker p̂": ("SPO", "-"),
+    "GRPO group mean": ("GRPO", "-"),
+    "GRPO leave-one-out mean": ("GRPO", "--"),
+}
+
+
+def plot_ground_truth(by_step: pd.DataFrame, errors: pd.DataFrame, reliability: pd.DataFrame, axes=None) -> Figure:
+    """Baselines against the true success probability (``analysis/ground_truth.py``): RMSE of b - p per step
+    (mean over runs), the distribution of b - p, and the tracker's p̂ against the truth and against single
+    rewards. panels: 3."""
+    steps = _require(by_step, ["baseline", "step", "rmse"], "ground truth")
+    fig, ax = _panels(axes, 3, width=4.4)
+    bins = np.linspace(-1, 1, 41)
+    for name, (method, style) in GROUND_TRUTH_STYLES.items():
+        part = steps[steps["baseline"] == name]
+        if part.empty:
+            continue
+        color = method_color(method)
+        mean = part.groupby("step")["rmse"].mean()
+        ax[0].plot(mean.index, mean.to_numpy(), style, color=color, marker="o", ms=3, label=name)
+        values = errors.loc[errors["baseline"] == name, "error"].to_numpy()
+        ax[1].hist(values, bins=bins, histtype="step", linestyle=style, color=color, density=True, label=name)
+    ax[0].xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax[0].set(xlabel="training step", ylabel="RMSE of b - p (truth noise removed)", title="baseline error")
+    ax[0].set_ylim(bottom=0)
+    ax[1].axvline(0, color="grey", lw=0.8)
+    ax[1].set(xlabel="b - p", ylabel="density", title="baseline error distribution")
+    ax[2].plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
+    full = reliability[reliability["count"] > 0] if "count" in reliability.columns else reliability
+    for index, (run, part) in enumerate(full.groupby("run", sort=True) if "run" in full.columns else [("", full)]):
+        method = str(part["method"].iloc[0]) if "method" in part.columns else "SPO"
+        color = method_color(method, index)
+        ax[2].plot(part["p_hat_mean"], part["true_p_mean"], "-o", color=color, ms=3, label=f"{run}: truth")
+        ax[2].plot(part["p_hat_mean"], part["reward_mean"], ":", color=color, alpha=0.6, label=f"{run}: rewards")
+    ax[2].set(xlabel="tracker p̂ (bin mean)", ylabel="success probability", title="p̂ calibration vs truth")
+    ax[2].set(xlim=(0, 1), ylim=(0, 1))
+    for panel in ax:
+        panel.grid(alpha=0.3)
+        panel.legend(fontsize=7)
     fig.tight_layout()
     return fig

@@ -245,11 +245,13 @@ def val_metrics_from_logs(metrics: pd.DataFrame) -> pd.DataFrame:
 
 
 def learning_curves(metrics: pd.DataFrame, validation: pd.DataFrame | None = None) -> pd.DataFrame:
-    """``run, method, seed, step, samples, tokens, metric, value`` for training reward and validation accuracy.
+    """``run, method, seed, step, samples, tokens, metric, value, low, high`` for training reward and validation
+    accuracy.
 
     Validation from a ``validation_table`` frame at k = n (avg@n, maj@n, pass@n, averaged over data sources;
     with two to four data sources, mean@n of each instead of their average); without one, from the logged
-    ``val-core`` keys.
+    ``val-core`` keys. ``low``/``high``: the run's 95% bootstrap interval over problems at that step (from the
+    ``validation_table`` frame; NaN for the training reward and for logged values, which carry no problems).
     """
     axes = metrics[[*RUN_COLUMNS, "step", "samples", "tokens"]].drop_duplicates([*RUN_COLUMNS[:1], "step"])
     reward = metric_series(metrics, TRAIN_REWARD).assign(metric="train reward")
@@ -267,8 +269,12 @@ def learning_curves(metrics: pd.DataFrame, validation: pd.DataFrame | None = Non
         val = val[(val["data_source"] == "avg") & ~((val["metric"] == "val mean@n") & (len(sources) > 1)) | per_source]
         val = val.drop(columns=["samples", "tokens"], errors="ignore")
         val = val.merge(axes.drop(columns=["method", "seed"]), on=["run", "step"], how="left")
-        parts.append(val[[*RUN_COLUMNS, "step", "samples", "tokens", "metric", "value"]])
+        bounds = [c for c in ("low", "high") if c in val.columns]
+        parts.append(val[[*RUN_COLUMNS, "step", "samples", "tokens", "metric", "value", *bounds]])
     out = pd.concat(parts, ignore_index=True)
+    for column in ("low", "high"):
+        if column not in out.columns:
+            out[column] = np.nan
     out["seed"] = out["seed"].astype("Int64")
     return out
 

@@ -63,6 +63,11 @@ class RunLayout:
         return self.root / "prompts.parquet"
 
     @property
+    def ground_truth(self) -> Path:
+        """Per checkpoint and prompt, the success probability estimated from many samples (``spo ground-truth``)."""
+        return self.root / "ground_truth.parquet"
+
+    @property
     def tracker_dir(self) -> Path:
         return self.root / "tracker"
 

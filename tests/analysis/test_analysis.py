@@ -139,7 +139,26 @@ def write_kit_run(
         np.savez(folder / "tracker" / f"{step}.npz", alpha=p_hat0 * 8, beta=(1 - p_hat0) * 8, visits=seen)
     for step in (0, steps):
         write_jsonl(folder / "validation_data" / f"{step}.jsonl", val_lines(step, rng))
+    write_ground_truth(folder, records, p_hat0, seed)
     return folder
+
+
+def write_ground_truth(folder: Path, records: list[dict], p: np.ndarray, seed: int, n: int = 64) -> None:
+    """``ground_truth.parquet`` as ``spo ground-truth`` writes it, for the odd steps (checkpoints 0, 2, ...)."""
+    truth_rng = np.random.default_rng([seed, 7])  # its own stream: the run's other files stay as they were
+    parts = []
+    for record in records:
+        if record["step"] % 2 == 1:
+            rows = np.unique(record["data"]["row"])
+            successes = truth_rng.binomial(n, p[rows])
+            parts.append(
+                pd.DataFrame(
+                    {"step": record["step"], "checkpoint": record["step"] - 1, "row": rows}
+                    | {"prompt_key": [f"train {i}" for i in rows], "true_p": successes / n}
+                    | {"successes": successes, "n": n, "prompts": "steps"}
+                )
+            )
+    pd.concat(parts, ignore_index=True).to_parquet(folder / "ground_truth.parquet")
 
 
 def write_official_run(folder: Path, spo_keys: bool = True) -> Path:

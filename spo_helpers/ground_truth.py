@@ -1,0 +1,239 @@
+"""Ground truth on the CPU world: each prompt's success probability under a run's checkpoints, from many samples.
+
+For every checkpoint ``global_step_k`` of a CPU run (and the initial model as ``k = 0``) this loads the tiny
+model with the checkpoint's weights and samples each prompt of training step ``k + 1`` (the step whose
+rollouts that policy generated) ``n`` times with the run's own sampling settings (temperature, top-p,
+response length; the kit's binary reward), so that the tracker's p̂ and GRPO's group means logged at that
+step can be compared with the truth (``analysis/ground_truth.py``):
+
+    t = successes / n,   SE(t) = sqrt(t(1-t)/n) <= 0.5/sqrt(n)   (n = 64: at most 0.0625)
+
+    spo ground-truth runs/bench_ground_truth/spo/spo_seed0 runs/bench_ground_truth/spo/grpo_seed0 [--n 64]
+    spo ground-truth RUN --prompts probe        # the world's fixed 200-prompt probe instead, at every checkpoint
+
+Writes ``<run>/ground_truth.parquet`` (``step, checkpoint, row, prompt_key, true_p, successes, n`` and the
+sampling settings); checkpoints already measured with the same ``n`` and prompts are kept (``--force``
+measures again). Runs with tools, a ``</think>`` rule or top-k sampling are refused (the sampler here is plain
+single-turn sampling scored by the boxed answer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import time
+from pathlib import Path
+from typing import Any
+
+from spo_helpers.errors import UserError
+from spo_helpers.formats.layout import RunLayout
+
+DEFAULT_N = 64
+CHECKPOINT_FILE = "cpu_worker.pt"  # verl_glue.cpu_backend.CHECKPOINT_FILE (not imported: it pulls in verl)
+
+
+def run_config(run_dir: Path) -> dict[str, Any]:
+    import yaml
+
+    path = RunLayout(run_dir).config
+    if not path.is_file():
+        raise UserError(f"{path}: missing; pass a run folder written by `spo train`")
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return data.get("config", data)
+
+
+def sampling_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The training rollout's temperature, top-p and response length; refuses what the sampler cannot match."""
+    rollout = config["actor_rollout_ref"]["rollout"]
+    if (rollout.get("multi_turn") or {}).get("enable"):
+        raise UserError("the run uses tools (multi-turn rollouts); ground truth samples plain responses only")
+    if int(rollout.get("top_k", -1) or -1) > 0:
+        raise UserError(f"the run samples with top_k={rollout['top_k']}; ground truth samples without top-k")
+    reward = (config.get("custom_reward_function") or {}).get("reward_kwargs") or {}
+    if reward.get("require_think"):
+        raise UserError("the run's reward requires </think>; ground truth scores the boxed answer only")
+    return {
+        "temperature": float(rollout.get("temperature", 1.0)),
+        "top_p": float(rollout.get("top_p", 1.0)),
+        "max_new_tokens": int(config["data"]["max_response_length"]),
+    }
+
+
+def checkpoint_steps(run_dir: Path) -> dict[int, Path | None]:
+    """``{k: checkpoint folder}`` for every complete ``global_step_k/actor``, plus ``{0: None}`` (the initial model)."""
+    found: dict[int, Path | None] = {0: None}
+    folder = RunLayout(run_dir).checkpoints
+    for path in folder.glob("global_step_*") if folder.is_dir() else []:
+        suffix = path.name.rsplit("_", 1)[-1]
+        if suffix.isdigit() and (path / "actor" / CHECKPOINT_FILE).is_file():
+            found[int(suffix)] = path / "actor"
+    return dict(sorted(found.items()))
+
+
+def training_rows(config: dict[str, Any], run_dir: Path) -> tuple[dict[int, dict], dict[str, int]]:
+    """Tracker row -> dataset row (by prompt key, through ``prompts.parquet``), and prompt key -> tracker row."""
+    import pandas as pd
+
+    from spo_helpers.formats.datasets import load_dataset_rows
+    from spo_helpers.formats.keys import row_key
+
+    prompts = pd.read_parquet(RunLayout(run_dir).prompts)
+    by_key: dict[str, dict] = {}
+    for source in config["data"]["train_files"]:
+        path = Path(source)
+        if not path.exists() and not path.is_absolute():
+            path = run_dir.parents[2] / source if len(run_dir.parents) > 2 else path
+        for record in load_dataset_rows(str(path if path.exists() else source)).to_dict("records"):
+            by_key.setdefault(row_key(record), record)
+    key_to_row = dict(zip(prompts["prompt_key"], prompts["row"].astype(int), strict=True))
+    rows = {int(r): by_key[k] for k, r in key_to_row.items() if k in by_key}
+    return rows, key_to_row
+
+
+def load_policy(model_path: str, checkpoint: Path | None):
+    """The tiny model and tokenizer, with a checkpoint's weights when given."""
+    import torch
+
+    from spo_helpers.world.model import load_model
+
+    model, tokenizer = load_model(model_path)
+    if checkpoint is not None:
+        state = torch.load(checkpoint / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        model.eval()
+    return model, tokenizer
+
+
+def measure_run(
+    run_dir: str | Path,
+    *,
+    n: int = DEFAULT_N,
+    prompts: str = "steps",
+    steps: list[int] | None = None,
+    seed: int = 0,
+    assets: str | None = None,
+    force: bool = False,
+    progress: bool = True,
+):
+    """Measure one run's checkpoints; returns the ``ground_truth.parquet`` frame (also written)."""
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from spo_helpers.analysis.steps import load_steps
+    from spo_helpers.formats.atomic import atomic_write_bytes
+    from spo_helpers.world.warmstart import model_success_rates
+
+    root = Path(run_dir)
+    config = run_config(root)
+    settings = sampling_settings(config)
+    model_path = str(config["actor_rollout_ref"]["model"]["path"])
+    if not Path(model_path).exists() and (Path.cwd() / model_path).exists():
+        model_path = str(Path.cwd() / model_path)
+    logged = load_steps(root)
+    rows, key_to_row = training_rows(config, root)
+    if prompts == "probe":
+        from spo_helpers.formats.keys import row_key
+        from spo_helpers.world.build import build_world
+
+        world = build_world(assets)
+        probe = [key_to_row.get(row_key(r)) for r in pd.read_parquet(world.probe_file).to_dict("records")]
+        probe_rows = sorted({int(r) for r in probe if r is not None})
+    target = RunLayout(root).ground_truth
+    previous = pd.read_parquet(target) if target.is_file() and not force else None
+    parts = []
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    for k, checkpoint in checkpoint_steps(root).items():
+        step = k + 1
+        if steps is not None and k not in steps:
+            continue
+        wanted = (
+            probe_rows
+            if prompts == "probe"
+            else sorted(logged.loc[logged["step"] == step, "row"].astype(int).unique().tolist())
+        )
+        wanted = [r for r in wanted if r in rows]
+        if not wanted:
+            continue
+        if previous is not None:
+            done = previous[(previous["checkpoint"] == k) & (previous["n"] == n) & (previous["prompts"] == prompts)]
+            if set(done["row"]) >= set(wanted):
+                parts.append(done)
+                continue
+        start = time.perf_counter()
+        model, tokenizer = load_policy(model_path, checkpoint)
+        rates = model_success_rates(
+            model,
+            tokenizer,
+            [rows[r] for r in wanted],
+            n=n,
+            temperature=settings["temperature"],
+            top_p=settings["top_p"],
+            max_new_tokens=settings["max_new_tokens"],
+            seed=seed + k,
+            progress=progress,
+        )
+        successes = np.rint(rates * n).astype(np.int64)
+        keys = {r: k_ for k_, r in key_to_row.items()}
+        parts.append(
+            pd.DataFrame(
+                {
+                    "step": step,
+                    "checkpoint": k,
+                    "row": wanted,
+                    "prompt_key": [keys[r] for r in wanted],
+                    "true_p": successes / n,
+                    "successes": successes,
+                    "n": n,
+                    "prompts": prompts,
+                    **settings,
+                    "seed": seed + k,
+                }
+            )
+        )
+        if progress:
+            seconds = time.perf_counter() - start
+            print(f"{root.name}: checkpoint {k}: {len(wanted)} prompts x {n} samples, {seconds:.0f}s")
+    if not parts:
+        raise UserError(f"{root}: no checkpoint whose next step has logged prompts (train with trainer.save_freq=K)")
+    frame = pd.concat(parts, ignore_index=True).sort_values(["checkpoint", "row"]).reset_index(drop=True)
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    atomic_write_bytes(target, buffer.getvalue())
+    return frame
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("runs", nargs="+", help="run folders of `spo train` on the CPU world (with checkpoints)")
+    parser.add_argument("--n", type=int, default=DEFAULT_N, help=f"samples per prompt (default {DEFAULT_N})")
+    parser.add_argument(
+        "--prompts",
+        choices=("steps", "probe"),
+        default="steps",
+        help="the prompts of step k+1 for checkpoint k (default), or the world's fixed probe at every checkpoint",
+    )
+    parser.add_argument("--checkpoints", type=int, nargs="+", default=None, help="only these checkpoint steps")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--assets", default=None, help="the CPU world's folder (default: runs/_assets)")
+    parser.add_argument("--force", action="store_true", help="measure again checkpoints already measured")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.n < 2:
+        raise UserError(f"--n must be at least 2, got {args.n}")
+    for run_dir in args.runs:
+        frame = measure_run(
+            run_dir,
+            n=args.n,
+            prompts=args.prompts,
+            steps=args.checkpoints,
+            seed=args.seed,
+            assets=args.assets,
+            force=args.force,
+        )
+        se = (frame["true_p"] * (1 - frame["true_p"]) / frame["n"]).pow(0.5)
+        print(
+            f"{RunLayout(run_dir).ground_truth}: {frame['checkpoint'].nunique()} checkpoints, {len(frame)} prompt"
+            f" measurements x {args.n} samples (SE of t: mean {se.mean():.3f}, max {se.max():.3f})"
+        )
+    return 0

@@ -113,6 +113,19 @@ def main() -> None:
         print("\ncalibration of the tracker's p̂ (ECE, 10 bins): against the truth / against single rewards")
         both = ece_truth.merge(ece_reward, on=["run", "method", "seed", "samples"], suffixes=("_truth", "_reward"))
         print(both.round(3).to_string(index=False))
+    spo_errors = errors[errors["baseline"] == G.TRACKER]
+    if "first_visit" in spo_errors.columns and len(spo_errors):
+        print("\nSPO tracker RMSE by visit (the prompt's first appearance in the run vs a revisit)")
+        for first, part in spo_errors.groupby("first_visit"):
+            rmse = np.sqrt(max(part["sq_error_corrected"].mean(), 0.0))
+            print(f"  {'first visit' if first else 'revisit    '}  {rmse:.3f}  ({len(part)} samples)")
+    logged_spo = steps.loc[steps["method"] == "SPO", ["step", "row"]]
+    spo_truth = truth[truth["method"] == "SPO"].merge(logged_spo, on=["step", "row"])
+    if len(spo_truth):
+        print(
+            "reference: a group mean of 8 fresh samples on SPO's own prompts would have RMSE"
+            f" {G.expected_group_mean_rmse(spo_truth):.3f} (sqrt(E[p(1-p)]/8))"
+        )
     raw = steps.assign(centred=centred_advantages(steps)).groupby("method")["centred"].var()
     print(
         f"\nraw advantage variance (before normalisation): SPO {raw.get('SPO', np.nan):.3f}, GRPO"

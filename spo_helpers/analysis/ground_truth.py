@@ -66,7 +66,7 @@ def baseline_errors(steps: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
     ``steps``: ``load_steps`` frames (``step, sample, row, reward, p_hat, advantage``, ``group`` for GRPO), with the
     run columns when several runs are stacked; ``truth``: ``load_ground_truth`` frames, run columns matching.
     Columns: the run columns, ``step, unit, row, baseline, y, b, true_p, n, error, sq_error_corrected,
-    raw_advantage, advantage, ideal_advantage``.
+    raw_advantage, advantage, ideal_advantage`` (and ``first_visit`` when ``steps`` has it).
     """
     keys = [c for c in RUN_COLUMNS if c in steps.columns and c in truth.columns]
     truth = truth[[*keys, "step", "row", "true_p", "n"]].drop_duplicates([*keys, "step", "row"])
@@ -78,6 +78,8 @@ def baseline_errors(steps: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
         rows = rows.reset_index(drop=True)
         y = (rows["reward"].to_numpy(dtype=np.float64) > 0).astype(np.float64)
         base = {"step": rows["step"].to_numpy(), "row": rows["row"].to_numpy(), "y": y}
+        if "first_visit" in rows.columns:
+            base["first_visit"] = rows["first_visit"].to_numpy(dtype=bool)
         parts = []
         if _is_grpo(rows):
             unit = rows.groupby(["step", "group"], sort=False).ngroup().to_numpy()
@@ -181,6 +183,13 @@ def error_by_step(errors: pd.DataFrame) -> pd.DataFrame:
     ).reset_index()
     out["rmse"] = np.sqrt(out.pop("mse").clip(lower=0.0))
     return out
+
+
+def expected_group_mean_rmse(truth: pd.DataFrame, group_size: int = 8) -> float:
+    """The RMSE a group mean of ``group_size`` fresh samples would have on these prompts: ``sqrt(E[p(1-p)] / G)``,
+    with the unbiased ``t(1-t) n/(n-1)`` for ``p(1-p)`` (a reference for SPO's p̂ on SPO's own prompts)."""
+    t, n = truth["true_p"].to_numpy(dtype=np.float64), truth["n"].to_numpy(dtype=np.float64)
+    return float(np.sqrt(max((t * (1 - t) * n / (n - 1)).mean(), 0.0) / group_size))
 
 
 def unit_errors(errors: pd.DataFrame, baseline: str, measure: str = "abs") -> np.ndarray:

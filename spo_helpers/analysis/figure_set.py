@@ -470,10 +470,38 @@ FIGURE_STEMS: dict[str, str] = {spec.stem: spec.description for spec in FIGURES}
 
 
 def result_tables(data: RunData) -> dict[str, pd.DataFrame]:
-    """``results_table`` (the paper's layout from each run's last validation step, percent, mean over runs) and
-    ``validation_table`` (every validation statistic behind it and the curves). Raises ``MissingData`` without
-    validation dumps."""
+    """``results_table`` (the paper's layout from each run's last validation step, percent, mean over runs),
+    ``validation_table`` (every validation statistic behind it and the curves) and, when both methods have
+    dumps, ``paired_table``: SPO - GRPO on the same problems at each run's last step (avg@n, maj@n; seeds averaged
+    per problem), with a paired 95% bootstrap interval over problems. Raises ``MissingData`` without validation
+    dumps."""
     results = results_table(data.validation_last)
     validation = pd.concat([data.validation_last, data.validation_all_steps], ignore_index=True)
     validation = validation.drop_duplicates([*RUN_COLUMNS, "step", "data_source", "metric", "k"])
-    return {"results_table": results, "validation_table": validation}
+    tables = {"results_table": results, "validation_table": validation}
+    paired = paired_table(data)
+    if paired is not None:
+        tables["paired_table"] = paired
+    return tables
+
+
+def paired_table(data: RunData) -> pd.DataFrame | None:
+    """SPO - GRPO on the same validation problems (each run's last dump), or None without both methods."""
+    from spo_helpers.analysis.evaluation import evaluation_scores, paired_comparison
+    from spo_helpers.analysis.validation import load_validation
+
+    methods = {r.method for r in data.runs}
+    if not {"SPO", "GRPO"} <= methods:
+        return None
+    raw, _ = collect(data.runs, load_validation)
+    if raw.empty:
+        return None
+    raw = raw[raw["step"] == raw.groupby("run")["step"].transform("max")]
+    sizes = raw.groupby(["run", "prompt_key"]).size()
+    n = int(sizes.min()) if len(sizes) else 0
+    if n < 1:
+        return None
+    scores = evaluation_scores(raw, ks=[n])
+    scores = scores[(scores["k"] == n) & scores["metric"].isin(["avg", "maj"])]
+    paired = paired_comparison(scores)
+    return paired if not paired.empty else None

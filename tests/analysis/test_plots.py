@@ -175,7 +175,7 @@ def test_write_figures_end_to_end(pipeline, capsys):
     out = pipeline / "figures"
     drawn = [stem for stem in FIGURE_STEMS if stem != "09_tool_use"]  # the pipeline's runs have no tools
     expected = {f"{stem}.{ext}" for stem in drawn for ext in ("png", "pdf", "csv")}
-    expected |= {"results_table.csv", "validation_table.csv"}
+    expected |= {"results_table.csv", "validation_table.csv", "paired_table.csv"}  # paired: SPO - GRPO
     assert {p.name for p in files} == expected
     assert all(p.parent == out and p.stat().st_size > 0 for p in files)
     assert not list(out.glob(".*.tmp"))

@@ -208,7 +208,7 @@ def estimate_all(
 
     Returns the per-subset summaries; ``dry_run=True`` (in ``kwargs``) prints configs instead.
     """
-    from tqdm import tqdm
+    from spo_helpers.progress import progress_bar
 
     folder = Path(data) if not isinstance(data, list) and Path(data).is_dir() else None
     files = subset_files(folder) if folder else [Path(f) for f in (data if isinstance(data, list) else [data])]
@@ -225,7 +225,8 @@ def estimate_all(
         model_path = str(build_world(assets, seed=0, tools=uses_tools).model_dir)
     check_model_dir(model_path)
     summaries = []
-    for data_file in tqdm(files, desc="subsets", unit="subset", disable=not progress or len(files) == 1):
+    bar = progress_bar(files, desc="subsets", unit="subset", disable=not progress or len(files) == 1)
+    for data_file in bar:
         index = subset_index(data_file) if len(files) > 1 else None
         name = estimation_exp_name(index, exp_name)
         result = estimate_subset(

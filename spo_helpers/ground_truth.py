@@ -11,10 +11,10 @@ step can be compared with the truth (``analysis/ground_truth.py``):
     spo ground-truth runs/bench_ground_truth/spo/spo_seed0 runs/bench_ground_truth/spo/grpo_seed0 [--n 64]
     spo ground-truth RUN --prompts probe        # the world's fixed 200-prompt probe instead, at every checkpoint
 
-Writes ``<run>/ground_truth.parquet`` (``step, checkpoint, row, prompt_key, true_p, successes, n`` and the
-sampling settings); checkpoints already measured with the same ``n`` and prompts are kept (``--force``
-measures again). Runs with tools, a ``</think>`` rule or top-k sampling are refused (the sampler here is plain
-single-turn sampling scored by the boxed answer).
+Writes ``<run>/ground_truth.parquet`` (``step, checkpoint, row, prompt_key, true_p, successes, n``, the
+sampling settings and ``sample_seed``); checkpoints already measured with the same ``n`` and prompts are kept
+(``--force`` measures again). Runs with tools, a ``</think>`` rule or top-k sampling are refused (the sampler
+here is plain single-turn sampling scored by the boxed answer).
 """
 
 from __future__ import annotations
@@ -120,6 +120,7 @@ def measure_run(
     import pandas as pd
     import torch
 
+    from spo_helpers.analysis.ground_truth import load_ground_truth
     from spo_helpers.analysis.steps import load_steps
     from spo_helpers.formats.atomic import atomic_write_bytes
     from spo_helpers.world.warmstart import model_success_rates
@@ -140,7 +141,7 @@ def measure_run(
         probe = [key_to_row.get(row_key(r)) for r in pd.read_parquet(world.probe_file).to_dict("records")]
         probe_rows = sorted({int(r) for r in probe if r is not None})
     target = RunLayout(root).ground_truth
-    previous = pd.read_parquet(target) if target.is_file() and not force else None
+    previous = load_ground_truth(root) if target.is_file() and not force else None
     parts = []
     torch.set_num_threads(min(2, torch.get_num_threads()))
     for k, checkpoint in checkpoint_steps(root).items():
@@ -187,7 +188,7 @@ def measure_run(
                     "n": n,
                     "prompts": prompts,
                     **settings,
-                    "seed": seed + k,
+                    "sample_seed": seed + k,
                 }
             )
         )

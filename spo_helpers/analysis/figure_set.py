@@ -404,7 +404,10 @@ def ground_truth_figure(data: RunData):
 
     truth = data._collect(load_ground_truth, "ground_truth.parquet (made by `spo ground-truth RUN`)")
     errors = baseline_errors(data.steps, truth)
-    fig = plot_ground_truth(error_by_step(errors), errors, calibration_vs_truth(data.steps, truth))
+    calibration = calibration_vs_truth(data.steps, truth)
+    if (calibration["method"] == "SPO").any():  # GRPO's p̂ is a side record (no offline values: 0.5 throughout)
+        calibration = calibration[calibration["method"] == "SPO"]
+    fig = plot_ground_truth(error_by_step(errors), errors, calibration)
     return fig, error_summary(errors, resamples=500)
 
 

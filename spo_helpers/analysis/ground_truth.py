@@ -53,7 +53,9 @@ def load_ground_truth(run: RunInfo | str | os.PathLike) -> pd.DataFrame:
     path = RunLayout(run_path(run)).ground_truth
     if not path.is_file():
         raise MissingData(f"{path}: missing (run `spo ground-truth {run_path(run)}` on a run with checkpoints)")
-    return pd.read_parquet(path)
+    frame = pd.read_parquet(path)
+    # the run columns (run, method, seed) tag frames in the analysis: a sampling seed goes by another name
+    return frame.rename(columns={"seed": "sample_seed"}) if "seed" in frame.columns else frame
 
 
 def _is_grpo(rows: pd.DataFrame) -> bool:

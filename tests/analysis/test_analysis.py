@@ -155,7 +155,7 @@ def write_ground_truth(folder: Path, records: list[dict], p: np.ndarray, seed: i
                 pd.DataFrame(
                     {"step": record["step"], "checkpoint": record["step"] - 1, "row": rows}
                     | {"prompt_key": [f"train {i}" for i in rows], "true_p": successes / n}
-                    | {"successes": successes, "n": n, "prompts": "steps"}
+                    | {"successes": successes, "n": n, "prompts": "steps", "sample_seed": seed}
                 )
             )
     pd.concat(parts, ignore_index=True).to_parquet(folder / "ground_truth.parquet")

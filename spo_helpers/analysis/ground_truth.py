@@ -222,8 +222,9 @@ def error_ratio(
     ratio = ratio_interval(num, den, resamples=resamples, level=level, seed=seed)
     if not sq:
         return ratio
-    root = [float(np.sqrt(v)) if np.isfinite(v) and v >= 0 else float("nan") for v in (ratio.low, ratio.high)]
-    estimate = float(np.sqrt(ratio.estimate)) if ratio.estimate >= 0 else float("nan")
+    # a corrected MSE can dip below zero in a resample (truth noise larger than the error): clip at zero
+    root = [float(np.sqrt(max(v, 0.0))) if np.isfinite(v) else float("nan") for v in (ratio.low, ratio.high)]
+    estimate = float(np.sqrt(max(ratio.estimate, 0.0))) if np.isfinite(ratio.estimate) else float("nan")
     return Interval(estimate, root[0], root[1], level)
 
 

@@ -90,6 +90,15 @@ def training_rows(config: dict[str, Any], run_dir: Path) -> tuple[dict[int, dict
     return rows, key_to_row
 
 
+def probe_of(model_path: str, assets: str | None = None) -> Path:
+    """The probe file of the world the run's model belongs to (``<world>/data/probe.parquet``), else the default
+    world's."""
+    from spo_helpers.world.build import WorldPaths, build_world
+
+    beside = WorldPaths.at(Path(model_path).parent).probe_file
+    return beside if beside.is_file() else build_world(assets).probe_file
+
+
 def load_policy(model_path: str, checkpoint: Path | None):
     """The tiny model and tokenizer, with a checkpoint's weights when given."""
     import torch
@@ -135,10 +144,9 @@ def measure_run(
     rows, key_to_row = training_rows(config, root)
     if prompts == "probe":
         from spo_helpers.formats.keys import row_key
-        from spo_helpers.world.build import build_world
 
-        world = build_world(assets)
-        probe = [key_to_row.get(row_key(r)) for r in pd.read_parquet(world.probe_file).to_dict("records")]
+        probe_file = probe_of(model_path, assets)
+        probe = [key_to_row.get(row_key(r)) for r in pd.read_parquet(probe_file).to_dict("records")]
         probe_rows = sorted({int(r) for r in probe if r is not None})
     target = RunLayout(root).ground_truth
     previous = load_ground_truth(root) if target.is_file() and not force else None
@@ -195,9 +203,14 @@ def measure_run(
         if progress:
             seconds = time.perf_counter() - start
             print(f"{root.name}: checkpoint {k}: {len(wanted)} prompts x {n} samples, {seconds:.0f}s")
-    if not parts:
+    if previous is not None:  # measurements of other checkpoints or the other prompt set stay
+        measured = {(int(p["checkpoint"].iloc[0]), str(p["prompts"].iloc[0])) for p in parts if len(p)}
+        pairs = zip(previous["checkpoint"].astype(int), previous["prompts"].astype(str), strict=True)
+        parts.append(previous[[pair not in measured for pair in pairs]])
+    if not any(len(p) for p in parts):
         raise UserError(f"{root}: no checkpoint whose next step has logged prompts (train with trainer.save_freq=K)")
-    frame = pd.concat(parts, ignore_index=True).sort_values(["checkpoint", "row"]).reset_index(drop=True)
+    frame = pd.concat([p for p in parts if len(p)], ignore_index=True)
+    frame = frame.sort_values(["prompts", "checkpoint", "row"]).reset_index(drop=True)
     buffer = io.BytesIO()
     frame.to_parquet(buffer, index=False)
     atomic_write_bytes(target, buffer.getvalue())

@@ -18,7 +18,7 @@ def _run_folder(tmp_path, world):
     from spo_helpers.world.model import load_model
     from spo_helpers.world.task import read_rows
 
-    rows = read_rows(world.train_file)[:6]
+    rows = read_rows(world.train_file)
     root = tmp_path / "spo" / "grpo_cpu"
     layout = RunLayout(root)
     root.mkdir(parents=True)
@@ -60,3 +60,8 @@ def test_samples_each_checkpoints_next_step(tmp_path, small_world):
     assert load_ground_truth(root).equals(frame)
     again = measure_run(root, n=4, progress=False)  # already measured: kept as it is
     assert again.equals(frame)
+
+    probe = measure_run(root, n=2, prompts="probe", steps=[0], progress=False)  # the world's fixed probe
+    on_probe = probe[probe["prompts"] == "probe"]
+    assert len(on_probe) == len(pd.read_parquet(small_world.probe_file)) and set(on_probe["checkpoint"]) == {0}
+    assert probe[probe["prompts"] == "steps"].reset_index(drop=True).equals(frame)  # the other set stays

@@ -247,7 +247,7 @@ def run(args: argparse.Namespace) -> int:
         )
         se = (frame["true_p"] * (1 - frame["true_p"]) / frame["n"]).pow(0.5)
         print(
-            f"{RunLayout(run_dir).ground_truth}: {frame['checkpoint'].nunique()} checkpoints, {len(frame)} prompt"
+            f"{RunLayout(Path(run_dir)).ground_truth}: {frame['checkpoint'].nunique()} checkpoints, {len(frame)} prompt"
             f" measurements x {args.n} samples (SE of t: mean {se.mean():.3f}, max {se.max():.3f})"
         )
     return 0

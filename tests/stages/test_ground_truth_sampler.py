@@ -46,7 +46,7 @@ def _run_folder(tmp_path, world):
     return root
 
 
-def test_samples_each_checkpoints_next_step(tmp_path, small_world):
+def test_samples_each_checkpoints_next_step(tmp_path, small_world, capsys):
     from spo_helpers.analysis.ground_truth import load_ground_truth
     from spo_helpers.ground_truth import measure_run
 
@@ -65,3 +65,8 @@ def test_samples_each_checkpoints_next_step(tmp_path, small_world):
     on_probe = probe[probe["prompts"] == "probe"]
     assert len(on_probe) == len(pd.read_parquet(small_world.probe_file)) and set(on_probe["checkpoint"]) == {0}
     assert probe[probe["prompts"] == "steps"].reset_index(drop=True).equals(frame)  # the other set stays
+
+    from spo_helpers.cli import main
+
+    assert main(["ground-truth", str(root), "--n", "4"]) == 0  # measured already: the command only reports
+    assert "2 checkpoints" in capsys.readouterr().out

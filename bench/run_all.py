@@ -35,7 +35,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
-ORDER = ("core", "merge", "throughput", "reward", "demo", "train")
+ORDER = ("core", "merge", "throughput", "reward", "sandbox", "demo", "train", "ground_truth", "rollout_tools")
 
 
 def quick_args(name: str, scratch: Path) -> list[str]:
@@ -44,6 +44,9 @@ def quick_args(name: str, scratch: Path) -> list[str]:
         return ["--prompts", "17000", "--steps", "2"]
     if name == "train":
         return ["--seeds", "0", "--steps", "2", "--test_freq", "1", "--output", str(scratch / "bench_train")]
+    if name == "ground_truth":
+        output = str(scratch / "bench_ground_truth")
+        return ["--steps", "2", "--save_freq", "1", "--n", "4", "--resamples", "200", "--output", output]
     return ["--quick"]
 
 
@@ -108,6 +111,7 @@ def train_results(text: str, command: str) -> list[dict]:
         value = values.get(key)
         return None if value is None or value != value else value
 
+    seeds = per_seed_table(text)
     out = []
     if "SPO acc" in values:
         out.append(
@@ -117,6 +121,7 @@ def train_results(text: str, command: str) -> list[dict]:
                 "unit": "acc",
                 "baseline": get("GRPO acc"),
                 "ratio": get("acc ratio SPO/GRPO"),
+                "interval": seed_interval(seeds, "SPO acc", "GRPO acc"),
                 "command": command,
             }
         )
@@ -128,10 +133,48 @@ def train_results(text: str, command: str) -> list[dict]:
                 "unit": "samples",
                 "baseline": get("GRPO samples to target"),
                 "ratio": get("samples ratio SPO/GRPO"),
+                "interval": seed_interval(seeds, "SPO samples to target", "GRPO samples to target"),
                 "command": command,
             }
         )
     return out
+
+
+def per_seed_table(text: str) -> list[dict[str, float]]:
+    """bench_train's per-seed table (``seed`` first; columns aligned right under names that hold spaces)."""
+    lines = text.splitlines()
+    head = next((i for i, line in enumerate(lines) if line.split()[:1] == ["seed"] and "SPO acc" in line), None)
+    if head is None:
+        return []
+    header = lines[head]
+    ends = [m.end() for m in re.finditer(r"\S+(?: \S+)*", header)]
+    names = [m.group(0) for m in re.finditer(r"\S+(?: \S+)*", header)]
+    rows = []
+    for line in lines[head + 1 :]:
+        if not line.strip():
+            break
+        cells, start = [], 0
+        for end in ends:
+            cells.append(line[start:end].strip())
+            start = end
+        try:
+            rows.append({name: float(cell) for name, cell in zip(names, cells, strict=True)})
+        except ValueError:
+            break
+    return rows
+
+
+def seed_interval(rows: list[dict[str, float]], numerator: str, denominator: str) -> list[float] | None:
+    """The 95% bootstrap interval of mean(numerator) / mean(denominator) over seeds (``ratio_interval``, seed 0:
+    what ``bench_train.py`` prints), from the captured per-seed values; None without two finite seeds."""
+    pairs = [(r[numerator], r[denominator]) for r in rows if numerator in r and denominator in r]
+    pairs = [(a, b) for a, b in pairs if a == a and b == b]
+    if len(pairs) < 2:
+        return None
+    from spo_helpers.analysis.intervals import ratio_interval
+
+    interval = ratio_interval([a for a, _ in pairs], [b for _, b in pairs])
+    return [interval.low, interval.high]
 
 
 def figures(name: str, text: str, command: str) -> list[dict]:
@@ -197,6 +240,9 @@ def table(rows: list[tuple[str, dict, dict]]) -> str:
     ]
     for _, fig, meta in rows:
         ratio = "–" if fig.get("ratio") is None else f"{fig['ratio']:.3g}×"
+        if fig.get("ratio") is not None and fig.get("interval"):
+            low, high = fig["interval"]
+            ratio += f" [{low:.3g}, {high:.3g}]"
         command = (fig.get("command") or meta.get("command", "")).replace("|", "\\|")
         lines.append(
             f"| {fig.get('name', '?')} | {fmt(fig.get('value'), fig.get('unit'))} | "
@@ -210,6 +256,8 @@ def markdown(rows: list[tuple[str, dict, dict]], failed: list[str]) -> str:
     head = (
         f"Figures from `python bench/run_all.py` ({', '.join(dates) or 'no date'}). Ratio: value / baseline, "
         "except for the bookkeeping rows, where it is baseline / value (the speed-up, as `bench_core.py` prints it). "
+        "Brackets: a 95% percentile-bootstrap interval of the ratio (accuracy and sample rows: over seeds, each "
+        "method's seeds resampled; the ground-truth row: over prompts and groups). "
         "Each benchmark's docstring says what is measured."
     )
     body = table(rows)

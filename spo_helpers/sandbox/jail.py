@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import json
 import logging
 import marshal
@@ -43,6 +44,7 @@ from spo_helpers.sandbox import bwrap, seccomp
 from spo_helpers.sandbox.api import ERROR, FINISHED, TIME_LIMIT_EXCEEDED, RunRecord, RunRequest
 from spo_helpers.sandbox.cgroups import SlotCgroup, SlotCgroups
 from spo_helpers.sandbox.limits import RunLimits, SandboxLimits, resolve
+from spo_helpers.sandbox.uid_claim import claim_uids
 
 logger = logging.getLogger(__name__)
 
@@ -202,6 +204,10 @@ class Sandbox:
         # Without bwrap the host's file permissions apply (e.g. an interpreter under a 0700 /root),
         # so unsafe runs keep the server's uid.
         self._slot_uids = self._root and not unsafe_no_isolation
+        self._uid_claim = None
+        if self._slot_uids:  # uids of its own: another sandbox on this machine must not kill this one's runs
+            self._uid_claim = claim_uids(self.limits.uid_base, self.limits.workers)
+            self.limits = dataclasses.replace(self.limits, uid_base=self._uid_claim.base)
         self._read_only = tuple(bwrap.minimal_roots([*bwrap.python_roots(self.python), *read_only]))
         self._env = code_environment(self.python)
         self._cgroups = SlotCgroups.create(self.limits.workers)
@@ -228,6 +234,8 @@ class Sandbox:
         self._closed.set()
         if self._cgroups is not None:
             self._cgroups.remove()
+        if self._uid_claim is not None:
+            self._uid_claim.release()
 
     def __enter__(self) -> Sandbox:
         return self

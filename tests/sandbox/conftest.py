@@ -28,7 +28,7 @@ def served():
         pytest.skip(f"bubblewrap cannot run here: {err}")
     server = BackgroundServer(sandbox, port=0)
     try:
-        yield Served(url=server.url + "/run_code", base=server.url, sandbox=sandbox, limits=TEST_LIMITS)
+        yield Served(url=server.url + "/run_code", base=server.url, sandbox=sandbox, limits=sandbox.limits)
     finally:
         server.stop()
         sandbox.close()

@@ -94,19 +94,23 @@ def name_data_sources(run: Path) -> int:
 
 
 def make_portable(root: str | Path) -> dict[str, int]:
-    """Name every validation dump line's data source, then write the configs' project paths relative to the
-    project folder (in that order: the sources are read from the files the configs name). Returns, per run
-    folder, the dump lines changed."""
+    """Name every validation dump line's data source, then write the project paths of the configs and of the
+    offline values' stats relative to the project folder (in that order: the sources are read from the files
+    the configs name). Returns, per run folder, the dump lines changed."""
     root = Path(root)
     project = project_folder(root)
     changed = {}
+    records = [root / stats_path_for(OFFLINE_VALUES_FILE).name]  # the merge's stats name its input folder
     for config in sorted(PipelineLayout(root).runs.glob("*/config.yaml")):
-        run = config.parent
-        changed[run.name] = name_data_sources(run)
-        text = read_utf8(config)
+        changed[config.parent.name] = name_data_sources(config.parent)
+        records.append(config)
+    for record in records:
+        if not record.is_file():
+            continue
+        text = read_utf8(record)
         portable = relative_paths(text, project)
         if portable != text:
-            atomic_write_text(config, portable)
+            atomic_write_text(record, portable)
     return changed
 
 

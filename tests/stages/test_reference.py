@@ -19,6 +19,8 @@ def test_the_reference_configs_name_no_machines_paths():
         absolute = re.findall(r"(?m)^\s*(?:-\s|[\w.]+:\s)(/[^\s]*/runs/[^\s]*)", text)
         assert not absolute, f"{config}: {absolute[:3]}"
         assert "- runs/_assets/" in text  # the validation files, relative to the project folder
+    stats = json.loads((REFERENCE / "offline_values.stats.json").read_text(encoding="utf-8"))
+    assert stats["input_dir"] == "runs/reference/spo"  # the merge's input, relative to the project folder
 
 
 def test_the_reference_dumps_name_their_data_sources(tmp_path, monkeypatch):

@@ -218,10 +218,10 @@ def estimate_all(
     if not model_path:
         if preset != "cpu":
             raise UserError("MODEL_PATH is not set: pass --model_path (a Hugging Face id or local folder)")
-        from spo_helpers.verl_glue.config import preset_default_tools
+        from spo_helpers.verl_glue.config import tools_on
         from spo_helpers.world.build import build_world
 
-        uses_tools = (tools or preset_default_tools(preset)) == "sandbox"
+        uses_tools = tools_on(tools, preset)
         model_path = str(build_world(assets, seed=0, tools=uses_tools).model_dir)
     check_model_dir(model_path)
     summaries = []

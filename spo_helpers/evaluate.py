@@ -83,9 +83,9 @@ def evaluate(
     resamples: int = 2000,
 ) -> dict | str:
     """Evaluate one model; returns ``analysis.evaluation.evaluate_runs``'s tables (or the dry-run text)."""
-    from spo_helpers.verl_glue.config import RunSpec, build_config, dry_run_text, preset_default_tools
+    from spo_helpers.verl_glue.config import RunSpec, build_config, dry_run_text, tools_on
 
-    uses_tools = (tools or preset_default_tools(preset)) == "sandbox"
+    uses_tools = tools_on(tools, preset)
     if not model_path:
         if preset != "cpu":
             raise UserError("MODEL_PATH is not set: pass --model_path (a Hugging Face id or local folder)")

@@ -154,11 +154,11 @@ def train(
     ``fresh`` (then it is deleted first). ``tools``: ``sandbox`` (tool-integrated reasoning), ``none`` (math
     only) or ``None`` (the preset's default); on the cpu preset, tools train the CPU world's tool-use variant.
     """
-    from spo_helpers.verl_glue.config import RunSpec, build_config, dry_run_text, preset_default_tools
+    from spo_helpers.verl_glue.config import RunSpec, build_config, dry_run_text, tools_on
     from spo_helpers.verl_glue.run_guard import start_run
 
     method = method.upper()
-    uses_tools = (tools or preset_default_tools(preset)) == "sandbox"
+    uses_tools = tools_on(tools, preset)
     if preset == "cpu" and (not model_path or not train_files or not val_files):
         from spo_helpers.world.build import build_world
 

@@ -183,7 +183,7 @@ class RunSpec:
     @property
     def uses_tools(self) -> bool:
         """Whether the run is tool-integrated: ``tools``, else the preset's default."""
-        return (self.tools or preset_default_tools(self.preset)) == "sandbox"
+        return tools_on(self.tools, self.preset)
 
     @property
     def ray_cpu(self) -> bool:
@@ -232,6 +232,11 @@ def group_overrides(spec: RunSpec) -> list[str]:
 def group_file(group: str, option: str) -> Path:
     """``config/<group>/<option>.yaml``."""
     return CONFIG_DIR / group / f"{option}.yaml"
+
+
+def tools_on(tools: str | None, preset: str) -> bool:
+    """Whether a run is tool-integrated: ``tools`` (``sandbox`` | ``none``), else the preset's default."""
+    return (tools or preset_default_tools(preset)) == "sandbox"
 
 
 def preset_default_tools(preset: str) -> str:

@@ -76,26 +76,24 @@ def advantage_values(steps: pd.DataFrame, max_samples: int = 20000, seed: int = 
     return by_run(steps, one)
 
 
+def p_hat_bins(rows: pd.DataFrame, bins: int, means: dict[str, str]) -> pd.DataFrame:
+    """p̂ in ``bins`` equal bins of [0, 1]: per bin ``bin, bin_left, bin_right``, the mean of each ``means`` column
+    (output name -> column) and ``count`` (empty bins kept, count 0)."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    index = np.clip(np.searchsorted(edges, rows["p_hat"].to_numpy(), side="right") - 1, 0, bins - 1)
+    grouped = rows.groupby(index)
+    columns = {name: grouped[column].mean() for name, column in means.items()}
+    frame = pd.DataFrame({**columns, "count": grouped.size()}).reindex(range(bins))
+    frame["count"] = frame["count"].fillna(0).astype(np.int64)
+    frame.insert(0, "bin_right", edges[1:])
+    frame.insert(0, "bin_left", edges[:-1])
+    return frame.rename_axis("bin").reset_index()
+
+
 def reliability(steps: pd.DataFrame, bins: int = 10) -> pd.DataFrame:
     """Reliability diagram: p̂ in ``bins`` equal bins of [0, 1]; per bin the mean p̂, mean reward and count."""
-    edges = np.linspace(0.0, 1.0, bins + 1)
-
-    def one(rows: pd.DataFrame) -> pd.DataFrame:
-        index = np.clip(np.searchsorted(edges, rows["p_hat"].to_numpy(), side="right") - 1, 0, bins - 1)
-        grouped = rows.groupby(index)
-        frame = pd.DataFrame(
-            {
-                "p_hat_mean": grouped["p_hat"].mean(),
-                "reward_mean": grouped["reward"].mean(),
-                "count": grouped.size(),
-            }
-        ).reindex(range(bins))
-        frame["count"] = frame["count"].fillna(0).astype(np.int64)
-        frame.insert(0, "bin_right", edges[1:])
-        frame.insert(0, "bin_left", edges[:-1])
-        return frame.rename_axis("bin").reset_index()
-
-    return by_run(steps, one)
+    means = {"p_hat_mean": "p_hat", "reward_mean": "reward"}
+    return by_run(steps, lambda rows: p_hat_bins(rows, bins, means))
 
 
 def rho_drift(steps: pd.DataFrame, n_windows: int = 5) -> pd.DataFrame:

@@ -36,6 +36,7 @@ import os
 import numpy as np
 import pandas as pd
 
+from spo_helpers.analysis.baselines import p_hat_bins
 from spo_helpers.analysis.intervals import DEFAULT_LEVEL, DEFAULT_RESAMPLES, Interval, interval_of, ratio_interval
 from spo_helpers.analysis.runs import RUN_COLUMNS, RunInfo, by_run, run_path
 from spo_helpers.errors import MissingData
@@ -239,25 +240,9 @@ def calibration_vs_truth(steps: pd.DataFrame, truth: pd.DataFrame, bins: int = 1
     ).dropna(subset=["p_hat"])
     if joined.empty:
         raise MissingData("no logged sample with a p̂ has a ground truth")
-    edges = np.linspace(0.0, 1.0, bins + 1)
-
-    def one(rows: pd.DataFrame) -> pd.DataFrame:
-        index = np.clip(np.searchsorted(edges, rows["p_hat"].to_numpy(), side="right") - 1, 0, bins - 1)
-        grouped = rows.assign(success=(rows["reward"] > 0).astype(float)).groupby(index)
-        frame = pd.DataFrame(
-            {
-                "p_hat_mean": grouped["p_hat"].mean(),
-                "true_p_mean": grouped["true_p"].mean(),
-                "reward_mean": grouped["success"].mean(),
-                "count": grouped.size(),
-            }
-        ).reindex(range(bins))
-        frame["count"] = frame["count"].fillna(0).astype(np.int64)
-        frame.insert(0, "bin_right", edges[1:])
-        frame.insert(0, "bin_left", edges[:-1])
-        return frame.rename_axis("bin").reset_index()
-
-    return by_run(joined, one)
+    joined = joined.assign(success=(joined["reward"] > 0).astype(float))
+    means = {"p_hat_mean": "p_hat", "true_p_mean": "true_p", "reward_mean": "success"}
+    return by_run(joined, lambda rows: p_hat_bins(rows, bins, means))
 
 
 def expected_calibration_error(reliability: pd.DataFrame, against: str = "true_p_mean") -> pd.DataFrame:

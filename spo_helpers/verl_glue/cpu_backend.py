@@ -24,7 +24,6 @@ import os
 import shutil
 import socket
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ import torch
 from omegaconf import DictConfig, open_dict
 
 from spo_helpers.formats.atomic import atomic_write_text
+from spo_helpers.verl_glue.agent_loop.cpu_server import torch_rng
 
 CHECKPOINT_FILE = "cpu_worker.pt"
 
@@ -49,19 +49,6 @@ def ensure_cpu_runtime() -> None:
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
         os.environ["MASTER_PORT"] = str(port)
         dist.init_process_group("gloo", rank=0, world_size=1)
-
-
-@contextmanager
-def _rng_scope(state: torch.Tensor):
-    """Run with the global torch RNG set to ``state``; yields a holder with the state afterwards."""
-    outer = torch.get_rng_state()
-    torch.set_rng_state(state)
-    holder = {}
-    try:
-        yield holder
-    finally:
-        holder["state"] = torch.get_rng_state()
-        torch.set_rng_state(outer)
 
 
 class CPURollout:
@@ -172,7 +159,7 @@ class CPURollout:
         was_training = self.module.training
         self.module.eval()
         responses = []
-        with _rng_scope(self.rng[stream]) as holder:
+        with torch_rng(self.rng[stream]) as holder:
             for start in range(0, ids.shape[0], self.micro_batch_size):
                 chunk_ids = ids[start : start + self.micro_batch_size]
                 chunk_mask = mask[start : start + self.micro_batch_size]

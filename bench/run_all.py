@@ -35,7 +35,18 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
-ORDER = ("core", "merge", "throughput", "reward", "sandbox", "demo", "train", "ground_truth", "rollout_tools")
+ORDER = (
+    "core",
+    "merge",
+    "throughput",
+    "reward",
+    "sandbox",
+    "demo",
+    "contention",
+    "train",
+    "ground_truth",
+    "rollout_tools",
+)
 
 
 def quick_args(name: str, scratch: Path) -> list[str]:

@@ -17,6 +17,7 @@ import logging
 import os
 import sys
 
+from spo_helpers import cpu_threads
 from spo_helpers.cli_options import StageParser
 from spo_helpers.errors import UserError
 from spo_helpers.process_tree import die_with_parent
@@ -81,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     module.add_arguments(stage_parser)
     args = stage_parser.parse_args(rest)
     configure_logging()
+    cpu_threads.apply_unless_gpu(on_cpu=cpu_threads.stage_runs_on_cpu(args))  # before torch loads
     die_with_parent()
     try:
         return int(module.run(args) or 0)

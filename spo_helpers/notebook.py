@@ -23,6 +23,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from spo_helpers import cpu_threads
 from spo_helpers.process_tree import die_with_parent
 
 HEADLESS_ENV = "SPO_HEADLESS"
@@ -111,6 +112,7 @@ def setup_notebook(display_width: int = 140) -> NotebookSetup:
     die_with_parent()  # processes the kernel forks (data-loading pools) end with it
     level = os.environ.get("SPO_LOG_LEVEL", "INFO").upper()
     _show_kit_logs(level)
+    cpu_threads.apply_unless_gpu()  # waiting threads sleep; before the notebook loads torch
     try:
         from tqdm import TqdmExperimentalWarning, TqdmWarning
     except ImportError:

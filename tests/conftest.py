@@ -6,7 +6,10 @@ import os
 
 import pytest
 
+from spo_helpers import cpu_threads
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+cpu_threads.apply_unless_gpu()  # the kit's thread policy for the test process, before anything loads torch
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "spo_helpers"
-BASE = {"errors", "backends", "process_tree", "progress", "", "__version__"}  # errors, backends, processes, bars
+# errors, backends, processes and their threads, bars
+BASE = {"errors", "backends", "process_tree", "cpu_threads", "progress", "", "__version__"}
 RANK = {"base": 0, "core": 1, "formats": 2, "world": 3, "sandbox": 3, "analysis": 4, "verl_glue": 4, "stages": 5}
 CORE_ALLOWED_TOP_LEVEL = {"__future__", "collections", "dataclasses", "typing", "math", "numpy", "spo_helpers"}
 CORE_FORBIDDEN_ANYWHERE = {"pandas", "pyarrow", "verl", "os", "io", "json", "pathlib", "pickle", "shutil", "yaml"}

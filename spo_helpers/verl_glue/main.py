@@ -24,6 +24,7 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from spo_helpers import cpu_threads
 from spo_helpers.errors import UserError
 from spo_helpers.verl_glue.config import CONFIG_DIR, CONFIG_NAME, finalise
 
@@ -79,6 +80,8 @@ def run(config: DictConfig) -> None:
     A run goes through ``start_run``, as ``spo train`` and ``spo estimate`` do: the run folder's lock, the
     identity check on resume, ``config.yaml``, then training.
     """
+    on_cpu = config.kit.backend == "cpu" or config.trainer.get("device", "cuda") == "cpu"
+    cpu_threads.apply_unless_gpu(on_cpu=on_cpu)  # before torch loads (the CPU world, the trainer)
     config = finalise(use_cpu_world(use_sweep_folder(config)))
     if config.kit.dry_run:
         print(OmegaConf.to_yaml(config))

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from spo_helpers.formats.atomic import atomic_write_text
 from spo_helpers.formats.layout import RunLayout
 from spo_helpers.process_tree import die_with_parent
-from spo_helpers.verl_glue.ray_cpu.settings import is_ray_cpu
+from spo_helpers.verl_glue.ray_cpu.settings import RayCPUSettings, is_ray_cpu
 
 logger = logging.getLogger(__name__)
 
@@ -135,8 +135,11 @@ def build_trainer(config: DictConfig, init_workers: bool = True):
 
 
 def write_run_config(config: DictConfig, extra: dict | None = None) -> Path:
-    """``$run_dir/config.yaml``: the resolved config, seeds and package versions."""
+    """``$run_dir/config.yaml``: the resolved config, seeds, package versions and the thread policy it runs with
+    (``threads``: this process's, and the Ray CPU workers' where it has them)."""
     from importlib.metadata import PackageNotFoundError, version
+
+    from spo_helpers import cpu_threads
 
     versions = {}
     for package in ("spo-helpers", "verl", "torch", "transformers", "vllm", "ray"):
@@ -144,8 +147,19 @@ def write_run_config(config: DictConfig, extra: dict | None = None) -> Path:
             versions[package] = version(package)
         except PackageNotFoundError:
             continue
+    workers = None
+    if is_ray_cpu(config):
+        from spo_helpers.verl_glue.ray_cpu.launch import worker_thread_env
+
+        workers = worker_thread_env(RayCPUSettings.from_config(config))
+    threads = cpu_threads.record(workers=workers)
     record = OmegaConf.create(
-        {"config": OmegaConf.to_container(config, resolve=True), "versions": versions, **(extra or {})}
+        {
+            "config": OmegaConf.to_container(config, resolve=True),
+            "versions": versions,
+            "threads": threads,
+            **(extra or {}),
+        }
     )
     path = RunLayout(Path(config.kit.run_dir)).config
     atomic_write_text(path, OmegaConf.to_yaml(record))

@@ -6,9 +6,11 @@ import json
 from collections import defaultdict
 
 import pytest
+import yaml
 
 pytest.importorskip("verl")
 
+from spo_helpers import cpu_threads
 from spo_helpers.estimate import estimate_all, success_rate_frame, summarise_dump
 from spo_helpers.formats.offline_values import read_offline_values
 from spo_helpers.merge import merge_dumps, write_merge
@@ -35,7 +37,11 @@ def test_dumps_land_where_the_official_pipeline_puts_them(estimated):
         assert len(lines) == 2 * size and summary.samples == 2 * size and summary.prompts == size
         assert {"input", "output", "gts", "score", "step", "prompt_key", "pred", "acc"} <= set(lines[0])
         assert all(line["score"] in (0.0, 1.0) and line["step"] == 0 for line in lines)
-        assert (root / "spo" / summary.exp_name / "config.yaml").is_file()
+        record = yaml.safe_load((root / "spo" / summary.exp_name / "config.yaml").read_text())
+        policy = cpu_threads.choose()  # the thread policy the run computed with: PASSIVE unless SPO_CPU_THREADS=torch
+        assert record["threads"]["OMP_WAIT_POLICY"] == policy.wait_policy
+        if policy.num_threads is not None:
+            assert record["threads"]["torch_num_threads"] == policy.num_threads
 
 
 def test_existing_dumps_are_skipped_unless_forced(estimated, small_world):

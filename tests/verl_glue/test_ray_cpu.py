@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from omegaconf import OmegaConf
 
 pytest.importorskip("verl")
 pytest.importorskip("ray")
@@ -34,6 +35,7 @@ from spo_helpers.train import train
 from spo_helpers.verl_glue.checkpoint import COMPLETE_MARKER, KIT_STATE_DIR, newest_complete_checkpoint
 from spo_helpers.verl_glue.config import RunSpec, all_overrides
 from spo_helpers.verl_glue.ray_cpu import ROLLOUT_NAME, RayCPUSettings
+from spo_helpers.verl_glue.ray_cpu.launch import worker_thread_env
 from spo_helpers.world.task import read_rows
 
 pytestmark = [
@@ -150,6 +152,26 @@ def test_workers_import_this_checkout(ray_cluster):
         return spo_helpers.__file__
 
     assert Path(ray_cluster.get(where.remote())).resolve() == (CHECKOUT / "spo_helpers" / "__init__.py")
+
+
+def test_workers_compute_with_their_share_of_the_cores(ray_cluster):
+    """The two ranks of a node share its cores: each actor's torch starts cores // ranks threads that sleep when
+    they wait (``cpu_threads``), whatever this process was given."""
+    from spo_helpers.cpu_threads import available_cores, switch
+
+    if switch() == "torch":
+        pytest.skip("SPO_CPU_THREADS=torch: the workers keep Ray's and torch's defaults")
+
+    @ray_cluster.remote(num_cpus=1)
+    def threads():
+        import torch
+
+        return os.environ.get("OMP_NUM_THREADS"), os.environ.get("OMP_WAIT_POLICY"), torch.get_num_threads()
+
+    expected = worker_thread_env(SETTINGS)
+    assert expected["OMP_NUM_THREADS"] == str(max(1, available_cores() // SETTINGS.ranks))
+    count = expected["OMP_NUM_THREADS"]
+    assert ray_cluster.get(threads.remote()) == (count, "PASSIVE", int(count))
 
 
 # ---------------------------------------------------------------------------------------------- shims
@@ -346,6 +368,8 @@ def test_grpo_through_ray_on_two_ranks(grpo_straight):
     config = yaml.safe_load(layout.config.read_text())
     assert config["config"]["trainer"]["device"] == "cpu"
     assert config["config"]["actor_rollout_ref"]["rollout"]["name"] == ROLLOUT_NAME
+    workers = RayCPUSettings.from_config(OmegaConf.create(config["config"]))
+    assert config["threads"].get("workers") == (worker_thread_env(workers) or None)  # the ranks' thread policy
     assert layout.tensorboard.is_dir()  # TENSORBOARD_DIR reaches the task runner
     step = newest_complete_checkpoint(layout.checkpoints)
     assert step.name == f"global_step_{STEPS}"

@@ -9,6 +9,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from spo_helpers import cpu_threads
 from spo_helpers.verl_glue.ray_cpu.settings import RayCPUSettings, apply_required_settings
 
 logger = logging.getLogger(__name__)
@@ -23,14 +24,21 @@ def kit_source_root() -> Path:
     return Path(spo_helpers.__file__).resolve().parent.parent
 
 
-def worker_runtime_env() -> dict[str, Any]:
-    """verl's Ray runtime env plus a PYTHONPATH that makes workers import the same ``spo_helpers`` as this process."""
+def worker_thread_env(settings: RayCPUSettings) -> dict[str, str]:
+    """The thread policy of the Ray processes (``cpu_threads``): the ranks of a node share its cores."""
+    return cpu_threads.worker_env(share=settings.ranks)
+
+
+def worker_runtime_env(settings: RayCPUSettings) -> dict[str, Any]:
+    """verl's Ray runtime env plus a PYTHONPATH that makes workers import the same ``spo_helpers`` as this process,
+    and the workers' thread policy."""
     from verl.trainer.constants_ppo import get_ppo_ray_runtime_env
 
     runtime_env = get_ppo_ray_runtime_env()
     paths = [str(kit_source_root()), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     env_vars = dict(runtime_env.get("env_vars", {}))
     env_vars.update(WORKER_ENV)
+    env_vars.update(worker_thread_env(settings))
     env_vars["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     runtime_env["env_vars"] = env_vars
     return runtime_env
@@ -38,7 +46,7 @@ def worker_runtime_env() -> dict[str, Any]:
 
 def ray_init_kwargs(settings: RayCPUSettings) -> dict[str, Any]:
     """``ray.init`` arguments: a local cluster with ``settings.num_cpus`` CPUs, or the one at ``RAY_ADDRESS``."""
-    kwargs: dict[str, Any] = {"runtime_env": worker_runtime_env()}
+    kwargs: dict[str, Any] = {"runtime_env": worker_runtime_env(settings)}
     if not os.environ.get("RAY_ADDRESS"):
         kwargs.update(num_cpus=settings.num_cpus, include_dashboard=False)
     return kwargs

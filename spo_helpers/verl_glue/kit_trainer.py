@@ -34,6 +34,9 @@ from spo_helpers.formats.offline_values import read_offline_values
 from spo_helpers.formats.steplog import StepLog
 from spo_helpers.verl_glue.checkpoint import CheckpointMixin
 
+DATA_SOURCE = "data_source"
+"""verl's dataset column naming each row's benchmark; the kit's dump lines carry it too."""
+
 
 class KitTrainerMixin(CheckpointMixin):
     """Shared by both trainers; put before ``RayPPOTrainer`` in the bases."""
@@ -82,20 +85,20 @@ class KitTrainerMixin(CheckpointMixin):
         atomic_write_bytes(self.layout.prompts, buffer.getvalue())
 
     def _validate(self):
-        """verl's validation, then a snapshot of the tracker (``tracker/<step>.npz``) for the analysis."""
-        if self.config.kit.get("vectorised_val_metrics", True):
-            import verl.trainer.ppo.ray_trainer as ray_trainer
+        """verl's validation (its dump lines naming their data source), then a snapshot of the tracker
+        (``tracker/<step>.npz``) for the analysis."""
+        import verl.trainer.ppo.ray_trainer as ray_trainer
 
+        original_metrics, original_reward = ray_trainer.process_validation_metrics, self.val_reward_fn
+        if self.config.kit.get("vectorised_val_metrics", True):
             from spo_helpers.verl_glue.val_metrics import process_validation_metrics
 
-            original = ray_trainer.process_validation_metrics
             ray_trainer.process_validation_metrics = process_validation_metrics
-            try:
-                metrics = super()._validate()
-            finally:
-                ray_trainer.process_validation_metrics = original
-        else:
+        self.val_reward_fn = NamingDataSources(original_reward) if original_reward is not None else None
+        try:
             metrics = super()._validate()
+        finally:
+            ray_trainer.process_validation_metrics, self.val_reward_fn = original_metrics, original_reward
         snapshot = self.layout.tracker_snapshot(self.global_steps)
         buffer = io.BytesIO()
         np.savez(buffer, alpha=self.tracker.alpha(), beta=self.tracker.beta(), visits=self.tracker.visits())
@@ -154,6 +157,11 @@ class KitTrainerMixin(CheckpointMixin):
         self.counters = dict(state["counters"])
         self.tracker.load_state_dict(state["tracker"])
 
+    def _log_rollout_data(self, batch: DataProto, reward_extra_infos_dict: dict, timing_raw: dict, rollout_data_dir):
+        """verl's rollout dump, each line naming its data source (see ``NamingDataSources``)."""
+        extra = with_data_sources(reward_extra_infos_dict, batch)
+        super()._log_rollout_data(batch, extra, timing_raw, rollout_data_dir)
+
     def _dump_generations(self, inputs, outputs, gts, scores, reward_extra_infos_dict, dump_path):
         """verl's JSONL dump format, written atomically (one line per sample)."""
         n = len(inputs)
@@ -203,6 +211,40 @@ class KitTrainerMixin(CheckpointMixin):
             key = explicit_key(extra[i] if extra is not None else None)
             keys.append(key if key is not None else prompt_key(batch.non_tensor_batch["raw_prompt"][i]))
         return keys
+
+
+def with_data_sources(reward_extra_info: dict | None, batch: DataProto) -> dict:
+    """``reward_extra_info`` plus the batch's ``data_source`` column (verl dumps every key of it, one per line)."""
+    extra = dict(reward_extra_info or {})
+    sources = batch.non_tensor_batch.get(DATA_SOURCE)
+    if sources is not None:
+        extra.setdefault(DATA_SOURCE, [str(s) for s in sources])
+    return extra
+
+
+class NamingDataSources:
+    """verl's validation reward function, whose extra info also names each sample's data source.
+
+    The dumps name each line's benchmark this way rather than through the reward function: a reward key equal to
+    a dataset column breaks verl's asynchronous rollout. With ``reward_model.enable=false`` the agent loop scores
+    each sample and turns every reward key into a batch column (verl ``experimental/agent_loop/agent_loop.py``
+    583-586, a ``<U`` string array); the trainer then unions that with the batch, whose ``data_source`` column
+    is an object array, and verl's ``union_numpy_dict`` refuses two dtypes for one key (``protocol.py`` 187-194:
+    "`data_source` in tensor_dict1 and tensor_dict2 are not the same object"), at the first validation
+    (``ray_trainer.py`` 603) and every training step (1077).
+    """
+
+    def __init__(self, reward_fn) -> None:
+        self.reward_fn = reward_fn
+
+    def __call__(self, data: DataProto, return_dict: bool = False):
+        result = self.reward_fn(data, return_dict=return_dict)
+        if not return_dict:
+            return result
+        return {**result, "reward_extra_info": with_data_sources(result.get("reward_extra_info"), data)}
+
+    def __getattr__(self, name: str):
+        return getattr(self.reward_fn, name)
 
 
 def first_occurrence_codes(ids) -> np.ndarray:

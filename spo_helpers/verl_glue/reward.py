@@ -11,7 +11,8 @@ exactly one ``</think>`` and no tool block after it, else it scores 0.
 
 The dict also carries ``acc``, ``pred`` (the extracted answer) and ``prompt_key``
 (taken from ``extra_info``): verl writes every returned key into its validation
-dumps, so the merge stage can key scores without parsing the decoded prompt.
+dumps, so the merge stage can key scores without parsing the decoded prompt. The
+dump lines' ``data_source`` comes from the trainer (``kit_trainer.NamingDataSources``).
 
 Model outputs are untrusted text: nothing is evaluated, and work is bounded: only
 the last ``TAIL_CHARS`` characters are parsed (math_dapo itself looks at 300 and the
@@ -45,15 +46,17 @@ def compute_score(
     require_think: bool = False,
     **_: Any,
 ) -> dict[str, Any]:
-    """Binary reward (1 correct, 0 otherwise) with ``acc``, ``pred``, ``prompt_key`` and ``data_source``.
+    """Binary reward (1 correct, 0 otherwise) with ``acc``, ``pred`` and ``prompt_key``.
 
-    verl dumps every key the reward returns, so each validation and rollout line names its prompt and its
-    benchmark (the analysis reports per benchmark, never pooled as ``unknown``).
+    verl dumps every key the reward returns, so each validation and rollout line names its prompt. No key
+    may equal a dataset column (``data_source``, ``reward_model``, ``extra_info``, ...): verl's asynchronous
+    rollout turns the reward's keys into batch columns and refuses a second column of the same name
+    (``kit_trainer.NamingDataSources``, which names each dump line's benchmark instead).
     """
     from verl.utils.reward_score import math_dapo
 
     text = _as_text(solution_str)
-    tags = {"prompt_key": reward_key(extra_info), "data_source": _as_text(data_source)}
+    tags = {"prompt_key": reward_key(extra_info)}
     if require_think:
         first = text.find(THINK_END)
         if first < 0 or text.find(THINK_END, first + 1) >= 0:

@@ -21,7 +21,6 @@ def test_correct_wrong_and_missing_answers():
         "acc": True,
         "pred": "4",
         "prompt_key": "What is 2+2?",
-        "data_source": "spo_arith",
     }
     assert score("\\boxed{5}")["score"] == 0.0
     assert score("four")["score"] == 0.0 and score("four")["pred"] == ""

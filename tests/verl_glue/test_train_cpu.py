@@ -64,6 +64,9 @@ def test_grpo_short_run(small_world, tmp_path):
     assert any(k.startswith("val-core/") for k in metrics[0])
     dump = (summary.run_dir / "validation_data" / "2.jsonl").read_text().splitlines()
     assert len(dump) == 40 * 2 and {"prompt_key", "score", "pred"} <= set(json.loads(dump[0]))
+    assert all(json.loads(line)["data_source"] for line in dump)  # each line names its benchmark
+    rollout = (summary.run_dir / "rollout_data" / "2.jsonl").read_text().splitlines()
+    assert len(rollout) == 16 * 8 and all(json.loads(line)["data_source"] for line in rollout)
     assert newest_complete_checkpoint(summary.run_dir / "checkpoints").name == "global_step_2"
 
 

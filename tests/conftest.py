@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -29,3 +30,26 @@ def small_tool_world(tmp_path_factory):
 
     assets = tmp_path_factory.mktemp("tool_assets")
     return build_world(assets, seed=0, num_train=300, num_val=40, progress=False, tools=True)
+
+
+def wait_for_checkpoint_of(proc, checkpoints, step, log_path, timeout=300.0):
+    """Poll until step ``step``'s checkpoint in ``checkpoints`` is complete (its marker written) while ``proc``
+    trains; returns the time it was seen. Fails with the log's tail if the process ends first or time runs out."""
+    from spo_helpers.verl_glue.checkpoint import COMPLETE_MARKER
+
+    marker = checkpoints / f"global_step_{step}" / COMPLETE_MARKER
+    deadline = time.monotonic() + timeout
+    while not marker.is_file():
+        if proc.poll() is not None:
+            pytest.fail(f"training exited ({proc.returncode}) before step {step}:\n{log_path.read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"no checkpoint for step {step} after {timeout:.0f}s")
+        time.sleep(0.02)
+    return time.monotonic()
+
+
+@pytest.fixture
+def wait_for_checkpoint():
+    """``wait_for_checkpoint_of``: the polling the kill-and-resume tests share."""
+    return wait_for_checkpoint_of

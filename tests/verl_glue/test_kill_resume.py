@@ -56,20 +56,6 @@ def start_subprocess(method, world, out, values, log):
     return spec.run_dir, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
-def wait_for_marker(proc, checkpoints, step, log_path, timeout=300.0):
-    """Poll until step ``step``'s checkpoint is complete; returns the time it was seen."""
-    marker = checkpoints / f"global_step_{step}" / COMPLETE_MARKER
-    deadline = time.monotonic() + timeout
-    while not marker.is_file():
-        if proc.poll() is not None:
-            pytest.fail(f"training exited ({proc.returncode}) before step {step}:\n{log_path.read_text()[-3000:]}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"no checkpoint for step {step} after {timeout:.0f}s")
-        time.sleep(0.02)
-    return time.monotonic()
-
-
 def tear(step_dir):
     """A checkpoint a crash interrupted mid-save: garbage files, no completion marker."""
     for name in ("actor/cpu_worker.pt", "kit_state/state.pt", "data.pt"):
@@ -111,7 +97,7 @@ def values_file(small_world, tmp_path_factory):
 
 
 @pytest.mark.parametrize("method", ["GRPO", "SPO"])
-def test_sigkill_then_resume_equals_straight_run(method, small_world, tmp_path, values_file):
+def test_sigkill_then_resume_equals_straight_run(method, small_world, tmp_path, values_file, wait_for_checkpoint):
     values = values_file if method == "SPO" else None
     rng = random.Random(SEEDS[method])
     after_step = rng.randint(2, STEPS - 2)
@@ -121,8 +107,8 @@ def test_sigkill_then_resume_equals_straight_run(method, small_world, tmp_path, 
     with log_path.open("wb") as log:
         run_dir, proc = start_subprocess(method, small_world, tmp_path / "killed", values, log)
         try:
-            seen = wait_for_marker(proc, run_dir / "checkpoints", after_step - 1, log_path)
-            step_seconds = wait_for_marker(proc, run_dir / "checkpoints", after_step, log_path) - seen
+            seen = wait_for_checkpoint(proc, run_dir / "checkpoints", after_step - 1, log_path)
+            step_seconds = wait_for_checkpoint(proc, run_dir / "checkpoints", after_step, log_path) - seen
             # somewhere in the next step (generation, update, logging or its save); a later step still follows
             time.sleep(fraction * step_seconds)
             assert proc.poll() is None, f"the run finished before the kill:\n{log_path.read_text()[-3000:]}"

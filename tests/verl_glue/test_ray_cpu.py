@@ -32,7 +32,7 @@ import torch
 from spo_helpers.formats.layout import RunLayout
 from spo_helpers.formats.steplog import read_step_log
 from spo_helpers.train import train
-from spo_helpers.verl_glue.checkpoint import COMPLETE_MARKER, KIT_STATE_DIR, newest_complete_checkpoint
+from spo_helpers.verl_glue.checkpoint import KIT_STATE_DIR, newest_complete_checkpoint
 from spo_helpers.verl_glue.config import RunSpec, all_overrides
 from spo_helpers.verl_glue.ray_cpu import ROLLOUT_NAME, RayCPUSettings
 from spo_helpers.verl_glue.ray_cpu.launch import worker_thread_env
@@ -399,18 +399,6 @@ def test_spo_through_ray_pads_odd_drift_batches(spo_straight):
     assert metrics[1]["spo/first_sampled_ratio"] == 1.0 and metrics[STEPS]["spo/D"] > 0
 
 
-def wait_for_marker(proc, checkpoints, step, log_path, timeout=400.0):
-    marker = checkpoints / f"global_step_{step}" / COMPLETE_MARKER
-    deadline = time.monotonic() + timeout
-    while not marker.is_file():
-        if proc.poll() is not None:
-            pytest.fail(f"the driver exited ({proc.returncode}) before step {step}:\n{log_path.read_text()[-4000:]}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"no checkpoint for step {step} after {timeout:.0f}s")
-        time.sleep(0.05)
-    return time.monotonic()
-
-
 def wait_for_free_cpus(ray, timeout=120.0):
     """Until Ray has ended the killed job's actors and placement groups."""
     deadline = time.monotonic() + timeout
@@ -421,7 +409,7 @@ def wait_for_free_cpus(ray, timeout=120.0):
 
 @pytest.mark.parametrize(("method", "straight"), [("SPO", "SPO"), ("GRPO", "GRPO")], indirect=["straight"])
 def test_sigkill_driver_then_resume_matches_straight_run(
-    method, straight, ray_cluster, small_world, values_file, tmp_path
+    method, straight, ray_cluster, small_world, values_file, tmp_path, wait_for_checkpoint
 ):
     """SIGKILL the driver (the process that runs ``run_ppo``) during step 3, resume from verl's sharded
     checkpoint, and compare with the run that never stopped: bit-exact on two ranks (GRPO: verl's own fit(),
@@ -440,8 +428,8 @@ def test_sigkill_driver_then_resume_matches_straight_run(
     with log_path.open("wb") as log:
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=CHECKOUT)
         try:
-            seen = wait_for_marker(proc, checkpoints, 1, log_path)
-            step_seconds = wait_for_marker(proc, checkpoints, 2, log_path) - seen
+            seen = wait_for_checkpoint(proc, checkpoints, 1, log_path, timeout=400.0)
+            step_seconds = wait_for_checkpoint(proc, checkpoints, 2, log_path, timeout=400.0) - seen
             time.sleep(random.Random(3).random() * step_seconds)  # somewhere in step 3 (or its save)
             assert proc.poll() is None, f"the run ended before the kill:\n{log_path.read_text()[-3000:]}"
             proc.send_signal(signal.SIGKILL)

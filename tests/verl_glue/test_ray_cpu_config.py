@@ -21,7 +21,7 @@ from spo_helpers.verl_glue.config import (
     resolve_pkg_paths,
 )
 from spo_helpers.verl_glue.ray_cpu import ROLLOUT_NAME, apply_required_settings, is_ray_cpu
-from spo_helpers.verl_glue.ray_cpu.settings import REQUIRED_SETTINGS, SEED_KEY
+from spo_helpers.verl_glue.ray_cpu.settings import KIT_ROLLOUT_SETTINGS, REQUIRED_SETTINGS, SEED_KEY
 
 # Everything the CPU mode changes in the cpu preset: what a CPU cannot run, two ranks, and Ray's CPU count.
 CHANGED_FROM_IN_PROCESS = {
@@ -117,9 +117,10 @@ def test_hydra_entry_point_needs_only_the_device():
     assert is_ray_cpu(config)
     changed = apply_required_settings(config)
     already = {"trainer.device", "actor_rollout_ref.rollout.mode"}  # the cpu preset's own values
-    assert set(changed) == (REQUIRED_SETTINGS.keys() - already) | {SEED_KEY}
+    required = {**REQUIRED_SETTINGS, **KIT_ROLLOUT_SETTINGS}
+    assert set(changed) == (required.keys() - already) | {SEED_KEY}
     reference = flat(build_config(spec(backend="ray", device="cpu")))
-    for key in REQUIRED_SETTINGS:
+    for key in required:
         assert OmegaConf.select(config, key) == reference[key], key
     assert apply_required_settings(config) == []
 

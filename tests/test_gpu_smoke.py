@@ -28,6 +28,8 @@ def test_script_parses_and_explains_itself():
     assert "--dry-run" in done.stdout and "verdict" in done.stdout
     bad = subprocess.run([BASH, str(SCRIPT), "--steps", "2"], capture_output=True, text=True)
     assert bad.returncode == 2 and "at least 3" in bad.stderr
+    bad = subprocess.run([BASH, str(SCRIPT), "--device", "tpu"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "cuda or cpu" in bad.stderr
     assert "gpu-smoke:" in (CHECKOUT / "Makefile").read_text()
 
 

@@ -48,7 +48,8 @@ def smoke(worlds, tmp_path_factory):
 
 
 def rows_of(verdict: str) -> dict[str, str]:
-    return {re.split(r"\s{2,}", line)[0]: line for line in verdict.splitlines()[2:] if line and "gpu-smoke:" not in line}
+    lines = [line for line in verdict.splitlines()[2:] if line and "gpu-smoke:" not in line]
+    return {re.split(r"\s{2,}", line)[0]: line for line in lines}
 
 
 def metrics_of(run: Path) -> dict[int, dict]:

@@ -127,7 +127,7 @@ def apply(share: int = 1) -> ThreadPolicy:
         if policy.chosen_by["OMP_NUM_THREADS"] == "user":
             torch.set_num_threads(policy.num_threads)
         else:
-            logger.info(
+            logger.debug(
                 "torch was loaded before the kit's thread policy: it keeps %d threads and OpenMP's wait policy "
                 "(restart the kernel to apply OMP_WAIT_POLICY=%s, OMP_NUM_THREADS=%d)",
                 torch.get_num_threads(),

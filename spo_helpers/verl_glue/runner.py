@@ -213,10 +213,12 @@ class KitTaskRunner:
 
     def run(self, config: DictConfig) -> None:
         from spo_helpers.verl_glue.ray_cpu.resources import release_resource_pools
+        from spo_helpers.verl_glue.tool_sandbox import check_run_reach
 
         if self.tensorboard_dir:
             os.environ[TENSORBOARD_ENV] = self.tensorboard_dir
         OmegaConf.resolve(config)
+        check_run_reach(config, on_ray=True)  # one program from each node, before any worker starts
         trainer = build_trainer(config, init_workers=False)
         try:
             trainer.init_workers()
@@ -243,13 +245,14 @@ def tensorboard_dir(layout: RunLayout):
 
 def run_training(config: DictConfig) -> None:
     """Run ``config`` to completion on its backend (``kit.backend``)."""
-    from spo_helpers.verl_glue.tool_sandbox import sandbox_for_run
+    from spo_helpers.verl_glue.tool_sandbox import check_run_reach, sandbox_for_run
 
     die_with_parent()  # worker pools forked while loading data end with this process
     layout = RunLayout(Path(config.kit.run_dir))
     with tensorboard_dir(layout) as tensorboard, sandbox_for_run(config):
         if config.kit.backend == "cpu":
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+            check_run_reach(config, on_ray=False)
             with quiet_verl(layout.verl_log):
                 build_trainer(config).fit()
             return

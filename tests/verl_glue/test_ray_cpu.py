@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -152,6 +153,24 @@ def test_workers_import_this_checkout(ray_cluster):
         return spo_helpers.__file__
 
     assert Path(ray_cluster.get(where.remote())).resolve() == (CHECKOUT / "spo_helpers" / "__init__.py")
+
+
+def test_the_sandbox_is_reached_from_every_node(ray_cluster):
+    """A run with tools sends one program from a Ray task on each node before its workers start."""
+    import socket
+
+    from spo_helpers.errors import UserError
+    from spo_helpers.sandbox.client import local_sandbox
+    from spo_helpers.verl_glue.tool_sandbox import check_reach
+
+    with local_sandbox() as url:
+        check_reach(url, on_ray=True)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}/run_code"
+    node = ray_cluster.nodes()[0]["NodeManagerAddress"]
+    with pytest.raises(UserError, match=f"does not run code from {re.escape(node)}"):
+        check_reach(closed, on_ray=True)
 
 
 def test_workers_compute_with_their_share_of_the_cores(ray_cluster):

@@ -12,6 +12,13 @@ Reads, like the official recipe's dataset class:
 Every row gets ``extra_info.prompt_key`` (the official key: the user message,
 stripped), which the kit's reward function returns, so validation dumps carry an
 explicit key.
+
+The dataset does not build the code tool. verl 0.6.1 copies the rollout's tool file into
+``data.tool_config_path`` (``trainer/config/data/legacy_data.yaml:48``), and its ``RLHFDataset`` then
+instantiates every tool of it (``utils/dataset/rl_dataset.py:116-129``: verl's ``SandboxFusionTool``, which starts
+a Ray instance in a process without one) to add their schemas to the chat template of the overlong-prompt
+filter. The official recipe's dataset (verl at its pinned commit) does neither: the filter measures the chat
+prompt alone, as here, and the tool is built once per agent-loop worker (``agent_loop.verl_loop``).
 """
 
 from __future__ import annotations
@@ -51,7 +58,17 @@ def _to_chat_row(row: dict, data_source: str | None = None) -> dict:
 
 
 class KitRLHFDataset(RLHFDataset):
-    """``RLHFDataset`` that normalises rows to chat prompts with explicit prompt keys."""
+    """``RLHFDataset`` that normalises rows to chat prompts with explicit prompt keys (no tools: module doc)."""
+
+    def __init__(self, data_files, tokenizer, config, processor=None, **kwargs):
+        from omegaconf import OmegaConf, open_dict
+
+        if config.get("tool_config_path"):
+            plain = OmegaConf.to_container(config, resolve=True) if OmegaConf.is_config(config) else dict(config)
+            config = OmegaConf.create(plain)
+            with open_dict(config):
+                config.tool_config_path = None
+        super().__init__(data_files, tokenizer, config, processor, **kwargs)
 
     def _read_files_and_tokenize(self):
         frames = []

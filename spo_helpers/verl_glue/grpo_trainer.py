@@ -8,6 +8,7 @@ from verl.trainer.ppo.ray_trainer import RayPPOTrainer
 
 from spo_helpers.core.diagnostics import calibration, grpo_diagnostics
 from spo_helpers.verl_glue.kit_trainer import KitTrainerMixin, first_occurrence_codes
+from spo_helpers.verl_glue.sandbox_health import SandboxHealth, without_failed_samples
 from spo_helpers.verl_glue.tracking import use_kit_tracking
 
 
@@ -22,8 +23,10 @@ class _GRPODiagnosticsProxy:
         return getattr(self._inner, name)
 
     def update_actor(self, data):
-        extra = self._trainer._grpo_step_diagnostics(data)
-        output = self._inner.update_actor(data)
+        health = self._trainer._sandbox_health(data)
+        extra = self._trainer._grpo_step_diagnostics(data, health)
+        with without_failed_samples(data, health):
+            output = self._inner.update_actor(data)
         output.meta_info.setdefault("metrics", {}).update(extra)
         return output
 
@@ -43,7 +46,7 @@ class GRPOTrainer(KitTrainerMixin, RayPPOTrainer):
         super().init_workers()
         self.actor_rollout_wg = _GRPODiagnosticsProxy(self.actor_rollout_wg, self)
 
-    def _grpo_step_diagnostics(self, batch: DataProto) -> dict[str, float]:
+    def _grpo_step_diagnostics(self, batch: DataProto, health: SandboxHealth | None = None) -> dict[str, float]:
         rewards = batch.batch["token_level_rewards"].sum(-1).double().numpy()
         mask = batch.batch["response_mask"].bool()
         first = mask.float().argmax(dim=-1)
@@ -51,6 +54,8 @@ class GRPOTrainer(KitTrainerMixin, RayPPOTrainer):
         uids = batch.non_tensor_batch["uid"]
         keys = self._batch_keys(batch)
         known = np.array([k in self.tracker for k in keys])
+        if health is not None:  # the shadow tracker takes no reward the sandbox decided
+            known &= ~health.failed_samples
         metrics = grpo_diagnostics(rewards, uids, advantages)
         metrics.update(self._count_generation(batch))
         metrics.update(self._tool_metrics(batch, rewards))

@@ -33,6 +33,7 @@ from spo_helpers.formats.layout import RunLayout
 from spo_helpers.formats.offline_values import read_offline_values
 from spo_helpers.formats.steplog import StepLog
 from spo_helpers.verl_glue.checkpoint import CheckpointMixin
+from spo_helpers.verl_glue.sandbox_health import DEFAULT_MAX_SHARE, SandboxHealth, check_step, step_health
 
 DATA_SOURCE = "data_source"
 """verl's dataset column naming each row's benchmark; the kit's dump lines carry it too."""
@@ -188,6 +189,13 @@ class KitTrainerMixin(CheckpointMixin):
         if rows is None:
             return None
         return np.array([int((r or {}).get("tool_calls", 0) or 0) for r in rows], dtype=np.int64)
+
+    def _sandbox_health(self, batch: DataProto) -> SandboxHealth | None:
+        """The step's sandbox failures (``sandbox_health``), logged; stops the run when they are too many."""
+        health = step_health(batch.non_tensor_batch.get("tool_metrics"))
+        share = float(self.config.kit.get("max_sandbox_error_share", DEFAULT_MAX_SHARE))
+        check_step(health, self.global_steps, share)
+        return health
 
     def _tool_metrics(self, batch: DataProto, rewards: np.ndarray) -> dict[str, float]:
         """The agent loop's batch metrics and the mean reward with and without a code run ({} without tools)."""

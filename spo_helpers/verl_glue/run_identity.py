@@ -49,6 +49,7 @@ MAY_CHANGE = (
     "trainer.ray_wait_register_center_timeout",
     "ray_init",
     "kit.sandbox_url",
+    "kit.max_sandbox_error_share",
     "ray_kwargs",
     "kit.stop_after_step",
     "kit.run_dir",

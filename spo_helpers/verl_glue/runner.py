@@ -21,6 +21,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from spo_helpers.errors import UserError
 from spo_helpers.formats.atomic import atomic_write_text
 from spo_helpers.formats.layout import RunLayout
 from spo_helpers.process_tree import die_with_parent
@@ -265,4 +266,10 @@ def run_training(config: DictConfig) -> None:
 
             prepare(config)  # the CPU settings (when missing) and Ray's start on this machine's CPUs
         runner = type(KitTaskRunner.__name__, (KitTaskRunner,), {"tensorboard_dir": str(tensorboard)})
-        run_ppo(config, task_runner_class=ray.remote(num_cpus=1)(runner))
+        try:
+            run_ppo(config, task_runner_class=ray.remote(num_cpus=1)(runner))
+        except ray.exceptions.RayTaskError as err:
+            cause = err.cause if isinstance(getattr(err, "cause", None), UserError) else None
+            if cause is None:
+                raise
+            raise cause from None  # a refusal or a stop inside the task runner: the same one line as in-process

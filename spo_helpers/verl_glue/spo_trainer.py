@@ -42,6 +42,7 @@ from spo_helpers.core.sampler import PrioritizedSampler, SamplerConfig
 from spo_helpers.errors import UserError
 from spo_helpers.verl_glue.drift_pass import drift_and_store
 from spo_helpers.verl_glue.kit_trainer import KitTrainerMixin
+from spo_helpers.verl_glue.sandbox_health import without_failed_samples
 from spo_helpers.verl_glue.tracking import kit_tracking_class
 
 logger = logging.getLogger(__name__)
@@ -243,6 +244,7 @@ class SPOTrainer(KitTrainerMixin, RayPPOTrainer):
                     " (map failures to 0, as the kit's reward does)"
                 )
 
+            health = self._sandbox_health(batch)  # stops the run here, before the update, when too many failed
             with marked_timer("adv", timing, color="brown"):
                 alpha, beta = self.tracker.alpha(keys), self.tracker.beta(keys)
                 p_hat = self.tracker.p_hat(keys)
@@ -271,7 +273,8 @@ class SPOTrainer(KitTrainerMixin, RayPPOTrainer):
 
             with marked_timer("update_actor", timing, color="red"):
                 batch.meta_info["multi_turn"] = self.config.actor_rollout_ref.rollout.multi_turn.enable
-                actor_output = self.actor_rollout_wg.update_actor(batch)
+                with without_failed_samples(batch, health):
+                    actor_output = self.actor_rollout_wg.update_actor(batch)
             metrics.update(reduce_metrics(actor_output.meta_info["metrics"]))
 
             with marked_timer("spo_rho", timing, color="purple"):
@@ -282,7 +285,7 @@ class SPOTrainer(KitTrainerMixin, RayPPOTrainer):
                     if rho_cfg.type == "kl"
                     else np.zeros(len(keys))
                 )
-                rho = self.tracker.update(keys, rewards, drift=drift)
+                rho = self._update_tracker(keys, rewards, drift, health)
             visits = self.tracker.visits(keys)
             metrics.update(
                 self._spo_metrics(rewards, alpha, beta, p_hat, advantages, drift, rho, first_ratio, visits, rho_cfg)
@@ -302,6 +305,8 @@ class SPOTrainer(KitTrainerMixin, RayPPOTrainer):
             calls = self._tool_calls(batch)
             if calls is not None:
                 record["tool_calls"] = calls.tolist()
+            if health is not None and health.failed_samples.any():
+                record["sandbox_failed"] = health.failed_samples.tolist()
             self.step_records.log(self.global_steps, record)
             rollout_dir = self.config.trainer.get("rollout_data_dir", None)
             if rollout_dir:
@@ -337,6 +342,17 @@ class SPOTrainer(KitTrainerMixin, RayPPOTrainer):
             compute_throughout_metrics(batch=batch, timing_raw=timing, n_gpus=self.resource_pool_manager.get_n_gpus())
         )
         return metrics
+
+    def _update_tracker(self, keys, rewards, drift, health) -> np.ndarray:
+        """The tracker update of the step, without the prompts whose sample the sandbox failed
+        (``sandbox_health``); returns ρ per sample (for those, the ρ a visit would have used)."""
+        if health is None or not health.failed_samples.any():
+            return self.tracker.update(keys, rewards, drift=drift)
+        ok = ~health.failed_samples
+        rho = self.tracker.forgetting_factor(drift)
+        if ok.any():
+            rho[ok] = self.tracker.update([k for k, use in zip(keys, ok, strict=True) if use], rewards[ok], drift[ok])
+        return rho
 
     def _spo_metrics(self, rewards, alpha, beta, p_hat, advantages, drift, rho, first_ratio, visits, rho_cfg):
         """The official recipe's ``spo/*`` keys."""

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 from urllib.parse import urlparse
 
 import numpy as np
@@ -13,7 +16,8 @@ pytest.importorskip("verl")
 
 from spo_helpers.formats.steplog import read_step_log
 from spo_helpers.train import train
-from spo_helpers.verl_glue.checkpoint import RunStopped
+from spo_helpers.verl_glue.checkpoint import COMPLETE_MARKER, RunStopped, newest_complete_checkpoint
+from spo_helpers.verl_glue.config import RunSpec, all_overrides
 
 FAST = ["actor_rollout_ref.rollout.val_kwargs.n=2", "trainer.save_freq=2", "trainer.test_freq=2"]
 VOLATILE = ("timing_s/", "timing_per_token_ms/", "perf/", "tool/sandbox_latency/")
@@ -104,3 +108,44 @@ def test_spo_with_tools_resume_equals_straight_run(small_tool_world, tmp_path):
     assert all(np.isfinite(r["data"]["drift"]).all() for r in read_step_log(straight.run_dir / "steps.jsonl"))
     for name in ("steps.jsonl", "validation_data/2.jsonl"):
         assert (straight.run_dir / name).read_text() == (resumed.run_dir / name).read_text()
+
+
+def test_a_sandbox_that_dies_stops_the_run_with_an_intact_checkpoint(small_tool_world, tmp_path, wait_for_checkpoint):
+    """The sandbox goes away after step 1's checkpoint: the next step's code runs fail in the sandbox, and the
+    run stops before that step's update with one line, its step-1 checkpoint complete and nothing after it."""
+    from spo_helpers.sandbox.client import local_sandbox
+
+    spec = RunSpec(
+        method="GRPO",
+        output_dir=str(tmp_path),
+        exp_name="dying_sandbox",
+        model_path=str(small_tool_world.model_dir),
+        train_files=[str(small_tool_world.train_file)],
+        val_files=[str(small_tool_world.val_file)],
+        total_steps=4,
+        tools="sandbox",
+        overrides=["trainer.save_freq=1", "trainer.test_freq=-1", "trainer.val_before_train=false"],
+    )
+    log_path = tmp_path / "run.log"
+    with local_sandbox(mode="thread") as url, log_path.open("wb") as log:
+        command = [sys.executable, "-m", "spo_helpers.verl_glue.main", *all_overrides(spec), f"kit.sandbox_url={url}"]
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
+        try:
+            wait_for_checkpoint(proc, spec.layout.checkpoints, 1, log_path)
+        except BaseException:
+            proc.kill()
+            raise
+    try:
+        code = proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    output = log_path.read_text()
+    assert code == 2, output[-3000:]
+    errors = [line for line in output.splitlines() if line.startswith("python -m spo_helpers.verl_glue.main: error:")]
+    assert len(errors) == 1, output[-3000:]  # one line, naming the step, the share, the limit and the first failure
+    assert "step 2: " in errors[0] and "failed in the sandbox" in errors[0] and "cannot reach" in errors[0]
+    assert "kit.max_sandbox_error_share=0.05" in errors[0] and "Traceback" not in output
+    newest = newest_complete_checkpoint(spec.layout.checkpoints)
+    assert newest is not None and newest.name == "global_step_1"
+    assert not (spec.layout.checkpoints / "global_step_2" / COMPLETE_MARKER).exists()

@@ -13,6 +13,14 @@ What the official recipe's tool does, on the kit's own client (``spo_helpers.san
   run finished (``run_result.status == "Finished"``, whatever its exit code) ``stdout + stderr``, so a
   traceback is shown after the output printed before it; otherwise, a time-out, a sandbox error or a
   request that failed, the fixed text ``"no stdout here"``.
+- **Whose failure.** The program's: it finished with a non-zero exit code (``FAILED``), hit the time limit
+  (``TIMEOUT``), or the sandbox refused the request for its content (a 4xx answer, such as a program over the
+  size limit: ``FAILED``). The sandbox's (``ERROR``, with the failure's text in ``ToolResult.error``): it could
+  not be reached, the connection broke or the HTTP exchange timed out, it answered 5xx after the retries or
+  with something that is not a ``/run_code`` answer, or it reported its own error (``status: SandboxError``, a
+  ``run_result`` other than finished or timed out). Only these count as ``tool/sandbox_error_rate``; the
+  trainers leave such samples out of the update and stop a run whose sandbox fails too often
+  (``verl_glue.sandbox_health``).
 
 Cutting that text to ``max_tool_response_length`` characters and wrapping it in ``<interpreter>`` is
 the agent loop's part (``turns.truncate_tool_output``, ``turns.interpreter_block``), configured by
@@ -88,12 +96,23 @@ def interpreter_text(answer: Mapping[str, Any] | None) -> tuple[str, ToolStatus]
     return NO_OUTPUT, ToolStatus.ERROR
 
 
+def sandbox_failure(answer: Mapping[str, Any] | None) -> str:
+    """What the sandbox reported about its own failure in an ``ERROR`` answer (bounded text)."""
+    if not answer:
+        return "no answer"
+    run = answer.get("run_result") or {}
+    parts = [f"status {answer.get('status')!r}", f"run_result {run.get('status')!r}" if run else "no run_result"]
+    message = answer.get("message") or run.get("stderr") or ""
+    return "; ".join(parts) + (f": {str(message)[:200]}" if message else "")
+
+
 class CodeInterpreter:
     """``extract`` and ``run`` for ``turns.run_turns``; thread-safe, at most ``max_concurrency`` runs at once."""
 
     def __init__(self, config: ToolConfig) -> None:
         self.config = config
         self._slots = threading.BoundedSemaphore(config.max_concurrency)
+        self._failed_before = False
 
     def extract(self, text: str) -> str | None:
         return extract_code(text)
@@ -122,11 +141,24 @@ class CodeInterpreter:
         """Run ``code`` (its last line printed) and report what the model reads; never raises for the sandbox."""
         program = wrap_last_line_in_print(code)
         start = time.perf_counter()
+        error = ""
         with self._slots:
             try:
                 answer = self._post(program)
-            except (SandboxClientError, ValueError) as err:  # unreachable, refused, or not JSON
-                logger.warning("code run failed: %s", err)
-                answer = None
+            except SandboxClientError as err:
+                if 400 <= err.status < 500:  # refused for its content (too large, malformed): the program's
+                    return ToolResult(NO_OUTPUT, ToolStatus.FAILED, time.perf_counter() - start)
+                answer, error = None, str(err)  # unreachable, broken, timed out, or 5xx after the retries
+            except ValueError as err:  # an answer that is not JSON
+                answer, error = None, f"not a /run_code answer: {err}"
         text, status = interpreter_text(answer)
-        return ToolResult(text=text, status=status, latency_s=time.perf_counter() - start)
+        if status is ToolStatus.ERROR:
+            error = error or sandbox_failure(answer)
+            self._note_failure(error)
+        return ToolResult(text=text, status=status, latency_s=time.perf_counter() - start, error=error)
+
+    def _note_failure(self, error: str) -> None:
+        """The first sandbox failure of this process, in the log (the trainers report every step's count)."""
+        if not self._failed_before:
+            self._failed_before = True
+            logger.warning("the sandbox at %s failed to run code: %s", self.config.url, error)

@@ -101,6 +101,7 @@ class ToolResult:
     text: str
     status: ToolStatus = ToolStatus.OK
     latency_s: float = 0.0
+    error: str = ""  # the sandbox's failure (status ERROR): what went wrong, for the log
 
 
 class StopReason(str, Enum):
@@ -160,7 +161,8 @@ class TurnMetrics:
     tool_calls: int = 0
     tool_errors: int = 0  # programs that ended with a non-zero exit code
     tool_timeouts: int = 0
-    sandbox_errors: int = 0  # runs the sandbox could not do
+    sandbox_errors: int = 0  # runs the sandbox could not do (unreachable, broken, its own error)
+    sandbox_error: str = ""  # the first such failure's text
     sandbox_seconds: float = 0.0  # summed latency the tool measured (queueing at the server included)
     tool_outputs_truncated: int = 0
     response_tokens: int = 0  # after the cut to response_length
@@ -221,6 +223,7 @@ class ToolTurns:
             "tool_outputs_truncated": 0,
         }
         self._seconds = {"sandbox_seconds": 0.0, "generate_seconds": 0.0, "tool_seconds": 0.0}
+        self._first_sandbox_error = ""
 
     @property
     def done(self) -> bool:
@@ -279,6 +282,7 @@ class ToolTurns:
             self._counts["tool_timeouts"] += 1
         elif status is ToolStatus.ERROR:
             self._counts["sandbox_errors"] += 1
+            self._first_sandbox_error = self._first_sandbox_error or result.error or "unknown"
 
         cfg = self.config
         text = truncate_tool_output(result.text, cfg.max_tool_response_length, cfg.tool_response_truncate_side)
@@ -313,6 +317,7 @@ class ToolTurns:
             model_tokens=model_tokens,
             tool_tokens=len(mask) - model_tokens,
             stop_reason=self.stop_reason.value if self.stop_reason else "",
+            sandbox_error=self._first_sandbox_error,
             **self._counts,
             **self._seconds,
         )

@@ -100,6 +100,60 @@ def test_busy_servers_are_retried_and_failures_become_no_output(monkeypatch):
     assert interpreter.run("1").status is ToolStatus.ERROR and len(recorder.calls) == 3  # 3 attempts in all
 
 
+def test_sandbox_failures_are_told_apart_from_the_programs(monkeypatch):
+    """Only the sandbox's own failures are ERROR (``tool/sandbox_error_rate``), each with its text."""
+    monkeypatch.setattr(tool_module.time, "sleep", lambda s: None)
+    interpreter = CodeInterpreter(ToolConfig(url="http://x/run_code", retries=0))
+    cases = [  # (answer, status, the failure's text, what the model reads)
+        (finished("", "Error\n", 1), ToolStatus.FAILED, "", "Error\n"),  # the program raised
+        ({"status": "Success", "run_result": {"status": "TimeLimitExceeded"}}, ToolStatus.TIMEOUT, "", NO_OUTPUT),
+        (SandboxClientError(413, "body too large"), ToolStatus.FAILED, "", NO_OUTPUT),  # refused for its content
+        (SandboxClientError(0, "cannot reach the sandbox"), ToolStatus.ERROR, "cannot reach", NO_OUTPUT),
+        (SandboxClientError(500, "internal error"), ToolStatus.ERROR, "HTTP 500", NO_OUTPUT),
+        (ValueError("Expecting value"), ToolStatus.ERROR, "not a /run_code answer", NO_OUTPUT),
+        ({"status": "SandboxError", "message": "no worker"}, ToolStatus.ERROR, "no worker", NO_OUTPUT),
+        ({"status": "Failed", "run_result": {"status": "Error"}}, ToolStatus.ERROR, "run_result 'Error'", NO_OUTPUT),
+    ]
+    for answer, status, error, text in cases:
+        monkeypatch.setattr(tool_module, "run_code", Recorder([answer]))
+        result = interpreter.run("print(1)")
+        assert (result.status, result.text) == (status, text), answer
+        assert (error in result.error) if error else result.error == "", (answer, result.error)
+
+
+def test_a_server_answering_500_is_counted_as_sandbox_errors():
+    """A real HTTP server that answers every request with 500: each run is a sandbox error in the batch metrics."""
+    import http.server
+    import threading
+
+    from spo_helpers.verl_glue.agent_loop.turns import summarize
+
+    class Failing(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(500)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"detail": "worker crashed"}')
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Failing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/run_code"
+        interpreter = CodeInterpreter(ToolConfig(url=url, retries=0))
+        results = [interpreter.run("print(1)") for _ in range(3)]
+    finally:
+        server.shutdown()
+    assert all(r.status is ToolStatus.ERROR and "worker crashed" in r.error for r in results)
+    rows = [{"tool_calls": 1, "sandbox_errors": 1, "sandbox_error": results[0].error}] * 3
+    rows.append({"tool_calls": 2, "tool_errors": 1})  # a program that raised: not the sandbox's
+    metrics = summarize(rows)
+    assert metrics["tool/sandbox_error_rate"] == 3 / 5 and metrics["tool/error_rate"] == 1 / 5
+
+
 # ------------------------------------------------------------------------------------------ settings
 def test_settings_from_the_kits_files_and_verls_rollout_section(tmp_path):
     cfg = settings.tool_config_from_file(settings.TOOL_CONFIG)

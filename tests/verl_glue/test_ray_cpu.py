@@ -173,6 +173,53 @@ def test_the_sandbox_is_reached_from_every_node(ray_cluster):
         check_reach(closed, on_ray=True)
 
 
+CLUSTER_LIMIT = textwrap.dedent(
+    """
+    import json, sys, ray
+    ray.init(address=sys.argv[1])  # a job of its own: a fresh namespace, so a fresh rate-limiter actor
+
+    @ray.remote(num_cpus=0)
+    class Worker:  # as verl's agent-loop workers: one code tool per process
+        def __init__(self, url):
+            from spo_helpers.verl_glue.agent_loop.tool import CodeInterpreter, ToolConfig
+            self.tool = CodeInterpreter(ToolConfig(url=url, rate_limit=3, num_workers=8))
+
+        def runs(self, n):
+            futures = [self.tool.executor.submit(self.tool.run, "print(1)") for _ in range(n)]
+            return [f.result().status.value for f in futures]
+
+    workers = [Worker.remote(sys.argv[2]) for _ in range(2)]
+    print("STATUSES " + json.dumps(ray.get([w.runs.remote(8) for w in workers])))
+    """
+)
+
+
+def test_the_rate_limit_holds_across_the_cluster(ray_cluster):
+    """Two Ray processes with a code tool each, eight concurrent runs each: at most ``rate_limit`` (3) reach the
+    sandbox at once, through verl's cluster-wide rate-limiter actor."""
+    from agent_loop.tir_fakes import CountingSandbox
+
+    sandbox = CountingSandbox()
+    try:
+        address = ray_cluster.get_runtime_context().gcs_address
+        done = subprocess.run(
+            [sys.executable, "-c", CLUSTER_LIMIT, address, sandbox.url],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=CHECKOUT,
+            env=dict(
+                os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(CHECKOUT), os.environ.get("PYTHONPATH")]))
+            ),
+        )
+    finally:
+        sandbox.close()
+    lines = [line for line in done.stdout.splitlines() if line.startswith("STATUSES ")]
+    assert done.returncode == 0 and lines, done.stdout[-2000:] + done.stderr[-3000:]
+    assert json.loads(lines[-1][len("STATUSES ") :]) == [["ok"] * 8] * 2
+    assert sandbox.most == 3
+
+
 def test_workers_compute_with_their_share_of_the_cores(ray_cluster):
     """The two ranks of a node share its cores: each actor's torch starts cores // ranks threads that sleep when
     they wait (``cpu_threads``), whatever this process was given."""

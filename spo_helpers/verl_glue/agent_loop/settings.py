@@ -4,8 +4,9 @@
   (``max_assistant_turns``, ``max_user_turns``, ``max_tool_response_length``, ``tool_response_truncate_side``).
 - ``tool_config_from_file``: the ``config`` block of the code tool in verl's tool YAML
   (``rollout.multi_turn.tool_config_path``; the official ``spo_tool_config.yaml`` reads unchanged):
-  ``sandbox_fusion_url``, ``default_timeout``, ``memory_limit_mb``, ``default_language`` and ``rate_limit``
-  (runs at once, per agent-loop worker process here; verl's tool shares one limit across all workers).
+  ``sandbox_fusion_url``, ``default_timeout``, ``memory_limit_mb``, ``default_language``, ``rate_limit`` with
+  ``enable_global_rate_limit`` (runs at once in the whole cluster, as verl's tool) and ``num_workers`` (threads
+  per process), with verl's ``SandboxFusionTool`` defaults (10 each).
   The tool's ``class_name`` is not loaded: the kit's ``CodeInterpreter`` plays its part.
 - ``AGENT_LOOP_CONFIG`` and ``TOOL_CONFIG``: the kit's files for ``rollout.agent.agent_loop_config_path``
   and ``rollout.multi_turn.tool_config_path``, beside this module (``agent_loop_file(name)``; the Hydra
@@ -100,13 +101,14 @@ def tool_config_from_mapping(config: Mapping[str, Any], where: str = "tool confi
     url = config.get("sandbox_fusion_url") or ""
     if not url:
         raise ValueError(f"{where}: sandbox_fusion_url is not set (the /run_code URL of a Sandbox Fusion server)")
-    concurrency = config.get("rate_limit") if config.get("enable_global_rate_limit", True) else None
+    rate_limit = int(config.get("rate_limit", 10)) if config.get("enable_global_rate_limit", True) else None
     return ToolConfig(
         url=str(url),
         run_timeout=float(config.get("default_timeout", 30)),
         memory_limit_mb=int(config.get("memory_limit_mb", 1024)),
         language=str(config.get("default_language", "python")),
-        max_concurrency=int(concurrency or config.get("num_workers", 10)),
+        rate_limit=rate_limit,
+        num_workers=int(config.get("num_workers", 10)),
     )
 
 

@@ -22,6 +22,12 @@ What the official recipe's tool does, on the kit's own client (``spo_helpers.san
   trainers leave such samples out of the update and stop a run whose sandbox fails too often
   (``verl_glue.sandbox_health``).
 
+- **How many at once.** As verl's ``SandboxFusionTool`` (``tools/sandbox_fusion_tools.py`` 42-97): at most
+  ``rate_limit`` code runs at once in the whole cluster, through verl's own named Ray actor ``rate-limiter`` (a
+  ``TokenBucketWorker``) in every process of a Ray cluster (``enable_global_rate_limit``), and in this process
+  alone without Ray (the CPU backend, where it is the whole run); each process runs them on its own pool of
+  ``num_workers`` threads (``CodeInterpreter.executor``), not Python's default pool.
+
 Cutting that text to ``max_tool_response_length`` characters and wrapping it in ``<interpreter>`` is
 the agent loop's part (``turns.truncate_tool_output``, ``turns.interpreter_block``), configured by
 verl's ``rollout.multi_turn.*`` as in the official loop. The tool only reports what the sandbox said.
@@ -29,10 +35,12 @@ verl's ``rollout.multi_turn.*`` as in the official loop. The tool only reports w
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +54,8 @@ NO_OUTPUT = "no stdout here"
 """What the official tool answers when a run did not finish (time-out, sandbox error, failed request)."""
 
 RETRY_STATUSES = (503, 504)
+RATE_LIMITER_NAME = "rate-limiter"
+"""verl's cluster-wide limiter of code runs: a named ``TokenBucketWorker`` actor (``sandbox_fusion_tools.py:71``)."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +66,8 @@ class ToolConfig:
     run_timeout: float = 30.0
     memory_limit_mb: int = 1024
     language: str = "python"
-    max_concurrency: int = 128
+    rate_limit: int | None = 128  # code runs at once in the whole cluster (None: enable_global_rate_limit off)
+    num_workers: int = 128  # threads per process that wait for code runs
     retries: int = 2  # verl's client: 3 attempts in all, on 504 only (503 too here: the local server's full queue)
     retry_delay_s: float = 1.0
 
@@ -65,8 +76,10 @@ class ToolConfig:
             raise ValueError("the code tool needs a sandbox URL (sandbox_fusion_url)")
         if self.run_timeout <= 0:
             raise ValueError(f"run_timeout must be > 0, got {self.run_timeout}")
-        if self.max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be >= 1, got {self.max_concurrency}")
+        if self.rate_limit is not None and self.rate_limit < 1:
+            raise ValueError(f"rate_limit must be >= 1, got {self.rate_limit}")
+        if self.num_workers < 1:
+            raise ValueError(f"num_workers must be >= 1, got {self.num_workers}")
 
     @property
     def request_timeout(self) -> float:
@@ -106,12 +119,63 @@ def sandbox_failure(answer: Mapping[str, Any] | None) -> str:
     return "; ".join(parts) + (f": {str(message)[:200]}" if message else "")
 
 
+class RunLimit:
+    """At most ``limit`` code runs at once: in this process, or with ``cluster`` in the whole Ray cluster (verl's
+    ``rate-limiter`` actor, shared by every process that names it)."""
+
+    def __init__(self, limit: int | None, cluster: bool) -> None:
+        self.limit = limit
+        self._local = _process_semaphore(limit) if limit and not cluster else None
+        self._actor = None
+        if limit and cluster:
+            from verl.tools.sandbox_fusion_tools import TokenBucketWorker
+
+            self._actor = TokenBucketWorker.options(name=RATE_LIMITER_NAME, get_if_exists=True).remote(limit)
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        if self._local is not None:
+            with self._local:
+                yield
+            return
+        if self._actor is None:
+            yield
+            return
+        import ray
+
+        ray.get(self._actor.acquire.remote())
+        try:
+            yield
+        finally:
+            self._actor.release.remote()
+
+
+_PROCESS_SEMAPHORES: dict[int, threading.BoundedSemaphore] = {}
+_PROCESS_LOCK = threading.Lock()
+
+
+def _process_semaphore(limit: int) -> threading.BoundedSemaphore:
+    """One semaphore per limit for the whole process: every interpreter of it shares the limit."""
+    with _PROCESS_LOCK:
+        return _PROCESS_SEMAPHORES.setdefault(limit, threading.BoundedSemaphore(limit))
+
+
+def _in_ray_cluster() -> bool:
+    try:
+        import ray
+    except ImportError:
+        return False
+    return ray.is_initialized()
+
+
 class CodeInterpreter:
-    """``extract`` and ``run`` for ``turns.run_turns``; thread-safe, at most ``max_concurrency`` runs at once."""
+    """``extract`` and ``run`` for ``turns.run_turns``; thread-safe, at most ``rate_limit`` runs at once in the
+    cluster (see the module doc), run on ``executor``."""
 
     def __init__(self, config: ToolConfig) -> None:
         self.config = config
-        self._slots = threading.BoundedSemaphore(config.max_concurrency)
+        self.limit = RunLimit(config.rate_limit, cluster=_in_ray_cluster())
+        self.executor = ThreadPoolExecutor(max_workers=config.num_workers, thread_name_prefix="code-run")
         self._failed_before = False
 
     def extract(self, text: str) -> str | None:
@@ -142,7 +206,7 @@ class CodeInterpreter:
         program = wrap_last_line_in_print(code)
         start = time.perf_counter()
         error = ""
-        with self._slots:
+        with self.limit.slot():
             try:
                 answer = self._post(program)
             except SandboxClientError as err:

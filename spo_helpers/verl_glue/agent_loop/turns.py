@@ -333,7 +333,8 @@ class ToolTurns:
 
 # ---------------------------------------------------------------------------------------------- driver
 async def run_turns(turns: ToolTurns, generate: Generate, tool: CodeTool) -> TurnResult:
-    """Drive ``turns`` to the end: ``await generate(request)`` for the model, ``tool.run`` in a worker thread."""
+    """Drive ``turns`` to the end: ``await generate(request)`` for the model, ``tool.run`` in a worker thread (of
+    the tool's own ``executor`` when it has one)."""
     while not turns.done:
         start = time.perf_counter()
         generation = await generate(turns.next_request())
@@ -342,7 +343,8 @@ async def run_turns(turns: ToolTurns, generate: Generate, tool: CodeTool) -> Tur
         if code is None:
             break
         start = time.perf_counter()
-        result = await asyncio.to_thread(tool.run, code)
+        executor = getattr(tool, "executor", None)
+        result = await asyncio.get_running_loop().run_in_executor(executor, tool.run, code)
         turns.add_time(tool=time.perf_counter() - start)
         turns.on_tool_result(result)
     return turns.result()

@@ -18,7 +18,7 @@ from spo_helpers.verl_glue.agent_loop.tool import (
 )
 from spo_helpers.verl_glue.agent_loop.turns import ToolStatus, ToolTurns, TurnConfig, interpreter_block, run_turns
 
-from .tir_fakes import CharTokenizer, ScriptedModel
+from .tir_fakes import CharTokenizer, CountingSandbox, ScriptedModel
 
 
 def finished(stdout="", stderr="", code=0):
@@ -168,7 +168,10 @@ def test_settings_from_the_kits_files_and_verls_rollout_section(tmp_path):
         "    config: {sandbox_fusion_url: 'http://h:1/run_code', default_timeout: 5, rate_limit: 4, type: native}\n"
     )
     assert settings.tool_config_from_file(other) == ToolConfig(
-        url="http://h:1/run_code", run_timeout=5, max_concurrency=4
+        url="http://h:1/run_code",
+        run_timeout=5,
+        rate_limit=4,
+        num_workers=10,  # verl's default num_workers
     )
     other.write_text("tools:\n  - class_name: x\n    config: {type: native}\n")
     with pytest.raises(ValueError, match="sandbox_fusion_url"):
@@ -211,3 +214,18 @@ def test_a_rollout_against_the_local_sandbox(sandbox_url):
     result = asyncio.run(run_turns(turns, model, interpreter))
     assert tok.decode(result.response_ids) == first + interpreter_block("45\n") + "\\boxed{45}"
     assert result.metrics.tool_calls == 1 and result.metrics.sandbox_seconds > 0
+
+
+# ------------------------------------------------------------------------------------------ how many at once
+def test_the_rate_limit_bounds_code_runs_at_the_sandbox():
+    """Two interpreters of one process, many concurrent runs each: at most ``rate_limit`` reach the sandbox at once,
+    on the interpreters' own thread pools."""
+    sandbox = CountingSandbox()
+    try:
+        config = ToolConfig(url=sandbox.url, rate_limit=3, num_workers=8)
+        interpreters = [CodeInterpreter(config), CodeInterpreter(config)]
+        futures = [i.executor.submit(i.run, "print(1)") for i in interpreters for _ in range(8)]
+        assert all(f.result(timeout=60).status is ToolStatus.OK for f in futures)
+    finally:
+        sandbox.close()
+    assert sandbox.most == 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 
 from spo_helpers.verl_glue.agent_loop.tool import extract_code
@@ -61,3 +62,40 @@ class FakeTool:
         if self.answers:
             return self.answers[min(len(self.calls), len(self.answers)) - 1]
         return ToolResult(text=f"ran {code}", latency_s=0.25)
+
+
+class CountingSandbox:
+    """An HTTP server that answers every run after ``seconds`` and records the most runs it held at once."""
+
+    def __init__(self, seconds: float = 0.15):
+        import http.server
+        import threading
+
+        self.lock, self.now, self.most = threading.Lock(), 0, 0
+        counter = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with counter.lock:
+                    counter.now += 1
+                    counter.most = max(counter.most, counter.now)
+                time.sleep(seconds)
+                with counter.lock:
+                    counter.now -= 1
+                body = b'{"status": "Success", "run_result": {"status": "Finished", "stdout": "1", "return_code": 0}}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/run_code"
+
+    def close(self):
+        self.server.shutdown()

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from spo_helpers.errors import UserError
 from spo_helpers.formats.atomic import read_utf8
-from spo_helpers.formats.keys import row_keys
+from spo_helpers.formats.keys import key_collisions, row_keys
 
 PARQUET_SUFFIXES = (".parquet",)
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
@@ -192,8 +192,25 @@ def validate_data_file(source: str | os.PathLike, what: str) -> int:
         return 0
     frame = schema_frame(load_dataset_table(text))
     check_schema(frame, f"{what} file {text}")
-    dataset_prompt_keys(frame, f"{what} file {text}")
+    keys = dataset_prompt_keys(frame, f"{what} file {text}")
+    check_key_collisions(frame, keys, f"{what} file {text}")
     return len(frame)
+
+
+def check_key_collisions(df: pd.DataFrame, keys: list[str], source: str) -> None:
+    """Raise ``UserError`` when different prompts share a prompt key, naming the rows of the first such key."""
+    if "prompt" not in df.columns:
+        return
+    clashes = key_collisions(df["prompt"].tolist(), keys)
+    if not clashes:
+        return
+    key, rows = next(iter(clashes.items()))
+    shown = ", ".join(map(str, rows[:5])) + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
+    raise UserError(
+        f"{source}: {len(clashes)} prompt key(s) are shared by different prompts, which training would merge into "
+        f"one (rows {shown} have different prompts under extra_info.prompt_key {key[:60]!r}); give each distinct "
+        "prompt its own extra_info.prompt_key, or drop the field to key prompts by their text"
+    )
 
 
 def load_dataset_rows(source: str | os.PathLike, *, config: str | None = None, split: str = "train") -> pd.DataFrame:

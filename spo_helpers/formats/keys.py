@@ -124,3 +124,19 @@ def duplicates(keys: Iterable[str]) -> dict[str, int]:
     from collections import Counter
 
     return {key: count for key, count in Counter(keys).items() if count > 1}
+
+
+def key_collisions(prompts: Sequence[Any], keys: Sequence[str]) -> dict[str, list[int]]:
+    """Keys shared by rows whose prompts differ (the tracker, the offline values and the dumps would merge distinct
+    questions into one), each with the rows that share it; the same prompt repeated under one key is no collision."""
+    seen: dict[str, Any] = {}
+    rows: dict[str, list[int]] = {}
+    clashing: set[str] = set()
+    for index, (prompt, key) in enumerate(zip(prompts, keys, strict=True)):
+        if prompt is None:
+            continue
+        text = tuple((str(m.get("role", "")), str(m.get("content", ""))) for m in chat_messages(prompt))
+        rows.setdefault(key, []).append(index)
+        if seen.setdefault(key, text) != text:
+            clashing.add(key)
+    return {key: rows[key] for key in rows if key in clashing}

@@ -248,7 +248,11 @@ def inputs(small_world, tmp_path):
     duplicate_values.write_text("{" + key + ": [1.0], " + key + ": [0.0]}")
     latin1_values = tmp_path / "latin1_values.json"
     latin1_values.write_bytes(b'{"caf\xe9": [1.0]}')
+    one_key = [dict(r, extra_info={**r["extra_info"], "prompt_key": "one key for all"}) for r in rows]
+    colliding_keys = tmp_path / "colliding_keys.parquet"
+    pq.write_table(pa.Table.from_pylist(one_key), colliding_keys)
     return {
+        "colliding_keys": colliding_keys,
         "no_prompt": no_prompt,
         "blank_prompt": blank_prompt,
         "torn_jsonl": torn,
@@ -305,6 +309,14 @@ TRAIN_CASES = {
         ["{blank_truth}", "ground_truth", "first bad row: 3"],
     ),
     "bad-validation-file": (["--val_files", "{no_prompt}", "--dry-run"], ["validation file {no_prompt}", "prompt"]),
+    "spo-colliding-prompt-keys": (
+        ["--method", "SPO", "--train_files", "{colliding_keys}", "--offline_values", "none"],
+        ["{colliding_keys}", "shared by different prompts", "rows 0, 1, 2, 3, 4 and 15 more", "its own"],
+    ),
+    "grpo-colliding-prompt-keys-dry-run": (
+        ["--method", "GRPO", "--train_files", "{colliding_keys}", "--dry-run"],
+        ["{colliding_keys}", "shared by different prompts", "'one key for all'"],
+    ),
     "duplicate-value-keys": (
         ["--method", "SPO", "--offline_values", "{duplicate_values}", "--dry-run"],
         ["{duplicate_values}", "duplicate key", "merge the two lists"],
@@ -348,6 +360,7 @@ ESTIMATE_CASES = {
     "missing-model": (["--data_file", "{train}", "--model_path", "{nowhere}"], ["{nowhere}", "pass --model_path"]),
     "unknown-override": (["--data_file", "{train}", "--dry-run", "data.no_such_key=1"], ["data.no_such_key"]),
     "no-prompt-column": (["--data_file", "{no_prompt}", "--dry-run"], ["{no_prompt}", "column 'prompt' is missing"]),
+    "colliding-prompt-keys": (["--data_file", "{colliding_keys}", "--dry-run"], ["shared by different prompts"]),
 }
 
 

@@ -303,3 +303,14 @@ def test_bad_prompt_key_names_source_and_row():
 def test_duplicate_keys():
     assert duplicate_keys(["a", "b", "a", "c", "a", "b"]) == {"a": 3, "b": 2}
     assert duplicate_keys(["a", "b"]) == {}
+
+
+def test_key_collisions_are_different_prompts_under_one_key():
+    from spo_helpers.formats.keys import key_collisions
+
+    ask = [{"role": "user", "content": "What is 1+1?"}]
+    other = [{"role": "user", "content": "What is 2+2?"}]
+    assert key_collisions([ask, ask, other], ["a", "a", "b"]) == {}  # a repeated prompt is one prompt
+    assert key_collisions([ask, other, ask, "plain"], ["k", "k", "x", "k"]) == {"k": [0, 1, 3]}
+    system = [{"role": "system", "content": "Be brief."}, *ask]
+    assert key_collisions([ask, system], ["k", "k"]) == {"k": [0, 1]}  # another chat, same user message

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from spo_helpers.errors import UserError
+from spo_helpers.formats.checkpoints import complete_checkpoints, verified
 from spo_helpers.formats.layout import RunLayout
 
 DEFAULT_N = 64
@@ -60,14 +61,27 @@ def sampling_settings(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def checkpoint_steps(run_dir: Path) -> dict[int, Path | None]:
-    """``{k: checkpoint folder}`` for every complete ``global_step_k/actor``, plus ``{0: None}`` (the initial model)."""
+    """``{k: the actor folder of global_step_k}`` for every complete checkpoint of the CPU backend (its completion
+    marker written, its weights file there), plus ``{0: None}`` (the initial model). Not yet verified."""
     found: dict[int, Path | None] = {0: None}
-    folder = RunLayout(run_dir).checkpoints
-    for path in folder.glob("global_step_*") if folder.is_dir() else []:
-        suffix = path.name.rsplit("_", 1)[-1]
-        if suffix.isdigit() and (path / "actor" / CHECKPOINT_FILE).is_file():
-            found[int(suffix)] = path / "actor"
+    for path in complete_checkpoints(RunLayout(run_dir).checkpoints):
+        if (path / "actor" / CHECKPOINT_FILE).is_file():
+            found[int(path.name.rsplit("_", 1)[-1])] = path / "actor"
     return dict(sorted(found.items()))
+
+
+def chosen_steps(run_dir: Path, available: dict[int, Path | None], wanted: list[int] | None) -> dict[int, Path | None]:
+    """The checkpoints ``--checkpoints`` names (all without it); a step the run has no checkpoint of is refused."""
+    if wanted is None:
+        return available
+    missing = sorted(set(wanted) - set(available))
+    if missing:
+        have = ", ".join(map(str, available))
+        raise UserError(
+            f"{run_dir}: no complete checkpoint of step {', '.join(map(str, missing))} (this run has {have}; 0 is "
+            "the initial model); pass --checkpoints with those steps"
+        )
+    return {k: available[k] for k in sorted(set(wanted))}
 
 
 def training_rows(config: dict[str, Any], run_dir: Path) -> tuple[dict[int, dict], dict[str, int]]:
@@ -152,10 +166,8 @@ def measure_run(
     previous = load_ground_truth(root) if target.is_file() and not force else None
     parts = []
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    for k, checkpoint in checkpoint_steps(root).items():
+    for k, checkpoint in chosen_steps(root, checkpoint_steps(root), steps).items():
         step = k + 1
-        if steps is not None and k not in steps:
-            continue
         wanted = (
             probe_rows
             if prompts == "probe"
@@ -170,6 +182,8 @@ def measure_run(
                 parts.append(done)
                 continue
         start = time.perf_counter()
+        if checkpoint is not None:
+            verified(checkpoint.parent)  # its files as written (sizes, SHA-256), or one line naming the damage
         model, tokenizer = load_policy(model_path, checkpoint)
         rates = model_success_rates(
             model,

@@ -21,9 +21,7 @@ uninterrupted run did not), so its metrics equal those of a run that never stopp
 from __future__ import annotations
 
 import io
-import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -32,13 +30,20 @@ import torch
 from omegaconf import open_dict
 
 from spo_helpers.errors import UserError
-from spo_helpers.formats.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
+from spo_helpers.formats.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from spo_helpers.formats.checkpoints import (  # re-exported: the trainers' and tests' names
+    COMPLETE_MARKER,
+    KIT_STATE_DIR,
+    LATEST_FILE,
+    checkpoint_problems,
+    complete_checkpoints,
+    describe,
+    file_digests,
+    newest_complete_checkpoint,
+    newest_verified_checkpoint,
+)
 
 logger = logging.getLogger(__name__)
-
-COMPLETE_MARKER = "kit_complete.json"
-KIT_STATE_DIR = "kit_state"
-LATEST_FILE = "latest_checkpointed_iteration.txt"
 
 
 def _torch_bytes(obj: Any) -> bytes:
@@ -47,76 +52,19 @@ def _torch_bytes(obj: Any) -> bytes:
     return buffer.getvalue()
 
 
+__all__ = [
+    "COMPLETE_MARKER",
+    "KIT_STATE_DIR",
+    "LATEST_FILE",
+    "CheckpointMixin",
+    "RunStopped",
+    "complete_checkpoints",
+    "newest_complete_checkpoint",
+]
+
+
 class RunStopped(RuntimeError):
     """Raised on purpose after a checkpoint when ``kit.stop_after_step`` is set."""
-
-
-def _step_of(path: Path) -> int:
-    return int(path.name.split("_")[-1])
-
-
-def complete_checkpoints(root: str | os.PathLike) -> list[Path]:
-    """The ``global_step_N`` folders that have the completion marker, newest first."""
-    folder = Path(root)
-    if not folder.is_dir():
-        return []
-    complete = [
-        p
-        for p in folder.glob("global_step_*")
-        if p.name.split("_")[-1].isdigit() and (p / COMPLETE_MARKER).is_file() and (p / "actor").is_dir()
-    ]
-    return sorted(complete, key=_step_of, reverse=True)
-
-
-def newest_complete_checkpoint(root: str | os.PathLike) -> Path | None:
-    """The ``global_step_N`` folder with the largest N that has the completion marker."""
-    return next(iter(complete_checkpoints(root)), None)
-
-
-def file_digests(step_dir: Path) -> dict[str, dict[str, Any]]:
-    """``{relative path: {"bytes": size, "sha256": hex}}`` of every file of a checkpoint but the marker."""
-    files = sorted(p for p in step_dir.rglob("*") if p.is_file() and p.name != COMPLETE_MARKER)
-    return {p.relative_to(step_dir).as_posix(): {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in files}
-
-
-def checkpoint_problems(step_dir: Path) -> list[str]:
-    """What is wrong with a checkpoint folder against its marker's digests (empty: it verifies).
-
-    A marker written before digests were recorded has nothing to check against and verifies.
-    """
-    try:
-        record = json.loads((step_dir / COMPLETE_MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        return [f"{COMPLETE_MARKER}: unreadable ({err})"]
-    expected = record.get("files") if isinstance(record, dict) else None
-    if not isinstance(expected, dict):
-        return []
-    problems = []
-    for name, want in sorted(expected.items()):
-        path = step_dir / name
-        if not path.is_file():
-            problems.append(f"{name}: missing")
-        elif path.stat().st_size != want.get("bytes"):
-            problems.append(f"{name}: {path.stat().st_size} bytes, {want.get('bytes')} recorded (truncated?)")
-        elif sha256_file(path) != want.get("sha256"):
-            problems.append(f"{name}: its bytes changed since it was written (SHA-256 differs)")
-    return problems
-
-
-def newest_verified_checkpoint(root: str | os.PathLike) -> tuple[Path | None, list[tuple[Path, list[str]]]]:
-    """The newest complete checkpoint that verifies, and the newer ones that did not, with their problems."""
-    rejected = []
-    for step_dir in complete_checkpoints(root):
-        problems = checkpoint_problems(step_dir)
-        if not problems:
-            return step_dir, rejected
-        rejected.append((step_dir, problems))
-    return None, rejected
-
-
-def _describe(step_dir: Path, problems: list[str]) -> str:
-    more = f" (and {len(problems) - 2} more)" if len(problems) > 2 else ""
-    return f"{step_dir}: " + "; ".join(problems[:2]) + more
 
 
 class CheckpointMixin:
@@ -153,11 +101,11 @@ class CheckpointMixin:
         if trainer_cfg.resume_mode == "auto":
             newest, rejected = newest_verified_checkpoint(root)
             for step_dir, problems in rejected:
-                logger.warning("damaged checkpoint skipped: %s", _describe(step_dir, problems))
+                logger.warning("damaged checkpoint skipped: %s", describe(step_dir, problems))
             latest = root / LATEST_FILE
             if newest is None and rejected:
                 raise UserError(
-                    f"no checkpoint of {root} verifies ({_describe(*rejected[0])}); restore the files, or start "
+                    f"no checkpoint of {root} verifies ({describe(*rejected[0])}); restore the files, or start "
                     "the run afresh (spo train --fresh) or under a new --exp_name"
                 )
             if newest is None:
@@ -170,7 +118,7 @@ class CheckpointMixin:
             chosen = Path(trainer_cfg.resume_from_path)
             problems = checkpoint_problems(chosen) if (chosen / COMPLETE_MARKER).is_file() else []
             if problems:
-                raise UserError(f"trainer.resume_from_path does not verify: {_describe(chosen, problems)}")
+                raise UserError(f"trainer.resume_from_path does not verify: {describe(chosen, problems)}")
         result = super()._load_checkpoint()
         if self.global_steps > 0:
             step_dir = (

@@ -9,6 +9,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from spo_helpers.errors import UserError
+from spo_helpers.formats.checkpoints import COMPLETE_MARKER, file_digests
 from spo_helpers.formats.keys import row_key
 from spo_helpers.formats.layout import RunLayout
 
@@ -43,6 +45,9 @@ def _run_folder(tmp_path, world):
     actor = layout.checkpoints / "global_step_2" / "actor"
     actor.mkdir(parents=True)
     torch.save({"model": state}, actor / "cpu_worker.pt")
+    step_dir = actor.parent
+    marker = {"global_step": 2, "files": file_digests(step_dir)}  # as the trainer completes a checkpoint
+    (step_dir / COMPLETE_MARKER).write_text(json.dumps(marker), encoding="utf-8")
     return root
 
 
@@ -70,3 +75,20 @@ def test_samples_each_checkpoints_next_step(tmp_path, small_world, capsys):
 
     assert main(["ground-truth", str(root), "--n", "4"]) == 0  # measured already: the command only reports
     assert "2 checkpoints" in capsys.readouterr().out
+
+
+def test_a_damaged_or_absent_checkpoint_is_refused(tmp_path, small_world):
+    """As ``spo train`` and ``spo evaluate``: a checkpoint whose bytes changed is not measured, and a checkpoint the
+    run does not have is named."""
+    from spo_helpers.ground_truth import measure_run
+
+    root = _run_folder(tmp_path, small_world)
+    weights = RunLayout(root).checkpoints / "global_step_2" / "actor" / "cpu_worker.pt"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(UserError, match=r"global_step_2: actor/cpu_worker.pt: its bytes changed .*SHA-256"):
+        measure_run(root, n=2, progress=False)
+    with pytest.raises(UserError, match=r"no complete checkpoint of step 99 \(this run has 0, 2"):
+        measure_run(root, n=2, steps=[99], progress=False)
+    assert measure_run(root, n=2, steps=[0], progress=False)["checkpoint"].unique().tolist() == [0]

@@ -11,9 +11,10 @@ n samples per problem at the preset's evaluation protocol (``formats/eval_protoc
 
 Benchmarks (``formats/benchmarks.py``): the paper's five (AIME24 AIME25 BeyondAIME BRUMO25 HMMT25) by name or hub
 id, ``NAME=PATH`` for a local file shaped like the hub set, or a data file in the kit's schema. Each is written
-to ``<run>/benchmarks/<name>.parquet`` with its data source, so the dump and every table name it. A checkpoint
-(``global_step_N`` of either method) is loaded as verl resumes one (``trainer.resume_from_path``); its method is
-read from the run's ``config.yaml`` and names the result (``kit.evaluates``; ``BASE`` without a checkpoint).
+to ``<run>/benchmarks/<name>.parquet`` with its data source (the name given, for ``NAME=PATH``; a bare file keeps
+its own), so the dump and every table name it; a file without ground truths is refused, and ``--n`` is at least 1.
+A checkpoint (``global_step_N`` of either method) is loaded as verl resumes one (``trainer.resume_from_path``); its
+method is read from the run's ``config.yaml`` and names the result (``kit.evaluates``; ``BASE`` without one).
 
 Writes in the run folder: ``evaluation.csv`` (every benchmark, metric and k with its 95% bootstrap interval over
 problems), ``evaluation_maj.csv`` / ``evaluation_pass.csv`` (the paper's layout at k = n) and prints the maj@n
@@ -85,6 +86,8 @@ def evaluate(
     """Evaluate one model; returns ``analysis.evaluation.evaluate_runs``'s tables (or the dry-run text)."""
     from spo_helpers.verl_glue.config import RunSpec, build_config, dry_run_text, tools_on
 
+    if n is not None and n < 1:
+        raise UserError(f"--n {n}: samples per problem must be at least 1 (default: the preset's protocol, 32)")
     uses_tools = tools_on(tools, preset)
     if not model_path:
         if preset != "cpu":
@@ -104,7 +107,7 @@ def evaluate(
 
         clear_run_folder(layout.root)  # before the benchmark files go in
     files = [str(f) for f in write_benchmarks(specs, layout.root / "benchmarks")]
-    samples = int(n or protocol(preset).n("evaluate"))
+    samples = int(n if n is not None else protocol(preset).n("evaluate"))
     extra = [f"kit.evaluates={label}"]
     if checkpoint:
         extra += ["trainer.resume_mode=resume_path", f"trainer.resume_from_path={Path(checkpoint).resolve()}"]
@@ -181,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
         model_path=args.model_path,
         checkpoint=args.checkpoint,
         benchmarks=args.benchmarks,
-        n=args.n or args.n_val,
+        n=args.n if args.n is not None else args.n_val,
         output_dir=args.output_dir or "runs",
         exp_name=args.exp_name,
         preset=preset,

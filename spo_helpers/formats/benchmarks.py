@@ -65,6 +65,7 @@ class BenchmarkSource:
     name: str
     source: str
     benchmark: Benchmark | None
+    named: bool = False  # the name was given (NAME=PATH): it names the results, whatever the file's data_source
 
 
 def find_benchmark(text: str) -> Benchmark | None:
@@ -81,7 +82,7 @@ def parse_benchmark(text: str) -> BenchmarkSource:
     text = str(text).strip()
     if "=" in text:
         name, path = (part.strip() for part in text.split("=", 1))
-        return BenchmarkSource(name, path, find_benchmark(name))
+        return BenchmarkSource(name, path, find_benchmark(name), named=True)
     bench = find_benchmark(text)
     if bench is not None:
         return BenchmarkSource(bench.name, bench.hub_id, bench)
@@ -103,17 +104,21 @@ def _column(frame: pd.DataFrame, names: tuple[str, ...], what: str, label: str) 
     )
 
 
-def map_rows(frame: pd.DataFrame, benchmark: Benchmark | None, label: str) -> pd.DataFrame:
+def map_rows(frame: pd.DataFrame, benchmark: Benchmark | None, label: str, named: bool = False) -> pd.DataFrame:
     """Rows of a benchmark file in the kit's schema (``prompt``, ``reward_model``, ``data_source``, ...).
 
-    Rows already in the kit's schema (a ``prompt`` and a ``reward_model``) keep them; their data source becomes
-    the benchmark's when it is a paper benchmark, else stays (or is ``label``). Otherwise the problem and
-    answer columns are the benchmark's (``Problem``/``Answer`` for AIME24), falling back to either spelling.
+    Rows already in the kit's schema (a ``prompt`` and a ``reward_model``, every row with a ground truth) keep
+    them; their data source becomes the benchmark's when it is a paper benchmark or was ``named`` (``NAME=PATH``),
+    else stays (or is ``label``). Otherwise the problem and answer columns are the benchmark's (``Problem``/
+    ``Answer`` for AIME24), falling back to either spelling.
     """
+    from spo_helpers.formats.datasets import check_schema
+
     source = benchmark.data_source if benchmark else label
     if "prompt" in frame.columns and "reward_model" in frame.columns:
+        check_schema(frame, f"benchmark {label}")  # an evaluation without answers would score every sample 0
         out = frame.copy()
-        if benchmark is not None or "data_source" not in out.columns:
+        if benchmark is not None or named or "data_source" not in out.columns:
             out["data_source"] = source
         return out.reset_index(drop=True)
     preferred = (benchmark.problem,) if benchmark else ()
@@ -152,7 +157,7 @@ def load_benchmark(spec: BenchmarkSource | str) -> pd.DataFrame:
                 f"{chosen.name}=PATH"
             )
         raise UserError(f"benchmark {chosen.name} cannot be loaded: {err}{hint}") from None
-    return map_rows(frame, chosen.benchmark, chosen.name)
+    return map_rows(frame, chosen.benchmark, chosen.name, named=chosen.named)
 
 
 def write_benchmarks(specs: list[str | BenchmarkSource], folder: str | os.PathLike) -> list[Path]:

@@ -378,6 +378,15 @@ def test_estimate_bad_input(case, inputs, earlier_runs, capsys):
 # ---------------------------------------------------------------- 05 figures and the pipeline
 
 
+@pytest.mark.parametrize("n", ["0", "-3"])
+def test_evaluate_refuses_a_sample_count_below_one(n, inputs, earlier_runs, capsys):
+    before = snapshot(earlier_runs)
+    argv = ["--model_path", inputs["model"], "--benchmarks", f"held_out={inputs['val']}", "--n", n, "--dry-run"]
+    result = run_cli(capsys, "evaluate", "--output_dir", earlier_runs, *argv)
+    assert_one_error(result, "evaluate", f"--n {n}", "at least 1")
+    assert snapshot(earlier_runs) == before
+
+
 def test_figures_missing_run(tmp_path, capsys, earlier_runs):
     before = snapshot(earlier_runs)
     result = run_cli(capsys, "figures", tmp_path / "nowhere", "--output", earlier_runs / "figures")

@@ -72,7 +72,22 @@ def test_kit_schema_files_keep_their_rows_and_are_written_per_benchmark(tmp_path
     rows.to_parquet(tmp_path / "val.parquet")
     (written,) = write_benchmarks([f"held_out={tmp_path / 'val.parquet'}"], tmp_path / "out")
     back = pd.read_parquet(written)
-    assert written.name == "held_out.parquet" and list(back["data_source"]) == ["spo_arith"]
+    assert written.name == "held_out.parquet" and list(back["data_source"]) == ["held_out"]  # the name given
+    (unnamed,) = write_benchmarks([str(tmp_path / "val.parquet")], tmp_path / "plain")
+    assert list(pd.read_parquet(unnamed)["data_source"]) == ["spo_arith"]  # a bare file keeps its own
+
+
+def test_a_benchmark_without_ground_truths_is_refused(tmp_path):
+    rows = pd.DataFrame(
+        {
+            "data_source": ["x", "x"],
+            "prompt": [[{"role": "user", "content": "1+1"}], [{"role": "user", "content": "2+2"}]],
+            "reward_model": [{"ground_truth": None}, {"ground_truth": None}],
+        }
+    )
+    rows.to_parquet(tmp_path / "no_answers.parquet")
+    with pytest.raises(UserError, match=r"benchmark mine: 2 of 2 rows lack 'reward_model.ground_truth'"):
+        write_benchmarks([f"mine={tmp_path / 'no_answers.parquet'}"], tmp_path / "out")
 
 
 def test_protocol_per_preset_and_the_paper_comparison():

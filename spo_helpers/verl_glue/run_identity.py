@@ -6,13 +6,18 @@ settings. ``run_identity.json`` holds the run's defining settings: the resolved 
 keys, with
 
 - data files (``data.train_files``, ``data.val_files``) and the offline-values file replaced by their SHA-256
-  (a moved copy of the same data is the same run; an edited file is not);
+  (a moved copy of the same data is the same run; an edited file is not), and every setting that names a local
+  model folder (``actor_rollout_ref.model.path`` and the tokenizer paths that follow it) by the SHA-256 of the
+  folder's files (a byte-identical copy elsewhere is the same model; hashing reads the weights once per start,
+  about 10 s for an 8B model; a hub id stays as it is);
 - the kit's own files (the reward function's path) replaced by their path inside the package;
 - the settings that may change on resume left out (``MAY_CHANGE``): the number of steps or epochs, logging,
   checkpoint frequency and retention, validation before training, dump folders, ``kit.stop_after_step``, the
-  resume mode, Ray's start options, the sandbox URL, and folder paths.
+  resume mode, Ray's start options, the sandbox URL, and folder paths (the output folder too: a run folder
+  moved or copied elsewhere resumes).
 
-A resume whose identity differs is refused with the differences and the two ways out.
+A resume whose identity differs is refused with the differences and the two ways out (a new experiment name, or
+``--fresh``, which deletes the run's checkpoints and logs).
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ MAY_CHANGE = (
     "ray_kwargs",
     "kit.stop_after_step",
     "kit.run_dir",
+    "kit.output_dir",
     "kit.vectorised_val_metrics",
     "global_profiler",
 )
@@ -84,6 +90,31 @@ def _content(value: Any) -> Any:
     return value
 
 
+MODEL_FILE = "config.json"
+"""A local folder holding this file is a model (or tokenizer) folder: it is identified by its contents."""
+
+
+def model_digest(folder: str | os.PathLike) -> str:
+    """``model-sha256:<hex>`` over the folder's files: each relative path and its SHA-256, in sorted order."""
+    import hashlib
+
+    root = Path(folder)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + sha256_file(path).encode() + b"\n")
+    return f"model-sha256:{digest.hexdigest()}"
+
+
+def _model_content(value: Any, digests: dict[str, str]) -> Any:
+    """A local model folder as its digest (computed once per folder); anything else as it is."""
+    if isinstance(value, str) and value and (Path(value) / MODEL_FILE).is_file():
+        key = str(Path(value).resolve())
+        if key not in digests:
+            digests[key] = model_digest(key)
+        return digests[key]
+    return value
+
+
 def _package_relative(value: Any) -> Any:
     """A path inside the installed kit as ``pkg:<relative path>`` (the same run after a reinstall elsewhere)."""
     package = Path(__file__).resolve().parents[1]
@@ -99,10 +130,11 @@ def run_identity(config: DictConfig) -> dict[str, Any]:
     """The defining settings of a run (see the module doc), as a flat ``{dotted key: value}`` dict."""
     flat = _flatten(OmegaConf.to_container(config, resolve=True))
     identity = {}
+    digests: dict[str, str] = {}
     for key, value in sorted(flat.items()):
         if _may_change(key):
             continue
-        identity[key] = _content(value) if key in DATA_KEYS else _package_relative(value)
+        identity[key] = _content(value) if key in DATA_KEYS else _model_content(_package_relative(value), digests)
     return identity
 
 
@@ -133,8 +165,8 @@ def check_identity(config: DictConfig, resuming: bool) -> Path:
                 shown = "; ".join(changed[:6]) + (f"; and {len(changed) - 6} more" if len(changed) > 6 else "")
                 raise UserError(
                     f"{config.kit.run_dir}: resuming this run with settings that change its results ({shown}); "
-                    "use a new --exp_name for a new run, or --fresh to start this one again from scratch "
-                    "(steps, epochs, logging and checkpoint frequency may change on resume)"
+                    "use a new --exp_name for a new run, or --fresh, which deletes this run's checkpoints and logs "
+                    "and starts it again (steps, epochs, logging and checkpoint frequency may change on resume)"
                 )
             return path
     atomic_write_json(path, identity, indent=1)

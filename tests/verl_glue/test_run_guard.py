@@ -121,3 +121,26 @@ def test_identity_keeps_contents_not_paths(tmp_path):
     assert one["custom_reward_function.path"] == "pkg:verl_glue/reward.py"
     assert not any(k.startswith(("trainer.total_training_steps", "trainer.logger")) for k in one)
     assert json.loads(json.dumps(one)) == one
+
+
+def test_a_moved_run_and_a_copied_model_are_the_same_run(tmp_path):
+    """Identity is content: the run folder moved to another output folder, and the model copied byte for byte to
+    another path, resume; a model whose bytes changed does not, and the refusal says what --fresh deletes."""
+    import shutil
+
+    (tmp_path / "train.parquet").write_bytes(b"rows")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "qwen3"}')
+    (model / "model.safetensors").write_bytes(b"weights")
+    first = build_config(spec(tmp_path / "out_a", model_path=str(model), train_files=[str(tmp_path / "train.parquet")]))
+    check_identity(first, resuming=False)
+    shutil.copytree(tmp_path / "out_a", tmp_path / "out_b")
+    copy = shutil.copytree(model, tmp_path / "elsewhere" / "model")
+    moved = build_config(spec(tmp_path / "out_b", model_path=str(copy), train_files=[str(tmp_path / "train.parquet")]))
+    check_identity(moved, resuming=True)  # accepted
+    identity = run_identity(moved)
+    assert identity["actor_rollout_ref.model.path"].startswith("model-sha256:") and "kit.output_dir" not in identity
+    (copy / "model.safetensors").write_bytes(b"other weights")
+    with pytest.raises(UserError, match=r"actor_rollout_ref.model.path: 'model-sha256:.*--fresh, which deletes"):
+        check_identity(moved, resuming=True)

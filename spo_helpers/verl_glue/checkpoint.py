@@ -20,8 +20,11 @@ uninterrupted run did not), so its metrics equal those of a run that never stopp
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
+import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -63,6 +66,30 @@ __all__ = [
 ]
 
 
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def write_failure(err: BaseException) -> str | None:
+    """What a failed checkpoint write says about space, through the exception's chain (None: something else).
+
+    ``OSError`` with ``ENOSPC``/``EDQUOT`` (Python's writes, verl's), a ``UserError`` of the kit's atomic writer for
+    them, or torch's ``RuntimeError`` of a stream writer that could not write (``torch.save`` reports a full disk so).
+    """
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in DISK_ERRNOS:
+            where = f"{current.filename}: " if current.filename else ""
+            return f"{where}{os.strerror(current.errno)}"
+        text = str(current)
+        if any(os.strerror(code) in text for code in DISK_ERRNOS) or "file write failed" in text:
+            return text.splitlines()[0][:300]
+        # a Ray worker's error arrives as a RayTaskError whose ``cause`` is the worker's exception
+        current = getattr(current, "cause", None) or current.__cause__ or current.__context__
+    return None
+
+
 class RunStopped(RuntimeError):
     """Raised on purpose after a checkpoint when ``kit.stop_after_step`` is set."""
 
@@ -80,14 +107,32 @@ class CheckpointMixin:
             self._write_checkpoint()
 
     def _write_checkpoint(self) -> None:
-        """Kit state, then verl's files (actor, data.pt), then the completion marker."""
+        """Kit state, then verl's files (actor, data.pt), then the completion marker.
+
+        A write that fails for want of space (``ENOSPC``, ``EDQUOT``, or torch's "file write failed") removes the
+        step's partial folder, which would never be resumed from, and stops the run with one line: the file, the
+        free space, the fix, and the checkpoint it resumes from."""
         root = Path(self.config.trainer.default_local_dir)
         step_dir = root / f"global_step_{self.global_steps}"
         (step_dir / COMPLETE_MARKER).unlink(missing_ok=True)
-        state_dir = step_dir / KIT_STATE_DIR
-        state_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(state_dir / "state.pt", _torch_bytes(self._kit_state()))
-        super()._save_checkpoint()
+        try:
+            state_dir = step_dir / KIT_STATE_DIR
+            state_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(state_dir / "state.pt", _torch_bytes(self._kit_state()))
+            super()._save_checkpoint()
+        except Exception as err:
+            failure = write_failure(err)
+            if failure is None:
+                raise
+            shutil.rmtree(step_dir, ignore_errors=True)
+            newest = newest_complete_checkpoint(root)
+            free = shutil.disk_usage(root if root.is_dir() else root.parent).free / 2**30
+            raise UserError(
+                f"{step_dir}: the checkpoint of step {self.global_steps} could not be written ({failure}; "
+                f"{free:.1f} GiB free there); its partial folder was removed; free disk space (or lower "
+                "trainer.max_actor_ckpt_to_keep) and run the same command again: it resumes from "
+                f"{newest.name if newest else 'the start'}"
+            ) from None
         record = {"global_step": self.global_steps, "time": time.time(), "files": file_digests(step_dir)}
         atomic_write_json(step_dir / COMPLETE_MARKER, record)
         atomic_write_text(root / LATEST_FILE, str(self.global_steps))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -188,3 +190,35 @@ def test_spo_constant_rho(small_world, tmp_path, offline_values):
     assert all(d == 0.0 for r in records for d in r["data"]["drift"])
     metrics = dict(stable_metrics(summary.run_dir))
     assert metrics[2]["spo/rho_clipped"] == 0.875 and metrics[2]["spo/store_tokens"] == 0.0
+
+
+def test_a_full_disk_during_a_checkpoint_stops_with_one_line_and_resumes(small_world, tmp_path, monkeypatch):
+    """The disk fills while step 2's checkpoint is written: the run stops with the file, the free space and the fix,
+    step 2's partial folder is gone, step 1 is the resume point, and the same command then finishes the run."""
+    import errno
+
+    from spo_helpers.verl_glue.cpu_backend import CPUActorRolloutWorkerGroup
+
+    original = CPUActorRolloutWorkerGroup.save_checkpoint
+
+    def fill_the_disk(self, local_path, hdfs_path=None, global_step=0, max_ckpt_to_keep=None):
+        if global_step == 2:
+            partial = Path(local_path).with_name("actor.partial")
+            partial.mkdir(parents=True, exist_ok=True)
+            (partial / "cpu_worker.pt").write_bytes(b"half a model")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(partial / "cpu_worker.pt"))
+        return original(self, local_path, hdfs_path, global_step, max_ckpt_to_keep)
+
+    monkeypatch.setattr(CPUActorRolloutWorkerGroup, "save_checkpoint", fill_the_disk)
+    with pytest.raises(UserError) as caught:
+        run("GRPO", small_world, tmp_path, "full_disk", 3, "trainer.save_freq=1")
+    message = str(caught.value)
+    assert "global_step_2: the checkpoint of step 2 could not be written" in message
+    assert "actor.partial/cpu_worker.pt: No space left on device" in message and "GiB free" in message
+    assert "resumes from global_step_1" in message and "\n" not in message
+    checkpoints = tmp_path / "spo" / "full_disk" / "checkpoints"
+    assert newest_complete_checkpoint(checkpoints).name == "global_step_1"
+    assert not (checkpoints / "global_step_2").exists()
+    monkeypatch.setattr(CPUActorRolloutWorkerGroup, "save_checkpoint", original)  # space freed
+    resumed = run("GRPO", small_world, tmp_path, "full_disk", 3, "trainer.save_freq=1")
+    assert resumed.steps == 3 and newest_complete_checkpoint(checkpoints).name == "global_step_3"

@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         prog=f"spo {name}", description=module.__doc__ or summary, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     module.add_arguments(stage_parser)
-    args = stage_parser.parse_args(rest)
+    args = stage_parser.parse_stage_args(rest)  # Hydra overrides before, between or after the options
     configure_logging()
     cpu_threads.apply_unless_gpu(on_cpu=cpu_threads.stage_runs_on_cpu(args))  # before torch loads
     die_with_parent()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 
 from spo_helpers.backends import BACKENDS, DEVICES, PRESETS
 from spo_helpers.errors import UserError
@@ -17,8 +18,46 @@ TRUE = ("1", "true", "yes", "on")
 FALSE = ("0", "false", "no", "off", "")
 
 
+HYDRA_GROUPS = ("preset", "method", "agent", "debug", "preset_method", "preset_agent")
+"""The kit's config groups: ``agent=tools`` is an override although its key has no dot."""
+_OVERRIDE = re.compile(r"^[+~]{0,2}([A-Za-z_][\w@/-]*)((\.[\w@/-]+)*)=")
+
+
+def is_override(token: str) -> bool:
+    """Whether ``token`` is a Hydra override: ``key.path=value`` (a dotted key), ``+key=...`` / ``~key``, or a config
+    group choice (``agent=tools``). ``AIME24=/data/a.parquet`` (a benchmark) is not."""
+    if token.startswith(("+", "~")) and not token.startswith("--"):
+        return True
+    match = _OVERRIDE.match(token)
+    return bool(match) and (bool(match.group(2)) or match.group(1) in HYDRA_GROUPS)
+
+
 class StageParser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` that accepts each long option with underscores and with dashes."""
+    """An ``ArgumentParser`` that accepts each long option with underscores and with dashes, and Hydra overrides
+    anywhere on the line (``parse_stage_args``)."""
+
+    def parse_stage_args(self, argv: list[str]) -> argparse.Namespace:
+        """``parse_intermixed_args``, with every Hydra override collected into ``overrides`` in its order, wherever
+        it stands: also after an option whose value is optional (``--small_batch``) or a list (``--train_files``),
+        which would otherwise take it as their value. An option's one required value is left to it."""
+        if not any(a.dest == "overrides" for a in self._actions):
+            return self.parse_intermixed_args(argv)
+        single = {
+            option
+            for action in self._actions
+            if action.option_strings and action.nargs is None and action.const is None
+            for option in action.option_strings
+        }
+        kept, overrides = [], []
+        for index, token in enumerate(argv):
+            takes_value = index > 0 and argv[index - 1].split("=", 1)[0] in single and "=" not in argv[index - 1]
+            if not takes_value and is_override(token):
+                overrides.append(token)
+            else:
+                kept.append(token)
+        args = self.parse_intermixed_args(kept)
+        args.overrides = [*overrides, *(args.overrides or [])]
+        return args
 
     def add_argument(self, *names, **kwargs):
         spelled = list(names)

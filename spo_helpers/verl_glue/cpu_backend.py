@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, open_dict
 
@@ -51,8 +52,19 @@ def ensure_cpu_runtime() -> None:
         dist.init_process_group("gloo", rank=0, world_size=1)
 
 
+def sampling_seed(seed: int, stream: str, step: int, call: int, rank: int) -> int:
+    """A 63-bit seed for one generation call, independent of everything sampled before it."""
+    words = [int(seed), 1 if stream == "val" else 0, int(step), int(call), int(rank)]
+    return int(np.random.SeedSequence(words).generate_state(2, dtype=np.uint64)[0] >> np.uint64(1))
+
+
 class CPURollout:
-    """Sampling from a causal LM with ``generate()``, shaped as verl's rollout output."""
+    """Sampling from a causal LM with ``generate()``, shaped as verl's rollout output.
+
+    Training samples draw from one stream whose state the checkpoints save (``rng["train"]``); validation samples
+    from a generator seeded per call from (seed, step, call within the step), so a validation gives the same
+    samples however many validations came before it (a run extended on resume validates as a straight run).
+    """
 
     def __init__(
         self,
@@ -64,6 +76,7 @@ class CPURollout:
         *,
         tokenizer=None,
         data_config: DictConfig | None = None,
+        seed_validation_per_call: bool = True,
     ) -> None:
         from spo_helpers.verl_glue.agent_loop.settings import ToolRolloutSettings
 
@@ -76,13 +89,23 @@ class CPURollout:
         self.eos_ids = list(eos_token_id) if isinstance(eos_token_id, list | tuple) else [int(eos_token_id)]
         self.pad_token_id = int(pad_token_id)
         self.micro_batch_size = int(rollout_config.get("generate_micro_batch_size", None) or 256)
+        self.seed = int(seed)
+        self.seed_validation_per_call = seed_validation_per_call  # off where the caller seeds every call itself
         self.rng = {
             "train": torch.Generator().manual_seed(seed).get_state(),
             "val": torch.Generator().manual_seed(seed + 1_000_003).get_state(),
         }
+        self._val_calls: tuple[int, int] = (-1, 0)  # (global step, validation calls made in it)
 
     def _sampling_kwargs(self, meta: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         validate = bool(meta.get("validate", False))
+        if validate and self.seed_validation_per_call:  # a fresh stream per call (class doc); training: saved stream
+            step = int(meta.get("global_steps", -1))
+            last, count = self._val_calls
+            call = count if last == step else 0
+            self._val_calls = (step, call + 1)
+            seed = sampling_seed(self.seed, "val", step, call, 0)
+            self.rng["val"] = torch.Generator().manual_seed(seed).get_state()
         source = self.config.val_kwargs if validate else self.config
         do_sample = bool(meta.get("do_sample", source.get("do_sample", True)))
         kwargs: dict[str, Any] = {"do_sample": do_sample}

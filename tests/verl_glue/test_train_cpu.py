@@ -222,3 +222,17 @@ def test_a_full_disk_during_a_checkpoint_stops_with_one_line_and_resumes(small_w
     monkeypatch.setattr(CPUActorRolloutWorkerGroup, "save_checkpoint", original)  # space freed
     resumed = run("GRPO", small_world, tmp_path, "full_disk", 3, "trainer.save_freq=1")
     assert resumed.steps == 3 and newest_complete_checkpoint(checkpoints).name == "global_step_3"
+
+
+def test_a_run_extended_on_resume_validates_as_a_straight_run(small_world, tmp_path):
+    """3 steps (validated at 2 and at its last step, 3), then resumed to 4: its step-4 validation samples what a
+    straight 4-step run's does, although the straight run never validated at step 3."""
+    extended = run("GRPO", small_world, tmp_path / "extended", "run", 3, "trainer.save_freq=1")
+    extended = run("GRPO", small_world, tmp_path / "extended", "run", 4, "trainer.save_freq=1")
+    straight = run("GRPO", small_world, tmp_path / "straight", "run", 4, "trainer.save_freq=1")
+    assert (extended.run_dir / "validation_data" / "3.jsonl").is_file()
+    assert not (straight.run_dir / "validation_data" / "3.jsonl").exists()
+    for step in (2, 4):
+        name = f"validation_data/{step}.jsonl"
+        assert (extended.run_dir / name).read_text() == (straight.run_dir / name).read_text(), step
+    assert (extended.run_dir / "steps.jsonl").read_text() == (straight.run_dir / "steps.jsonl").read_text()

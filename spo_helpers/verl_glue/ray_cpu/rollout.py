@@ -17,15 +17,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import numpy as np
 import torch
 from verl import DataProto
 from verl.workers.rollout.base import BaseRollout
 
-from spo_helpers.verl_glue.cpu_backend import CPURollout
+from spo_helpers.verl_glue.cpu_backend import CPURollout, sampling_seed
 from spo_helpers.verl_glue.ray_cpu.settings import ROLLOUT_NAME
 
 ROLLOUT_CLASS_PATH = f"{__name__}.HFGenerateRollout"
+
+__all__ = ["ROLLOUT_CLASS_PATH", "HFGenerateRollout", "register_rollout", "sampling_seed"]
 
 
 def register_rollout() -> None:
@@ -33,12 +34,6 @@ def register_rollout() -> None:
     from verl.workers.rollout import base
 
     base._ROLLOUT_REGISTRY[(ROLLOUT_NAME, "sync")] = ROLLOUT_CLASS_PATH
-
-
-def sampling_seed(seed: int, stream: str, step: int, call: int, rank: int) -> int:
-    """A 63-bit seed for one generation call, independent of everything sampled before it."""
-    words = [int(seed), 1 if stream == "val" else 0, int(step), int(call), int(rank)]
-    return int(np.random.SeedSequence(words).generate_state(2, dtype=np.uint64)[0] >> np.uint64(1))
 
 
 class HFGenerateRollout(BaseRollout):
@@ -65,7 +60,13 @@ class HFGenerateRollout(BaseRollout):
         self.rank = device_mesh["dp"].get_local_rank() if device_mesh is not None else 0
         self.module = module
         self.sampler = CPURollout(
-            module, self.config, eos, pad if pad is not None else eos, self.seed, tokenizer=tokenizer
+            module,
+            self.config,
+            eos,
+            pad if pad is not None else eos,
+            self.seed,
+            tokenizer=tokenizer,
+            seed_validation_per_call=False,  # generate_sequences seeds every call, per rank
         )
         self._calls: dict[str, tuple[int, int]] = {}  # stream -> (global step, calls made in it)
 

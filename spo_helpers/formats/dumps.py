@@ -24,6 +24,7 @@ from typing import Any
 from spo_helpers.errors import UserError
 from spo_helpers.formats.atomic import read_utf8
 from spo_helpers.formats.keys import dump_key
+from spo_helpers.formats.strict_json import DuplicateKey, loads_unique
 
 BAD_LINE_REASONS = {
     "invalid_json": "not valid JSON",
@@ -31,6 +32,7 @@ BAD_LINE_REASONS = {
     "missing_score": "no 'score' field",
     "bad_score": "'score' is not a finite number",
     "missing_key": "no prompt key ('prompt_key' string or 'input' text)",
+    "duplicate_key": "a field named twice (which value counts is unclear)",
 }
 """reason -> what the error message says."""
 
@@ -70,9 +72,11 @@ def finite_score(value: Any) -> float | None:
 def parse_line(line: str) -> tuple[str, float, dict[str, Any]] | str:
     """``(key, score, record)`` of a usable dump line, or the reason it is bad (a key of ``BAD_LINE_REASONS``)."""
     try:
-        item = json.loads(line)
+        item = loads_unique(line)
     except json.JSONDecodeError:
         return "invalid_json"
+    except DuplicateKey:
+        return "duplicate_key"
     if not isinstance(item, dict):
         return "not_an_object"
     if "score" not in item:

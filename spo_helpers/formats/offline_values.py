@@ -18,6 +18,7 @@ import numpy as np
 from spo_helpers.errors import UserError
 from spo_helpers.formats.atomic import atomic_write_json, read_utf8, sha256_file
 from spo_helpers.formats.layout import stats_path_for
+from spo_helpers.formats.strict_json import DuplicateKey, loads_unique
 
 
 class OfflineValuesError(UserError, ValueError):
@@ -50,15 +51,6 @@ def validate_offline_values(values: Any, source: str = "offline values") -> dict
     return {key: _checked_scores(key, scores, source) for key, scores in values.items()}
 
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    seen: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in seen:
-            raise OfflineValuesError(f"duplicate key {str(key)[:60]!r}")
-        seen[key] = value
-    return seen
-
-
 def read_offline_values(path: str | os.PathLike) -> dict[str, list[float]]:
     """Read and validate an offline-values JSON file (ours or the official recipe's).
 
@@ -71,10 +63,10 @@ def read_offline_values(path: str | os.PathLike) -> dict[str, list[float]]:
     if not text.strip():
         raise OfflineValuesError(f"{p}: the file is empty")
     try:
-        data = json.loads(text, object_pairs_hook=_unique_keys)
+        data = loads_unique(text)
     except json.JSONDecodeError as err:
         raise OfflineValuesError(f"{p}:{err.lineno}:{err.colno}: not valid JSON ({err.msg})") from None
-    except OfflineValuesError as err:
+    except DuplicateKey as err:
         raise OfflineValuesError(
             f"{p}: {err}; merge the two lists into one entry (or rewrite the file with `spo merge`)"
         ) from None
@@ -92,12 +84,21 @@ def write_values_and_stats(
 ) -> tuple[Path, Path]:
     """Write the values, then ``<stem>.stats.json`` recording the values file's SHA-256 (``values_sha256``).
 
-    The old stats file is removed first and the new one written last: a crash in between leaves values without
-    stats, never new values beside old stats (``stats_match`` tells which).
+    The old stats file is moved aside first and the new one written last: a crash in between leaves values without
+    stats, never new values beside old stats (``stats_match`` tells which). A values write that fails (a full disk)
+    leaves the old values, and the old stats are put back beside them.
     """
     stats_path = stats_path_for(path)
-    stats_path.unlink(missing_ok=True)
-    values_path = write_offline_values(values, path)
+    held = stats_path.with_name(stats_path.name + ".previous")
+    if stats_path.is_file():
+        os.replace(stats_path, held)
+    try:
+        values_path = write_offline_values(values, path)
+    except BaseException:
+        if held.is_file():
+            os.replace(held, stats_path)
+        raise
+    held.unlink(missing_ok=True)
     stats["values_sha256"] = sha256_file(values_path)
     atomic_write_json(stats_path, stats, indent=2)
     return values_path, stats_path

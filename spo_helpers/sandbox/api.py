@@ -44,6 +44,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from spo_helpers.formats.strict_json import DuplicateKey, loads_unique
+
 # Sandbox Fusion's ``Language`` literal: anything else is a validation error (422) there too.
 SANDBOX_FUSION_LANGUAGES = (
     "python", "cpp", "nodejs", "go", "go_test", "java", "php", "csharp", "bash", "typescript", "sql", "rust",
@@ -128,9 +130,11 @@ def parse_run_request(body: bytes, *, max_file_bytes: int) -> RunRequest:
     run's tmpfs). Unknown fields are ignored, as pydantic does by default.
     """
     try:
-        payload = json.loads(body)
+        payload = loads_unique(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise validation_error("", f"JSON decode error: {err}", "json_invalid") from None
+    except DuplicateKey as err:  # which one would run is unclear: refused, not last-wins
+        raise validation_error(str(err.key), f"JSON decode error: {err}", "json_invalid") from None
     if not isinstance(payload, dict):
         raise validation_error("", f"the body must be a JSON object, got {type(payload).__name__}", "model_type")
 

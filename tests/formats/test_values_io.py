@@ -120,3 +120,25 @@ def test_values_summary():
     assert summary["mean_success"] == pytest.approx(0.5)
     assert summary["share_all_fail"] == pytest.approx(1 / 3)
     assert summary["share_all_pass"] == pytest.approx(1 / 3)
+
+
+def test_a_failed_values_write_keeps_the_old_values_and_their_stats(tmp_path, monkeypatch):
+    import errno
+
+    from spo_helpers.errors import UserError
+    from spo_helpers.formats import atomic
+    from spo_helpers.formats.offline_values import stats_match, stats_path_for, write_values_and_stats
+
+    target = tmp_path / "values.json"
+    write_values_and_stats({"q": [1.0]}, {"prompts": 1}, target)
+    before = (target.read_text(), stats_path_for(target).read_text())
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic.os, "fsync", full_disk)
+    with pytest.raises(UserError, match="No space left on device.*The previous file is unchanged"):
+        write_values_and_stats({"q": [0.0], "r": [1.0]}, {"prompts": 2}, target)
+    monkeypatch.undo()
+    assert (target.read_text(), stats_path_for(target).read_text()) == before and stats_match(target) is True
+    assert not list(tmp_path.glob("*.previous"))

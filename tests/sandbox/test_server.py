@@ -65,6 +65,13 @@ def test_bad_json_gets_422(served, data):
     assert body["detail"][0]["type"] in ("json_invalid", "model_type")
 
 
+def test_a_field_named_twice_gets_422_naming_it(served):
+    """Which of two ``code`` fields would run is unclear: refused, not last-wins."""
+    status, body = http("POST", served.url, b'{"code": "print(1)", "language": "python", "code": "print(2)"}')
+    assert status == 422 and body["detail"][0]["loc"] == ["body", "code"]
+    assert "duplicate key 'code'" in body["detail"][0]["msg"]
+
+
 def test_oversized_body_gets_413_without_being_read(served):
     head = f"POST /run_code HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {10**9}\r\n\r\n"
     status, body = raw_request(served, head.encode())

@@ -151,6 +151,7 @@ BAD_LINES = {
     "missing_score": json.dumps({"input": "user\nq\nassistant\n"}),
     "bad_score": json.dumps({"prompt_key": "q", "score": "1"}),
     "missing_key": json.dumps({"score": 1.0, "output": "x"}),
+    "duplicate_key": '{"prompt_key": "q", "score": 1.0, "score": 0.0}',  # which score counts is unclear
 }
 
 
@@ -207,8 +208,12 @@ def test_values_and_stats_cannot_be_left_mismatched(tmp_path, monkeypatch):
     out.write_text(out.read_text().replace("1.0", "0.0"))  # the values change, the stats do not
     assert stats_match(out) is False
 
-    def full_disk(*args, **kwargs):
-        raise UserError("values.stats.json: could not write (No space left on device)")
+    real_write = offline_values.atomic_write_json
+
+    def full_disk(path, *args, **kwargs):  # the disk fills after the values, at the stats
+        if str(path).endswith(".stats.json"):
+            raise UserError("values.stats.json: could not write (No space left on device)")
+        return real_write(path, *args, **kwargs)
 
     monkeypatch.setattr(offline_values, "atomic_write_json", full_disk)
     with pytest.raises(UserError, match="No space"):
@@ -222,12 +227,13 @@ def test_skip_counts_every_reason(tmp_path):
     result = merge(tmp_path, skip_bad_lines=True)
     assert result.bad_lines == {
         "bad_score": 3,
+        "duplicate_key": 1,
         "invalid_json": 1,
         "missing_key": 1,
         "missing_score": 1,
         "not_an_object": 1,
     }
-    assert result.stats["bad_lines"] == 7 and result.stats["samples_read"] == 2
+    assert result.stats["bad_lines"] == 8 and result.stats["samples_read"] == 2
 
 
 def test_the_first_bad_file_in_sorted_order_is_reported(tmp_path):

@@ -137,7 +137,7 @@ def test_a_failed_values_write_keeps_the_old_values_and_their_stats(tmp_path, mo
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(atomic.os, "fsync", full_disk)
-    with pytest.raises(UserError, match="No space left on device.*The previous file is unchanged"):
+    with pytest.raises(UserError, match=r"No space left on device.*The previous file is unchanged"):
         write_values_and_stats({"q": [0.0], "r": [1.0]}, {"prompts": 2}, target)
     monkeypatch.undo()
     assert (target.read_text(), stats_path_for(target).read_text()) == before and stats_match(target) is True

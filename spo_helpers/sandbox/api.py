@@ -15,7 +15,10 @@ Request (JSON object)::
     memory_limit_MB  int, default -1 (<= 0: the server's per-process limit)
     stdin            str or null, default null
     files            {relative path: base64 content or null}, default {} (written into the working folder)
-    fetch_files      [relative path], default [] (returned base64 in "files" after the run)
+    fetch_files      [relative path], default [] (returned base64 in "files" after the run: regular files
+                     only, 16 MiB in all; a path that is missing, a symbolic link (never followed: it could
+                     point outside), a FIFO or a device (reading would block) is left out, as is everything
+                     after the cap; the server logs what it left out)
     args             [str], default [] (pytest only in Sandbox Fusion: checked, unused)
 
 Response (HTTP 200)::

@@ -80,22 +80,34 @@ def write_files(workdir, files, uid, gid):
                 parent = os.path.dirname(parent)
 
 
-def fetch_files(workdir, names, cap):
-    """Contents of the requested regular files under workdir, ``cap`` bytes in all."""
+def fetch_files(workdir, names, cap, left_out=None):
+    """Contents of the requested regular files under workdir, ``cap`` bytes in all; ``left_out`` (a dict) gets
+    each requested path that is not returned, with the reason."""
     fetched = {}
+    left_out = {} if left_out is None else left_out
     for relative in names:
+        joined = os.path.join(workdir, relative)
         path = inside_workdir(workdir, relative)
-        if path is None or not os.path.isfile(path):
+        if os.path.islink(joined):
+            left_out[relative] = "a symbolic link (not followed)"
+            continue
+        if path is None or not os.path.exists(path):
+            left_out[relative] = "not found"
+            continue
+        if not os.path.isfile(path):
+            left_out[relative] = "not a regular file (a FIFO, a device or a folder)"
             continue
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except OSError:
+        except OSError as err:
+            left_out[relative] = f"unreadable ({err.strerror})"
             continue
         try:
             data = os.read(fd, cap + 1)
         finally:
             os.close(fd)
         if len(data) > cap:
+            left_out[relative] = "over the size cap of fetched files"
             break
         cap -= len(data)
         fetched[relative] = data
@@ -230,7 +242,9 @@ def main(argv):
                 result["exit_code"] = os.waitstatus_to_exitcode(status)
             result["cpu"] = usage.ru_utime + usage.ru_stime
             result["maxrss_kb"] = usage.ru_maxrss
-        result["files"] = fetch_files(workdir, job.get("fetch_files", []), job.get("fetch_cap", 1 << 24))
+        left_out = {}
+        result["files"] = fetch_files(workdir, job.get("fetch_files", []), job.get("fetch_cap", 1 << 24), left_out)
+        result["files_left_out"] = left_out
     except Exception as err:
         result = {"ok": False, "error": f"{type(err).__name__}: {err}"}
     finally:

@@ -545,6 +545,8 @@ class Sandbox:
             message = f"the sandbox could not run the code: {result.get('error', 'unknown error')}"
             return RunRecord(ERROR, outcome["elapsed"], None, **{**common, "stderr": message}, error=message)
         files = {path: base64.b64encode(data).decode("ascii") for path, data in (result.get("files") or {}).items()}
+        for path, why in (result.get("files_left_out") or {}).items():
+            logger.info("fetch_files: %s left out: %s", path, why)
         signum = result.get("signal")
         cpu = result.get("cpu") or 0.0
         if signum == signal.SIGXCPU or (signum == signal.SIGKILL and cpu >= limits.cpu_s - 0.05):

@@ -131,7 +131,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _refuse(self, err: RequestError) -> None:
         logger.info("refused %s %s: %d %s", self.command, self.path, err.status, str(err)[:300])
-        self.close_connection = err.status in (400, 411, 413) or self.close_connection
+        self.close_connection = err.status in (400, 408, 411, 413) or self.close_connection
         self._send(err.status, {"detail": err.detail})
 
     def _body(self) -> bytes:
@@ -147,7 +147,28 @@ class _Handler(BaseHTTPRequestHandler):
         limit = self.server.sandbox.limits.max_body_bytes
         if length < 0 or length > limit:
             raise RequestError(413, f"request body of {length} bytes is over the limit of {limit} bytes")
-        return self.rfile.read(length)
+        return self._read_body(length)
+
+    def _read_body(self, length: int) -> bytes:
+        """Exactly ``length`` bytes within ``READ_TIMEOUT_S`` in all (a client trickling bytes cannot hold a
+        worker longer): 400 when the client ends the body early, 408 when time runs out."""
+        deadline = time.monotonic() + READ_TIMEOUT_S
+        chunks, received = [], 0
+        while received < length:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RequestError(408, f"the request body did not arrive in {READ_TIMEOUT_S:g} s")
+            self.connection.settimeout(left)
+            try:
+                chunk = self.rfile.read1(min(length - received, 1 << 16))
+            except TimeoutError:
+                raise RequestError(408, f"the request body did not arrive in {READ_TIMEOUT_S:g} s") from None
+            if not chunk:
+                raise RequestError(400, f"the body ended after {received} of its {length} bytes (Content-Length)")
+            chunks.append(chunk)
+            received += len(chunk)
+        self.connection.settimeout(self.timeout)
+        return b"".join(chunks)
 
     def _post(self) -> None:
         if self._path() != "/run_code":

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from spo_helpers.formats.atomic import atomic_write_json, sha256_file
+from spo_helpers.formats.atomic import atomic_write_json, current_umask, sha256_file
 
 WORLD_VERSION = 2
 ASSETS_ENV = "SPO_ASSETS"
@@ -370,7 +370,11 @@ def record_tool_check(
 
 
 def _install(tmp: Path, final: Path) -> None:
-    """Move a finished build to its final name, replacing an older world there."""
+    """Move a finished build to its final name, replacing an older world there.
+
+    The build folder was made private (``mkdtemp``: mode 0700); the world gets the mode ``mkdir`` would give it
+    (``0o777`` less the umask), so a shared cache is readable by those it is shared with."""
+    tmp.chmod(0o777 & ~current_umask())
     if final.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
         os.replace(final, old / final.name)

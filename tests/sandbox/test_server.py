@@ -72,6 +72,37 @@ def test_a_field_named_twice_gets_422_naming_it(served):
     assert "duplicate key 'code'" in body["detail"][0]["msg"]
 
 
+def test_a_body_shorter_than_its_length_gets_400_and_a_stalled_one_408(served, monkeypatch):
+    """The server reads a body within ``READ_TIMEOUT_S`` in all; a body cut short or never finished frees the
+    worker with an answer instead of waiting on it."""
+    from spo_helpers.sandbox import server as server_module
+
+    host, port = served.base.removeprefix("http://").split(":")
+    head = b"POST /run_code HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+
+    def answer(conn) -> tuple[int, dict]:
+        received = b""
+        while b"\r\n\r\n" not in received or not received.rstrip().endswith(b"}"):
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+        status_line, _, rest = received.partition(b"\r\n")
+        return int(status_line.split()[1]), json.loads(rest.partition(b"\r\n\r\n")[2])
+
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(head + b'{"code": "print(1)"')
+        conn.shutdown(socket.SHUT_WR)  # the client is done: 19 of 100 bytes
+        status, body = answer(conn)
+    assert status == 400 and "after 19 of its 100 bytes" in body["detail"]
+
+    monkeypatch.setattr(server_module, "READ_TIMEOUT_S", 1.0)
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(head + b'{"code": ')
+        status, body = answer(conn)
+    assert status == 408 and "did not arrive in 1 s" in body["detail"]
+
+
 def test_oversized_body_gets_413_without_being_read(served):
     head = f"POST /run_code HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {10**9}\r\n\r\n"
     status, body = raw_request(served, head.encode())

@@ -257,3 +257,11 @@ def test_verl_dataset_reads_the_world(world, tmp_path):
     assert item["input_ids"].shape[-1] == 64
     text = tok.decode(item["input_ids"][item["attention_mask"].bool()], skip_special_tokens=True)
     assert key_from_dump_input(text) == item["extra_info"]["prompt_key"]
+
+
+def test_the_world_folder_is_as_readable_as_a_new_folder(small_world):
+    """Built in a private temporary folder (mode 0700), installed with the mode mkdir would give (umask applied)."""
+    from spo_helpers.formats.atomic import current_umask
+
+    root = small_world.model_dir.parent
+    assert root.stat().st_mode & 0o777 == 0o777 & ~current_umask()

@@ -28,7 +28,7 @@ from spo_helpers.analysis.paper import PAPER_BENCHMARKS, canonical_benchmark, pa
 from spo_helpers.analysis.runs import RunInfo, collect, config_value, load_config, run_path
 from spo_helpers.analysis.validation import load_validation, prompt_scores
 from spo_helpers.errors import MissingData
-from spo_helpers.formats.eval_protocol import same_as_paper
+from spo_helpers.formats.eval_protocol import applied_top_k, same_as_paper
 
 AVG = "avg"
 VAL_KWARGS = "actor_rollout_ref.rollout.val_kwargs"
@@ -151,9 +151,12 @@ def paired_comparison(
 
 
 def run_protocol(run: RunInfo | str | os.PathLike) -> dict[str, Any]:
-    """A run's sampling settings from its ``config.yaml``: ``temperature, top_p, top_k, n``."""
+    """A run's sampling settings from its ``config.yaml``: ``temperature, top_p, top_k, n``, with the top-k its
+    rollout applied (``eval_protocol.applied_top_k``)."""
     config = load_config(run_path(run))
-    return {key: config_value(config, f"{VAL_KWARGS}.{key}") for key in ("temperature", "top_p", "top_k", "n")}
+    settings = {key: config_value(config, f"{VAL_KWARGS}.{key}") for key in ("temperature", "top_p", "top_k", "n")}
+    settings["top_k"] = applied_top_k(settings["top_k"], config_value(config, "actor_rollout_ref.rollout.mode"))
+    return settings
 
 
 def protocol_note(

@@ -15,8 +15,9 @@ dumps, so the merge stage can key scores without parsing the decoded prompt. The
 dump lines' ``data_source`` comes from the trainer (``kit_trainer.NamingDataSources``).
 
 Model outputs are untrusted text: nothing is evaluated, and work is bounded: only
-the last ``TAIL_CHARS`` characters are parsed (math_dapo itself looks at 300 and the
-strict box check at 100), and the ``</think>`` count is a single linear scan.
+the last ``TAIL_CHARS`` characters are parsed (math_dapo itself cuts to 300, and its
+strict box check looks for the box in the last 100), and the ``</think>`` count is a
+single linear scan.
 """
 
 from __future__ import annotations

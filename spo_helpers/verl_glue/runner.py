@@ -110,7 +110,13 @@ def build_trainer(config: DictConfig, init_workers: bool = True):
     train_dataset = create_rl_dataset(config.data.train_files, config.data, tokenizer, processor, is_train=True)
     val_dataset = create_rl_dataset(config.data.val_files, config.data, tokenizer, processor, is_train=False)
     if int(config.data.gen_batch_size) > len(train_dataset) >= int(config.data.train_batch_size):
-        # A candidate pool larger than the data set is the whole data set (verl's loader would be empty).
+        # A candidate pool larger than the data set is the whole data set (verl's loader would be empty: the
+        # official recipe trains 0 steps then).
+        logger.warning(
+            "data.gen_batch_size=%d is larger than the %d training prompts: the candidate pool is the whole data set",
+            int(config.data.gen_batch_size),
+            len(train_dataset),
+        )
         with open_dict(config):
             config.data.gen_batch_size = len(train_dataset)
     trainer_cls = SPOTrainer if config.kit.method == "SPO" else GRPOTrainer

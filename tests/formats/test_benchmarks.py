@@ -10,7 +10,7 @@ import pytest
 
 from spo_helpers.errors import UserError
 from spo_helpers.formats.benchmarks import BENCHMARKS, load_benchmark, parse_benchmark, write_benchmarks
-from spo_helpers.formats.eval_protocol import PAPER_PROTOCOL, protocol, protocol_value, same_as_paper
+from spo_helpers.formats.eval_protocol import PAPER_PROTOCOL, applied_top_k, protocol, protocol_value, same_as_paper
 from spo_helpers.formats.keys import ANSWER_FORMAT_SUFFIX
 
 # the columns of each hub set, as the official dataset class reads them (spo_retool.py: map_fn)
@@ -108,5 +108,8 @@ def test_the_verl_config_reads_the_protocol():
         spec = RunSpec(method=method, preset=preset, model_path="m", train_files=["/d/t.parquet"])
         kwargs = build_config(spec).actor_rollout_ref.rollout.val_kwargs
         chosen = protocol(preset)
-        assert (kwargs.temperature, kwargs.top_p, kwargs.top_k) == tuple(chosen.sampling().values())
+        config = build_config(spec)
+        applied = applied_top_k(kwargs.top_k, config.actor_rollout_ref.rollout.mode)
+        assert (kwargs.temperature, kwargs.top_p, applied) == tuple(chosen.sampling().values())
+        assert kwargs.top_k == chosen.top_k  # the configured value stays the official config's
         assert kwargs.n == chosen.n("estimate" if method == "EVAL" else "validate")

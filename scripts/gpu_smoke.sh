@@ -180,9 +180,9 @@ step "world" run "$SPO" world --quiet
 WORLD_TRAIN=$("$PY" -c "from spo_helpers.world.build import build_world; print(build_world(None, seed=0, progress=False).train_file)" 2>/dev/null)
 step "split" run "$SPO" split --dataset "${WORLD_TRAIN:-runs/_assets/missing}" --output_dir "$OUT/splits" --num_subsets 2
 
-# 3. Offline value estimation through vLLM, then the merge.
+# 3. Offline value estimation through vLLM (the first 256 prompts of each subset), then the merge.
 step "estimate" spo "$SPO" estimate "${RAY_GPU[@]}" --data_dir "$OUT/splits" --output_dir "$OUT" --n_val 4 --force \
-    "${VLLM[@]}"
+    data.val_max_samples=256 "${VLLM[@]}"
 step "merge" gpu "$SPO" merge --input_dir "$OUT/spo" --output_file "$VALUES" \
     --dataset "$OUT/splits/subset_0.parquet" "$OUT/splits/subset_1.parquet"
 SPO_VALUES="$VALUES"

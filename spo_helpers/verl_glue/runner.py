@@ -107,8 +107,23 @@ def build_trainer(config: DictConfig, init_workers: bool = True):
     reward_kwargs = config.reward_model.get("reward_kwargs", {})
     reward_fn = load_reward_manager(config, tokenizer, num_examine=0, **reward_kwargs)
     val_reward_fn = load_reward_manager(config, tokenizer, num_examine=0, **reward_kwargs)
-    train_dataset = create_rl_dataset(config.data.train_files, config.data, tokenizer, processor, is_train=True)
-    val_dataset = create_rl_dataset(config.data.val_files, config.data, tokenizer, processor, is_train=False)
+    # data.train_max_samples / val_max_samples: the first N rows, as verl's TaskRunner reads them (main_ppo.py:304-319)
+    train_dataset = create_rl_dataset(
+        config.data.train_files,
+        config.data,
+        tokenizer,
+        processor,
+        is_train=True,
+        max_samples=int(config.data.get("train_max_samples", -1)),
+    )
+    val_dataset = create_rl_dataset(
+        config.data.val_files,
+        config.data,
+        tokenizer,
+        processor,
+        is_train=False,
+        max_samples=int(config.data.get("val_max_samples", -1)),
+    )
     if int(config.data.gen_batch_size) > len(train_dataset) >= int(config.data.train_batch_size):
         # A candidate pool larger than the data set is the whole data set (verl's loader would be empty: the
         # official recipe trains 0 steps then).

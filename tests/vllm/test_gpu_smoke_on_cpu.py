@@ -72,10 +72,10 @@ def test_estimate_dumps_through_vllm(smoke):
     for subset in (0, 1):
         dump = out / "spo" / f"offline_value_estimation_subset_{subset}" / "validation_data" / "0.jsonl"
         lines = [json.loads(line) for line in dump.read_text().splitlines()]
-        assert len(lines) == 1500 * 4  # each prompt of the subset, n=4
+        assert len(lines) == 256 * 4  # the first 256 prompts of the subset (data.val_max_samples), n=4
         assert all(line["data_source"] and line["prompt_key"] and line["score"] in (0.0, 1.0) for line in lines)
     values = json.loads((out / "offline_values.json").read_text())
-    assert len(values) == 3000 and all(len(scores) == 4 for scores in values.values())
+    assert len(values) == 2 * 256 and all(len(scores) == 4 for scores in values.values())
 
 
 def test_spo_stopped_and_resumed_logs_each_step_once(smoke):

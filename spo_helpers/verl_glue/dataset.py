@@ -82,4 +82,14 @@ class KitRLHFDataset(RLHFDataset):
             frame = frame.map(_to_chat_row, fn_kwargs={"data_source": data_source}, remove_columns=frame.column_names)
             frames.append(frame)
         self.dataframe = datasets.concatenate_datasets(frames)
+        total = len(self.dataframe)
+        if 0 < self.max_samples < total:  # data.*_max_samples, as verl's RLHFDataset selects (rl_dataset.py:163-171)
+            if self.shuffle:
+                import numpy as np
+
+                rng = np.random.default_rng(*((self.seed,) if self.seed is not None else ()))
+                rows = rng.choice(total, size=self.max_samples, replace=False).tolist()
+            else:
+                rows = list(range(self.max_samples))
+            self.dataframe = self.dataframe.select(rows)
         self.dataframe = self.maybe_filter_out_long_prompts(self.dataframe)

@@ -82,3 +82,17 @@ def test_dry_run_prints_the_eval_config(small_world, tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0 and "val_only: true" in out and "python -m spo_helpers.verl_glue.main" in out
     assert not (tmp_path / "spo").exists()
+
+
+def test_verls_max_samples_settings_are_honoured(small_world, tmp_path):
+    """``data.val_max_samples`` (and ``train_max_samples``) take the first N rows, as verl's own TaskRunner."""
+    split_dataset(str(small_world.train_file), tmp_path / "splits", 1)
+    (summary,) = estimate_all(
+        tmp_path / "splits",
+        output_dir=tmp_path,
+        model_path=str(small_world.model_dir),
+        n_val=2,
+        progress=False,
+        overrides=["data.val_max_samples=7"],
+    )
+    assert summary.prompts == 7 and len(summary.dump.read_text().splitlines()) == 7 * 2

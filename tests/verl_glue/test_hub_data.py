@@ -49,7 +49,7 @@ def test_training_dataset_reads_dapo_with_all(hub_calls):
     from spo_helpers.verl_glue.dataset import KitRLHFDataset
 
     dataset = object.__new__(KitRLHFDataset)  # only the file reading, without a tokenizer
-    dataset.data_files = [DAPO]
+    dataset.data_files, dataset.max_samples = [DAPO], -1  # what verl's __init__ sets
     dataset.maybe_filter_out_long_prompts = lambda frame: frame
     dataset._read_files_and_tokenize()
     assert hub_calls == [(DAPO, "all", "train")]

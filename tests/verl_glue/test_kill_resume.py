@@ -1,4 +1,8 @@
-"""A real crash: SIGKILL a CPU training subprocess after a checkpoint, resume it, compare with a straight run."""
+"""A real crash: SIGKILL a CPU training subprocess after a checkpoint, resume it, compare with a straight run.
+
+Marked ``slow`` (about 50 s; ``make test-slow``): ``make test`` checks resume = straight run through a stop after
+a checkpoint (``test_train_cpu``), and CI's ``make test-ray`` SIGKILLs the driver of both methods on two ranks.
+"""
 
 from __future__ import annotations
 
@@ -96,6 +100,7 @@ def values_file(small_world, tmp_path_factory):
     return str(write_offline_values(values, tmp_path_factory.mktemp("kill_values") / "offline_values.json"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["GRPO", "SPO"])
 def test_sigkill_then_resume_equals_straight_run(method, small_world, tmp_path, values_file, wait_for_checkpoint):
     values = values_file if method == "SPO" else None

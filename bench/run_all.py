@@ -14,7 +14,7 @@ Timings only mean something on an otherwise idle machine. The full suite takes a
 ``--quick`` passes small settings to each benchmark for a smoke check and writes to
 ``bench/results/quick/`` only (no RESULTS.md, no README change).
 
-    python bench/run_all.py [--only core merge throughput reward demo train] [--quick]
+    python bench/run_all.py [--only core merge throughput reward demo train] [--quick] [--table_only]
 """
 
 from __future__ import annotations
@@ -292,9 +292,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="+", choices=ORDER, default=None, help="run only these benchmarks")
     parser.add_argument("--quick", action="store_true", help="small settings; writes bench/results/quick/ only")
+    parser.add_argument("--table_only", action="store_true", help="run nothing: the table from the captures")
     args = parser.parse_args()
 
-    names = [n for n in ORDER if args.only is None or n in args.only]
+    names = [] if args.table_only else [n for n in ORDER if args.only is None or n in args.only]
     results_dir = BENCH / "results" / ("quick" if args.quick else "")
     if not args.quick and "train" in names and (REPO / "runs" / "bench_train").is_dir():
         print(

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from spo_helpers.analysis.intervals import paired_difference, ratio_interval
+from spo_helpers.analysis.intervals import fieller_ratio, paired_t_difference
 from spo_helpers.estimate import estimate_subset
 from spo_helpers.formats.steplog import read_step_log
 from spo_helpers.merge import merge_dumps, write_merge
@@ -145,28 +145,37 @@ def main() -> None:
         print(table.to_string(index=False))
         print("\nmean over seeds")
         print(table.drop(columns=["seed"]).mean().to_string())
-    print_intervals(table)
+    print_intervals(table, first_evaluation=args.test_freq * SAMPLES_PER_STEP)
 
 
-def print_intervals(table: pd.DataFrame) -> None:
-    """Ratios over seeds with 95% bootstrap intervals (seeds of each method resampled), and what they say."""
-    acc = ratio_interval(table["SPO acc"], table["GRPO acc"])
-    held = ratio_interval(table["SPO held-out"], table["GRPO held-out"])
-    diff = paired_difference(table["SPO acc"].to_numpy(), table["GRPO acc"].to_numpy())
+SAMPLES_PER_STEP = 128
+
+
+def print_intervals(table: pd.DataFrame, first_evaluation: float) -> None:
+    """Seed-level ratios and differences with 95% t intervals (Fieller for ratios; paired by seed: the same seed
+    trains both methods), and what they say. Samples to target is censored where a method reached the target at
+    its first evaluation: then only a bound is known."""
+    acc = fieller_ratio(table["SPO acc"], table["GRPO acc"], paired=True)
+    held = fieller_ratio(table["SPO held-out"], table["GRPO held-out"], paired=True)
+    diff = paired_t_difference(table["SPO acc"], table["GRPO acc"])
     reached = table.dropna(subset=["GRPO samples to target", "SPO samples to target"])
-    reach = (
-        ratio_interval(reached["SPO samples to target"], reached["GRPO samples to target"]) if len(reached) else None
-    )
     seeds = len(table)
-    print(f"\nintervals: 95% percentile bootstrap over {seeds} seeds (few seeds: wide, and coarse)")
+    print(f"\nintervals: 95% t intervals over {seeds} seeds, paired by seed (Fieller for ratios)")
     print(f"  probe accuracy at equal samples, SPO / GRPO      {acc}")
-    print(f"  probe accuracy at equal samples, SPO - GRPO      {diff}  (paired by seed)")
+    print(f"  probe accuracy at equal samples, SPO - GRPO      {diff}")
     print(f"  held-out accuracy at equal samples, SPO / GRPO   {held}")
-    if reach is None:
+    reach = None
+    if not len(reached):
         print("  samples to target, SPO / GRPO                   no seed where both methods reached the target")
+    elif (reached["SPO samples to target"] <= first_evaluation).all():
+        bound = first_evaluation / reached["GRPO samples to target"].mean()
+        print(
+            f"  samples to target, SPO / GRPO                   <= {bound:.3f}, censored: SPO reached the target by "
+            f"its first evaluation ({first_evaluation:.0f} samples) in all {len(reached)} seeds (no interval)"
+        )
     else:
-        share = f"{len(reached)} of {seeds} seeds reached it"
-        print(f"  samples to target, SPO / GRPO                   {reach}  ({share})")
+        reach = fieller_ratio(reached["SPO samples to target"], reached["GRPO samples to target"], paired=True)
+        print(f"  samples to target, SPO / GRPO                   {reach}  ({len(reached)} of {seeds} seeds)")
     print("\npaper claims on the CPU world:")
     print("  SPO reaches higher accuracy at equal samples:    " + _verdict(acc, 1.0, "higher", "lower"))
     if reach is not None:
@@ -179,7 +188,7 @@ def print_intervals(table: pd.DataFrame) -> None:
 
 def _verdict(interval, null: float, above: str, below: str, lower_is_better: bool = False) -> str:
     """supported / contradicted / cannot decide, from where the interval lies against ``null``."""
-    if not np.isfinite(interval.low) or interval.low <= null <= interval.high:
+    if not (np.isfinite(interval.low) and np.isfinite(interval.high)) or interval.low <= null <= interval.high:
         return f"cannot decide (ratio {interval}, the interval holds {null:g})"
     better = interval.high < null if lower_is_better else interval.low > null
     return f"{'supported' if better else 'contradicted'} (ratio {interval})"

@@ -41,12 +41,18 @@ def zero_advantage_share(steps: pd.DataFrame, atol: float = ZERO_ATOL) -> pd.Dat
 
 
 def centred_advantages(steps: pd.DataFrame) -> pd.Series:
-    """The advantage before normalisation: ``r - mean_group(r)`` (GRPO, with a ``group`` column) or ``r - p̂``."""
+    """The advantage before normalisation, row by row: ``r - mean_group(r)`` for a row with a ``group`` (GRPO; 0 for
+    a group of one) and ``r - p̂`` for a row without (SPO), so a frame of both methods (or several runs, with
+    their run columns) gets each row's own. Groups are per run and step."""
+    centred = steps["reward"] - steps["p_hat"] if "p_hat" in steps.columns else pd.Series(np.nan, index=steps.index)
     if "group" in steps.columns and steps["group"].notna().any():
-        mean = steps.groupby(["step", "group"])["reward"].transform("mean")
-        size = steps.groupby(["step", "group"])["reward"].transform("size")
-        return (steps["reward"] - mean.where(size > 1, 0.0)).rename("centred")
-    return (steps["reward"] - steps["p_hat"]).rename("centred")
+        keys = [c for c in RUN_COLUMNS if c in steps.columns]
+        grouped = steps[steps["group"].notna()]
+        by = grouped.groupby([*keys, "step", "group"])["reward"]
+        mean, size = by.transform("mean"), by.transform("size")
+        centred = centred.copy()
+        centred.loc[grouped.index] = grouped["reward"] - mean.where(size > 1, 0.0)
+    return centred.rename("centred")
 
 
 def advantage_variance(steps: pd.DataFrame) -> pd.DataFrame:

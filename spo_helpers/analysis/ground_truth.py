@@ -195,6 +195,55 @@ def expected_group_mean_rmse(truth: pd.DataFrame, group_size: int = 8) -> float:
     return float(np.sqrt(max((t * (1 - t) * n / (n - 1)).mean(), 0.0) / group_size))
 
 
+def same_prompts_ratio(
+    errors: pd.DataFrame,
+    group_size: int = 8,
+    *,
+    resamples: int = DEFAULT_RESAMPLES,
+    level: float = DEFAULT_LEVEL,
+    seed: int = 0,
+) -> Interval:
+    """RMSE of SPO's p̂ over the RMSE a group mean of ``group_size`` fresh samples would have, on the same prompts at
+    the same steps: ``sqrt(mean(e²_corrected) / mean(p(1-p) / G))`` over SPO's samples, with a bootstrap interval
+    that resamples the samples jointly (both sides are measured on each). Like for like, where ``error_ratio``
+    sets SPO's prompts against GRPO's."""
+    part = errors[errors["baseline"] == TRACKER]
+    if part.empty:
+        raise MissingData(f"no samples with the baseline {TRACKER!r}")
+    t, n = part["true_p"].to_numpy(dtype=np.float64), part["n"].to_numpy(dtype=np.float64)
+    num = part["sq_error_corrected"].to_numpy(dtype=np.float64)
+    den = t * (1 - t) * n / np.maximum(n - 1, 1) / group_size
+    rng = np.random.default_rng(seed)
+    index = rng.integers(0, num.size, size=(resamples, num.size))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = np.sqrt(np.clip(num[index].mean(axis=1), 0.0, None) / den[index].mean(axis=1))
+    estimate = float(np.sqrt(max(num.mean(), 0.0) / den.mean())) if den.mean() > 0 else float("nan")
+    return interval_of(estimate, ratios, level)
+
+
+def visits_within_steps(errors: pd.DataFrame) -> pd.DataFrame:
+    """SPO's p̂ error on first visits and on revisits, step by step (a pooled split would compare early steps,
+    all first visits, with late ones, mostly revisits): per step with both, ``step, first_rmse, revisit_rmse,
+    first_samples, revisit_samples`` (corrected RMSE)."""
+    part = errors[errors["baseline"] == TRACKER]
+    if "first_visit" not in part.columns or part.empty:
+        return pd.DataFrame(columns=["step", "first_rmse", "revisit_rmse", "first_samples", "revisit_samples"])
+    rows = []
+    for step, here in part.groupby("step"):
+        first, revisit = here[here["first_visit"]], here[~here["first_visit"]]
+        if len(first) and len(revisit):
+            rows.append(
+                {
+                    "step": int(step),
+                    "first_rmse": float(np.sqrt(max(first["sq_error_corrected"].mean(), 0.0))),
+                    "revisit_rmse": float(np.sqrt(max(revisit["sq_error_corrected"].mean(), 0.0))),
+                    "first_samples": len(first),
+                    "revisit_samples": len(revisit),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
 def unit_errors(errors: pd.DataFrame, baseline: str, measure: str = "abs") -> np.ndarray:
     """Per unit of ``baseline``: the mean ``|e|`` (``measure="abs"``) or corrected ``e^2`` (``"sq"``)."""
     part = errors[errors["baseline"] == baseline]

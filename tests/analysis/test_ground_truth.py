@@ -90,3 +90,46 @@ def test_missing_truth_is_reported():
     truth = pd.DataFrame({"step": [1], "row": [0], "true_p": [0.5], "n": [8]})
     with pytest.raises(G.MissingData):
         G.baseline_errors(steps, truth)
+
+
+@pytest.mark.parametrize(("noise", "expected"), [(0.05, "below"), (0.30, "above")])
+def test_like_for_like_ratio_against_a_group_of_eight_on_the_same_prompts(noise, expected):
+    """SPO's p̂ error over what a group of 8 would make on the very prompts SPO drew: a p̂ off by 0.05 beats a group
+    of 8 (whose RMSE is about sqrt(0.2/8) = 0.16 here), one off by 0.30 does not, and the interval says so."""
+    rng = np.random.default_rng(3)
+    p = {r: float(v) for r, v in enumerate(rng.uniform(0.2, 0.8, size=64))}
+    spo = _spo(rng, p, noise=noise)
+    ratio = G.same_prompts_ratio(G.baseline_errors(spo, _truth(spo, p)), resamples=500)
+    assert (ratio.high < 1.0) if expected == "below" else (ratio.low > 1.0), ratio
+
+
+def test_visits_are_compared_within_each_step():
+    """First visits and revisits split step by step; a step with only one kind is left out."""
+    rows = []
+    for step, kinds in ((1, [True, True]), (2, [True, False, False]), (3, [False, True])):
+        for first in kinds:
+            rows.append(
+                {
+                    "step": step,
+                    "row": len(rows),
+                    "reward": 1.0,
+                    "p_hat": 0.9 if first else 0.6,
+                    "advantage": 0.0,
+                    "first_visit": first,
+                }
+            )
+    steps = pd.DataFrame(rows)
+    truth = steps[["step", "row"]].assign(true_p=1.0, n=64)
+    split = G.visits_within_steps(G.baseline_errors(steps, truth))
+    assert split["step"].tolist() == [2, 3]
+    assert np.allclose(split["first_rmse"], 0.1) and np.allclose(split["revisit_rmse"], 0.4)
+    assert split["revisit_samples"].tolist() == [2, 1]
+
+
+def test_each_method_centres_its_own_rows_in_a_stacked_frame():
+    from spo_helpers.analysis.baselines import centred_advantages
+
+    grpo = pd.DataFrame({"run": "g", "step": 1, "group": [0, 0, 1, 1], "reward": [1.0, 0.0, 1.0, 1.0], "p_hat": 0.5})
+    spo = pd.DataFrame({"run": "s", "step": 1, "reward": [1.0, 0.0], "p_hat": [0.7, 0.2]})
+    both = pd.concat([grpo, spo], ignore_index=True)
+    assert np.allclose(centred_advantages(both), [0.5, -0.5, 0.0, 0.0, 0.3, -0.2])  # SPO: r - p̂, not r

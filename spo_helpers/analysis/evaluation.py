@@ -118,10 +118,18 @@ def paired_comparison(
 ) -> pd.DataFrame:
     """``a - b`` on the same problems per benchmark, metric and k (and on the average), with paired intervals.
 
-    Seeds of each method are averaged per problem first; problems are resampled once for both methods.
+    Seeds of each method are averaged per problem first; problems are resampled once for both methods. The
+    interval is therefore conditional on the training runs compared: it holds the problems' variation, not the
+    training seeds' (another set of runs could differ by more). The ``interval_over`` column says so, with the
+    number of runs of each method; seed-level comparisons use ``intervals.paired_t_difference`` over runs.
     """
     rows = []
     mine = scores[scores[by].isin([a, b])]
+    runs = mine.groupby(by)["run"].nunique() if "run" in mine.columns else pd.Series(dtype=int)
+    over = (
+        f"problems, conditional on {int(runs.get(a, 1))} {a} and {int(runs.get(b, 1))} {b} training run(s) "
+        "(training-seed variance not included)"
+    )
     for (metric, k), part in mine.groupby(["metric", "k"], sort=False):
         rng = np.random.default_rng([seed, int(k), len(metric)])
         replicates, estimates, problems = [], [], 0
@@ -139,13 +147,13 @@ def paired_comparison(
             rows.append(
                 {"comparison": f"{a} - {b}", "benchmark": bench, "metric": metric, "k": int(k)}
                 | interval_of(estimate, means, level).as_dict()
-                | {"problems": diff.size}
+                | {"problems": diff.size, "interval_over": over}
             )
         if len(estimates) > 1:
             rows.append(
                 {"comparison": f"{a} - {b}", "benchmark": AVG, "metric": metric, "k": int(k)}
                 | interval_of(float(np.mean(estimates)), np.mean(replicates, axis=0), level).as_dict()
-                | {"problems": problems}
+                | {"problems": problems, "interval_over": over}
             )
     return pd.DataFrame(rows)
 

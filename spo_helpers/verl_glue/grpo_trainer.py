@@ -8,8 +8,9 @@ from verl.trainer.ppo.ray_trainer import RayPPOTrainer
 
 from spo_helpers.core.diagnostics import calibration, grpo_diagnostics
 from spo_helpers.verl_glue.kit_trainer import KitTrainerMixin, first_occurrence_codes
-from spo_helpers.verl_glue.sandbox_health import SandboxHealth, without_failed_samples
+from spo_helpers.verl_glue.sandbox_health import SandboxHealth
 from spo_helpers.verl_glue.tracking import use_kit_tracking
+from spo_helpers.verl_glue.update_mask import without_samples, zero_variance_groups
 
 
 class _GRPODiagnosticsProxy:
@@ -25,7 +26,13 @@ class _GRPODiagnosticsProxy:
     def update_actor(self, data):
         health = self._trainer._sandbox_health(data)
         extra = self._trainer._grpo_step_diagnostics(data, health)
-        with without_failed_samples(data, health):
+        drop = None if health is None else health.failed_samples.copy()
+        if self._trainer.config.algorithm.filter_groups.get("enable", False):
+            rewards = data.batch["token_level_rewards"].sum(-1).double().numpy()
+            flat = zero_variance_groups(rewards, data.non_tensor_batch["uid"])
+            extra["kit/filtered_sample_share"] = float(flat.mean())
+            drop = flat if drop is None else (drop | flat)
+        with without_samples(data, drop):
             output = self._inner.update_actor(data)
         output.meta_info.setdefault("metrics", {}).update(extra)
         return output

@@ -19,14 +19,13 @@ to a sample with one:
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from spo_helpers.errors import UserError
+from spo_helpers.verl_glue.update_mask import without_samples
 
 logger = logging.getLogger(__name__)
 
@@ -83,19 +82,6 @@ def check_step(health: SandboxHealth | None, step: int, max_share: float) -> Non
     logger.warning("%s; those %d samples are left out of the update", what, int(health.failed_samples.sum()))
 
 
-@contextlib.contextmanager
-def without_failed_samples(batch, health: SandboxHealth | None) -> Iterator[None]:
+def without_failed_samples(batch, health: SandboxHealth | None):
     """While the block runs (the actor update), ``batch``'s response mask is zero for samples the sandbox failed."""
-    if health is None or not health.failed_samples.any():
-        yield
-        return
-    import torch
-
-    original = batch.batch["response_mask"]
-    masked = original.clone()
-    masked[torch.as_tensor(health.failed_samples)] = 0
-    batch.batch["response_mask"] = masked
-    try:
-        yield
-    finally:
-        batch.batch["response_mask"] = original
+    return without_samples(batch, None if health is None else health.failed_samples)

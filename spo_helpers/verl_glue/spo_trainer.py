@@ -19,6 +19,7 @@ The other paths of the official SPO ``fit()`` (verl's ``RayPPOTrainer.fit`` of i
 
 from __future__ import annotations
 
+import copy
 import logging
 from typing import Any
 
@@ -48,6 +49,10 @@ from spo_helpers.verl_glue.tracking import kit_tracking_class
 logger = logging.getLogger(__name__)
 
 
+BASELINES = ("tracker", "oracle")
+"""``trainer.spo.baseline``: SPO's tracker p̂, or the oracle ablation (success rate under the current policy)."""
+
+
 def fit_path_refusals(config) -> list[str]:
     """Paths of verl's ``fit()`` that SPO's loop does not run, switched on in ``config``: one reason each."""
     out = []
@@ -58,6 +63,13 @@ def fit_path_refusals(config) -> list[str]:
             "before an asynchronous one exists and fails in this mode; set it to False (with tools, the agent loop "
             "already scores each sample while generating; GRPO runs verl's own fit(), which supports it)"
         )
+    if config.algorithm.get("filter_groups", {}).get("enable", False):
+        out.append(
+            "algorithm.filter_groups.enable=True filters GRPO's groups without a reward spread; SPO samples one "
+            "response per prompt and has no groups: set it to False (or use METHOD=GRPO)"
+        )
+    if str(config.trainer.spo.get("baseline", "tracker")) not in BASELINES:
+        out.append(f"trainer.spo.baseline must be one of {', '.join(BASELINES)}, got {config.trainer.spo.baseline!r}")
     correction = config.algorithm.get("rollout_correction", None)
     if correction is not None and correction.get("bypass_mode", False):
         out.append(
@@ -141,6 +153,7 @@ class SPOTrainer(KitTrainerMixin, RayPPOTrainer):
             ),
         )
         self.store = ResponseStore(int(spo.store_max_tokens))
+        self._oracle_baseline = str(spo.get("baseline", "tracker")) == "oracle"
 
     # ------------------------------------------------------------------ state
     def _kit_state(self) -> dict[str, Any]:
@@ -170,6 +183,25 @@ class SPOTrainer(KitTrainerMixin, RayPPOTrainer):
         batch = DataProto.from_single_dict(collate_fn(items))
         batch.non_tensor_batch["uid"] = np.array([f"{self.global_steps}-{i}" for i in range(len(batch))], dtype=object)
         return batch, keys
+
+    def _oracle_success(self, selected: DataProto, selected_keys: list[str], order: list[str]) -> np.ndarray:
+        """The oracle ablation's baseline: each selected prompt's success rate under the current policy, from
+        ``trainer.spo.oracle_samples`` extra responses per prompt (scored, not trained on), in ``order`` (the
+        batch's prompt order after balancing)."""
+        samples = int(self.config.trainer.spo.oracle_samples)
+        repeated = selected.repeat(repeat_times=samples, interleave=True)
+        gen = self._get_gen_batch(repeated)
+        gen.meta_info["global_steps"] = self.global_steps
+        manager = self.async_rollout_manager if self.async_rollout_mode else self.actor_rollout_wg
+        output = manager.generate_sequences(gen)
+        output.meta_info.pop("timing", None)
+        repeated = repeated.union(output)
+        if "response_mask" not in repeated.batch.keys():  # noqa: SIM118 - a TensorDict
+            repeated.batch["response_mask"] = compute_response_mask(repeated)
+        reward_tensor, _ = compute_reward(repeated, self.reward_fn)
+        rates = reward_tensor.sum(dim=-1).double().numpy().reshape(len(selected_keys), samples).mean(axis=1)
+        by_key = dict(zip(selected_keys, rates, strict=True))
+        return np.array([by_key[k] for k in order], dtype=np.float64)
 
     def _pad_token_id(self) -> int:
         return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
@@ -217,6 +249,8 @@ class SPOTrainer(KitTrainerMixin, RayPPOTrainer):
             self._start_profiling(self.profile_steps.start())
         with marked_timer("step", timing):
             batch, keys = self._select_batch()
+            oracle_source = copy.deepcopy(batch) if self._oracle_baseline else None  # union edits batch in place
+            oracle_keys = list(keys)
             gen_batch = self._get_gen_batch(batch)
             gen_batch.meta_info["global_steps"] = self.global_steps
             with marked_timer("gen", timing, color="red"):
@@ -245,10 +279,14 @@ class SPOTrainer(KitTrainerMixin, RayPPOTrainer):
                 )
 
             health = self._sandbox_health(batch)  # stops the run here, before the update, when too many failed
+            oracle_p = None
+            if oracle_source is not None:
+                with marked_timer("oracle", timing, color="cyan"):
+                    oracle_p = self._oracle_success(oracle_source, oracle_keys, keys)
             with marked_timer("adv", timing, color="brown"):
                 alpha, beta = self.tracker.alpha(keys), self.tracker.beta(keys)
                 p_hat = self.tracker.p_hat(keys)
-                advantages = spo_advantages(rewards, p_hat)
+                advantages = spo_advantages(rewards, p_hat if oracle_p is None else oracle_p)
                 response_mask = batch.batch["response_mask"]
                 adv = torch.as_tensor(advantages, dtype=torch.float32)[:, None] * response_mask
                 batch.batch["advantages"] = adv
@@ -305,6 +343,10 @@ class SPOTrainer(KitTrainerMixin, RayPPOTrainer):
             calls = self._tool_calls(batch)
             if calls is not None:
                 record["tool_calls"] = calls.tolist()
+            if oracle_p is not None:
+                record["oracle_p"] = oracle_p.tolist()
+                metrics["spo/oracle_p"] = float(oracle_p.mean())
+                metrics["spo/p_hat_abs_error_vs_oracle"] = float(np.abs(p_hat - oracle_p).mean())
             if health is not None and health.failed_samples.any():
                 record["sandbox_failed"] = health.failed_samples.tolist()
             self.step_records.log(self.global_steps, record)

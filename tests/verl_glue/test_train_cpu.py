@@ -236,3 +236,31 @@ def test_a_run_extended_on_resume_validates_as_a_straight_run(small_world, tmp_p
         name = f"validation_data/{step}.jsonl"
         assert (extended.run_dir / name).read_text() == (straight.run_dir / name).read_text(), step
     assert (extended.run_dir / "steps.jsonl").read_text() == (straight.run_dir / "steps.jsonl").read_text()
+
+
+def test_ablation_switches_train(small_world, tmp_path):
+    """GRPO with DAPO's group filter leaves groups without a reward spread out of the update; SPO with the oracle
+    baseline takes its advantages against the current policy's success rate, estimated from extra responses."""
+    from spo_helpers.core.advantages import spo_advantages
+
+    grpo = run("GRPO", small_world, tmp_path, "filtered", 2, "algorithm.filter_groups.enable=true")
+    metrics = dict(stable_metrics(grpo.run_dir))
+    assert all(0.0 < metrics[s]["kit/filtered_sample_share"] < 1.0 for s in (1, 2))
+    oracle = run(
+        "SPO",
+        small_world,
+        tmp_path,
+        "oracle",
+        2,
+        "trainer.spo.baseline=oracle",
+        "trainer.spo.oracle_samples=4",
+        offline_values="none",
+    )
+    for record in read_step_log(oracle.run_dir / "steps.jsonl"):
+        data = record["data"]
+        assert set(np.unique(np.asarray(data["oracle_p"]) * 4)) <= {0.0, 1.0, 2.0, 3.0, 4.0}  # 4 samples each
+        expected = spo_advantages(np.asarray(data["reward"]), np.asarray(data["oracle_p"]))
+        assert np.allclose(data["advantage"], expected)
+    assert "spo/p_hat_abs_error_vs_oracle" in dict(stable_metrics(oracle.run_dir))[2]
+    with pytest.raises(UserError, match="SPO samples one response per prompt and has no groups"):
+        run("SPO", small_world, tmp_path, "bad", 1, "algorithm.filter_groups.enable=true", offline_values="none")

@@ -42,7 +42,7 @@ from spo_helpers.verl_glue.ray_cpu.settings import apply_required_settings, is_r
 
 CONFIG_NAME = "kit_trainer"
 METHODS = ("GRPO", "SPO", "EVAL")
-GROUPS = ("preset", "method", "preset_method", "agent", "preset_agent", "debug")
+GROUPS = ("preset", "method", "preset_method", "agent", "preset_agent", "regime", "regime_method", "debug")
 TOOLS = ("sandbox", "none")
 """``--tools``: tool-integrated reasoning through the sandbox (config option ``agent=tools``) or math only."""
 TOOLS_AGENT = {"sandbox": "tools", "none": "none"}
@@ -380,6 +380,11 @@ def finalise(config: DictConfig) -> DictConfig:
     follow them, such as the reference policy's strategy, follow), so ``trainer.device=cpu`` alone on the
     Hydra app is enough and the run's ``config.yaml`` and identity hold what runs.
     """
+    if config.kit.get("regime", "none") != "none" and config.kit.preset != "cpu":
+        raise UserError(
+            f"regime={config.kit.regime} is a setting of the CPU world (preset=cpu); the {config.kit.preset} preset "
+            "has its own schedule"
+        )
     if is_ray_cpu(config):
         refusal = device_refusal(str(config.kit.preset), "ray", "cpu")
         if refusal:

@@ -13,6 +13,7 @@ from spo_helpers.verl_glue.config import (
     build_config,
     command_line,
     compose,
+    finalise,
     largest_divisor_at_most,
     normalise_override,
 )
@@ -285,3 +286,20 @@ def test_tensorboard_dir_keeps_the_users_choice(monkeypatch, tmp_path):
     with tensorboard_dir(layout) as folder:
         assert folder == tmp_path / "mine" and os.environ["TENSORBOARD_DIR"] == str(tmp_path / "mine")
     assert os.environ["TENSORBOARD_DIR"] == str(tmp_path / "mine")
+
+
+def test_the_paper_regime_of_the_cpu_world():
+    """regime=paper: a small pool, tens of visits per prompt, a learning rate whose drift stays in rho's clip
+    range, and the same 32 samples per step for both methods; a CPU-world setting only."""
+    base = ["preset=cpu", "regime=paper", "actor_rollout_ref.model.path=/m", "data.train_files=[/d/probe.parquet]"]
+    spo = finalise(compose([*base, "method=spo"]))
+    grpo = finalise(compose([*base, "method=grpo"]))
+    assert spo.kit.regime == grpo.kit.regime == "paper"
+    assert spo.actor_rollout_ref.actor.optim.lr == grpo.actor_rollout_ref.actor.optim.lr == 3e-5
+    assert (spo.data.train_batch_size, spo.data.gen_batch_size, spo.actor_rollout_ref.rollout.n) == (32, 200, 1)
+    assert (grpo.data.train_batch_size, grpo.actor_rollout_ref.rollout.n) == (4, 8)
+    assert spo.trainer.total_training_steps == grpo.trainer.total_training_steps == 150
+    plain = finalise(compose(["preset=cpu", "method=spo", "actor_rollout_ref.model.path=/m", "data.train_files=[/d]"]))
+    assert plain.kit.regime == "none" and plain.actor_rollout_ref.actor.optim.lr == 3e-4
+    with pytest.raises(UserError, match="regime=paper is a setting of the CPU world"):
+        finalise(compose(["preset=official", "method=spo", "regime=paper", "actor_rollout_ref.model.path=/m"]))

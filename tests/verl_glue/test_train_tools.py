@@ -81,6 +81,7 @@ def test_grpo_with_tools(small_tool_world, tmp_path):
         sock.connect((where.hostname, where.port))
 
 
+@pytest.mark.slow  # about 35 s (make test-slow); make test keeps SPO's stop-and-resume equality without tools
 def test_spo_with_tools_resume_equals_straight_run(small_tool_world, tmp_path):
     straight = run("SPO", small_tool_world, tmp_path, "straight", 3)
     with pytest.raises(RunStopped):

@@ -61,9 +61,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
+from spo_helpers.core.latency import LATENCY_DISTRIBUTIONS, draw_latencies
+
 POLICIES = ("grpo", "grpo_async", "spo")
 GRPO_POLICIES = ("grpo", "grpo_async")
-DISTRIBUTIONS = ("lognormal", "pareto", "exponential", "constant")
+DISTRIBUTIONS = LATENCY_DISTRIBUTIONS
 TAIL_FIELDS = {"lognormal": "sigma", "pareto": "pareto_shape"}
 
 
@@ -158,13 +160,9 @@ class SimConfig:
 
 # ---------------------------------------------------------------------------------------------- trajectory times
 def _base_times(config: SimConfig, size: int, rng: np.random.Generator) -> np.ndarray:
-    if config.dist == "constant":
-        return np.full(size, config.scale)
-    if config.dist == "exponential":
-        return rng.exponential(config.scale, size)
-    if config.dist == "lognormal":
-        return rng.lognormal(config.mu, config.sigma, size)
-    return config.scale * (1.0 + rng.pareto(config.pareto_shape, size))
+    return draw_latencies(
+        config.dist, size, rng, mu=config.mu, sigma=config.sigma, pareto_shape=config.pareto_shape, scale=config.scale
+    )
 
 
 def sample_times(config: SimConfig, size: int, rng: np.random.Generator) -> np.ndarray:

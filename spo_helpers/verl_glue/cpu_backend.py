@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, open_dict
 
+from spo_helpers.core.latency import LatencyModel
 from spo_helpers.formats.atomic import atomic_write_text
 from spo_helpers.verl_glue.agent_loop.cpu_server import torch_rng
 
@@ -96,6 +97,7 @@ class CPURollout:
             "val": torch.Generator().manual_seed(seed + 1_000_003).get_state(),
         }
         self._val_calls: tuple[int, int] = (-1, 0)  # (global step, validation calls made in it)
+        self.latency: LatencyModel | None = None  # kit.tool_latency: added delays of training code runs
 
     def _sampling_kwargs(self, meta: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         validate = bool(meta.get("validate", False))
@@ -136,6 +138,8 @@ class CPURollout:
             raise ValueError("the tool agent loop reads each row's chat: set data.return_raw_chat=True")
         stream, kwargs = self._sampling_kwargs(prompts.meta_info)
         settings = self.tools
+        step = int(prompts.meta_info.get("global_steps", 0))
+        latency = self.latency if stream == "train" else None  # validation measures the policy, not the schedule
         rollout = run_tool_rollout(
             self.module,
             self.tokenizer,
@@ -150,6 +154,8 @@ class CPURollout:
             rewrite_prompt=settings.rewrite_prompt,
             chat_template_kwargs=settings.chat_template_kwargs,
             micro_batch_size=self.micro_batch_size,
+            latency=latency,
+            sample_words=[(step, row) for row in range(len(prompts))],
         )
         self.rng[stream] = rollout.rng_state
         tensors = pack_turn_results(
@@ -276,6 +282,7 @@ class CPUActorRolloutWorkerGroup:
             tokenizer=self.tokenizer,
             data_config=self.full_config.get("data"),
         )
+        self.rollout.latency = LatencyModel.from_mapping(self.full_config.get("kit", {}).get("tool_latency"))
 
     def _build_scheduler(self, optim_cfg: DictConfig):
         from verl.utils.torch_functional import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup

@@ -29,6 +29,7 @@ tokens and padding) and ``non_tensor_fields`` adds ``__num_turns__`` and ``tool_
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +41,7 @@ import numpy as np
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
+from spo_helpers.core.latency import LatencyModel
 from spo_helpers.verl_glue.agent_loop.prompt import check_prompt_length, prompt_token_ids
 from spo_helpers.verl_glue.agent_loop.turns import (
     CodeTool,
@@ -239,14 +241,19 @@ class ToolRollout:
 
 
 async def _rollouts(
-    prompts: Sequence[Sequence[int]], server: CPUGenerationServer, config: TurnConfig, tool: CodeTool, tokenizer: Any
+    prompts: Sequence[Sequence[int]],
+    server: CPUGenerationServer,
+    config: TurnConfig,
+    tool: CodeTool,
+    tokenizer: Any,
+    delays: Sequence[Callable[[int], float] | None],
 ) -> list[TurnResult]:
     gate = Lockstep(server.generate_batch, live=len(prompts))
 
     async def one(slot: int, prompt_ids: Sequence[int]) -> TurnResult:
         try:
             turns = ToolTurns(prompt_ids, config, tokenizer, tool.extract)
-            return await run_turns(turns, gate.client(slot), tool)
+            return await run_turns(turns, gate.client(slot), tool, extra_latency=delays[slot])
         finally:
             gate.retire()
 
@@ -261,6 +268,21 @@ def _run_coroutine(factory: Callable[[], Awaitable[Any]]) -> Any:
         return asyncio.run(factory())
     with ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(lambda: asyncio.run(factory())).result()
+
+
+def sample_delays(
+    latency: LatencyModel | None, sample_words: Sequence[Sequence[int]] | None, size: int
+) -> list[Callable[[int], float] | None]:
+    """Per sample, the added delay of its code run number ``call`` (``None`` without a latency model)."""
+    if latency is None or not latency.enabled:
+        return [None] * size
+    if sample_words is None or len(sample_words) != size:
+        raise ValueError("a latency model needs one tuple of sample words per prompt")
+    return [functools.partial(_delay_of, latency, tuple(int(w) for w in words)) for words in sample_words]
+
+
+def _delay_of(latency: LatencyModel, words: tuple[int, ...], call: int) -> float:
+    return latency.delay(*words, call)
 
 
 def run_tool_rollout(
@@ -278,13 +300,17 @@ def run_tool_rollout(
     rewrite_prompt: bool = True,
     chat_template_kwargs: Mapping[str, Any] | None = None,
     micro_batch_size: int = 256,
+    latency: LatencyModel | None = None,
+    sample_words: Sequence[Sequence[int]] | None = None,
 ) -> ToolRollout:
     """Tool-integrated rollouts for one batch of dataset chats (``non_tensor_batch["raw_prompt"]``).
 
     ``sampling_kwargs`` go to ``generate()`` as they are (``do_sample``, ``temperature``, ``top_p``,
     ``top_k``: the CPU rollout's ``_sampling_kwargs``); EOS and padding default to the model's generation
     config, then the tokenizer's. With ``prompt_length`` a longer prompt is refused (verl's batch would not
-    hold it). Returns the results and the advanced RNG state, which the caller stores in place of ``rng_state``.
+    hold it). ``latency`` (with ``sample_words``, integers naming each sample, e.g. its step and row) adds the
+    latency model's seeded delay to every code run: ``latency.delay(*words, call)``. Returns the results and the
+    advanced RNG state, which the caller stores in place of ``rng_state``.
     """
     generation = getattr(module, "generation_config", None)
     if eos_token_id is None:
@@ -311,7 +337,8 @@ def run_tool_rollout(
         sampling_kwargs=sampling_kwargs,
         micro_batch_size=micro_batch_size,
     )
-    results = _run_coroutine(lambda: _rollouts(prompts, server, config, tool, tokenizer))
+    delays = sample_delays(latency, sample_words, len(prompts))
+    results = _run_coroutine(lambda: _rollouts(prompts, server, config, tool, tokenizer, delays))
     logger.debug("tool rollout: %d samples in %d rounds", len(results), server.calls)
     return ToolRollout(results=results, rng_state=server.rng_state, rounds=server.calls)
 

@@ -229,6 +229,11 @@ class ToolTurns:
     def done(self) -> bool:
         return self.stop_reason is not None
 
+    @property
+    def tool_calls(self) -> int:
+        """Code runs answered so far."""
+        return self._counts["tool_calls"]
+
     def _stop(self, reason: StopReason) -> None:
         self.stop_reason = reason
         self._pending_code = None
@@ -332,9 +337,15 @@ class ToolTurns:
 
 
 # ---------------------------------------------------------------------------------------------- driver
-async def run_turns(turns: ToolTurns, generate: Generate, tool: CodeTool) -> TurnResult:
+async def run_turns(
+    turns: ToolTurns, generate: Generate, tool: CodeTool, *, extra_latency: Callable[[int], float] | None = None
+) -> TurnResult:
     """Drive ``turns`` to the end: ``await generate(request)`` for the model, ``tool.run`` in a worker thread (of
-    the tool's own ``executor`` when it has one)."""
+    the tool's own ``executor`` when it has one).
+
+    ``extra_latency(call)``: seconds the code run number ``call`` (0 first) waits after the sandbox answered
+    (the latency model for measurements, ``core.latency``), without holding a thread; counted in its latency.
+    """
     while not turns.done:
         start = time.perf_counter()
         generation = await generate(turns.next_request())
@@ -345,6 +356,11 @@ async def run_turns(turns: ToolTurns, generate: Generate, tool: CodeTool) -> Tur
         start = time.perf_counter()
         executor = getattr(tool, "executor", None)
         result = await asyncio.get_running_loop().run_in_executor(executor, tool.run, code)
+        if extra_latency is not None:
+            wait = float(extra_latency(turns.tool_calls))
+            if wait > 0:
+                await asyncio.sleep(wait)
+                result = dataclasses.replace(result, latency_s=result.latency_s + wait)
         turns.add_time(tool=time.perf_counter() - start)
         turns.on_tool_result(result)
     return turns.result()

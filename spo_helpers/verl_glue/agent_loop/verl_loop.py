@@ -23,6 +23,8 @@ sample's ``TurnMetrics`` as a dict (``turns.summarize`` reduces a batch of them)
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -31,6 +33,7 @@ from uuid import uuid4
 from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopOutput, register
 from verl.utils.rollout_trace import rollout_trace_op
 
+from spo_helpers.core.latency import LatencyModel
 from spo_helpers.verl_glue.agent_loop.prompt import check_prompt_length, prompt_token_ids
 from spo_helpers.verl_glue.agent_loop.settings import AGENT_NAME, tool_config_from_file, turn_config_from_rollout
 from spo_helpers.verl_glue.agent_loop.tool import CodeInterpreter
@@ -80,6 +83,8 @@ class SPOToolAgentLoop(AgentLoopBase):
     prompt_length: int
     chat_template_kwargs: dict[str, Any]
     rewrite_prompt: bool = True
+    latency: LatencyModel = LatencyModel()
+    _samples = itertools.count()  # this process's samples, in the order they start (names a delay)
 
     @classmethod
     def init_class(cls, config, tokenizer, processor, **kwargs) -> None:
@@ -101,6 +106,8 @@ class SPOToolAgentLoop(AgentLoopBase):
         cls.tool = CodeInterpreter(tool_config_from_file(tool_config_path))
         cls.chat_template_kwargs = _plain_dict(config.data.get("apply_chat_template_kwargs"))
         cls.rewrite_prompt = bool(kwargs.get("rewrite_prompt", True))
+        kit = config.get("kit", None)
+        cls.latency = LatencyModel.from_mapping(kit.get("tool_latency", None) if kit is not None else None)
         cls._class_initialized = True
         logger.info("%s: %s, tool %s", AGENT_NAME, cls.turn_config, cls.tool.config)
 
@@ -138,5 +145,15 @@ class SPOToolAgentLoop(AgentLoopBase):
         )
         check_prompt_length(prompt_ids, self.prompt_length)
         turns = ToolTurns(prompt_ids, self.turn_config, self.tokenizer, self.tool.extract)
-        result = await run_turns(turns, self._generate(sampling_params), self.tool)
+        generate = self._generate(sampling_params)
+        result = await run_turns(turns, generate, self.tool, extra_latency=self._delays(prompt_ids))
         return agent_loop_output(result)
+
+    def _delays(self, prompt_ids):
+        """The latency model's delay per code run, named by the prompt and this process's sample count (verl's
+        loop is not told whether it serves training or validation: the delay applies to both here)."""
+        if not self.latency.enabled:
+            return None
+        digest = hashlib.sha256(str(list(prompt_ids)).encode()).digest()
+        words = (int.from_bytes(digest[:8], "little"), next(self._samples))
+        return lambda call: self.latency.delay(*words, call)

@@ -228,6 +228,45 @@ def test_multi_turn_rollouts_in_lockstep_rounds(tiny):
     assert [r.response_ids for r in outputs[0].results] == [r.response_ids for r in outputs[1].results]
 
 
+def test_the_latency_model_delays_each_code_run_by_its_samples_seeded_draw(tiny):
+    from spo_helpers.core.latency import LatencyModel
+
+    model, tok = tiny
+    first, final = "<code>1+1</code>", " ok"
+
+    def choose(context):
+        return final if "<interpreter>" in context else first
+
+    latency = LatencyModel(dist="lognormal", mu=-2.5, sigma=0.5, seed=3)
+    words = [(7, 0), (7, 1)]
+    rollout = run_tool_rollout(
+        model,
+        tok,
+        CHATS,
+        config=TurnConfig(response_length=120),
+        tool=FakeTool([ToolResult("2", latency_s=0.0)]),
+        rng_state=seed_state(0),
+        sampling_kwargs=scripted(tok, choose),
+        rewrite_prompt=False,
+        latency=latency,
+        sample_words=words,
+    )
+    for result, (step, row) in zip(rollout.results, words, strict=True):
+        assert result.metrics.sandbox_seconds == pytest.approx(latency.delay(step, row, 0))
+    # the lockstep round waits for the slower of the two delayed runs
+    assert min(r.metrics.tool_seconds for r in rollout.results) >= max(latency.delay(*w, 0) for w in words) - 0.02
+    with pytest.raises(ValueError, match="sample words"):
+        run_tool_rollout(
+            model,
+            tok,
+            CHATS,
+            config=TurnConfig(response_length=120),
+            tool=FakeTool(),
+            rng_state=seed_state(0),
+            latency=latency,
+        )
+
+
 # ------------------------------------------------------------------------------------------ verl's layout
 def test_results_pack_like_verls_agent_loop_workers(tiny):
     pytest.importorskip("verl")

@@ -22,8 +22,8 @@ Measured and printed:
   and on the held-out prompts, each arm against GRPO: Fieller's ratio and the paired t difference over seeds;
 - what the samples did: GRPO's zero-advantage share, SPO's revisit drift and rho at its clip bounds.
 
-The last lines are ``RESULT`` records for the README table; ``spo figures`` draws the GRPO and SPO runs
-(``<output>/main``), and ``<output>/claims.png`` the arms and the baseline error by visit.
+The last lines are ``RESULT`` records for the README table; ``spo figures``' builders draw the GRPO and SPO
+runs into ``<output>/figures``, and ``<output>/claims.png`` the arms and the baseline error by visit.
 
     python bench/bench_claims.py [--seeds 0 1 2 3 4] [--steps 150] [--output runs/bench_claims] [--quick]
 """
@@ -44,6 +44,7 @@ from spo_helpers.analysis import ground_truth as G
 from spo_helpers.analysis.intervals import paired_t_difference
 from spo_helpers.analysis.steps import load_steps, offline_value_frame
 from spo_helpers.estimate import estimate_subset
+from spo_helpers.figures import write_figures
 from spo_helpers.formats.offline_values import read_offline_values
 from spo_helpers.formats.steplog import read_step_log
 from spo_helpers.ground_truth import measure_run
@@ -309,14 +310,9 @@ def main() -> None:
             print(f"  {arm}: {part['held_out initial'].mean():.3f} -> {part['held_out'].mean():.3f}, gain {gain}")
     output.mkdir(parents=True, exist_ok=True)
     draw(table, args.arms, found["by_visit"], output / "claims.png")
-    main_folder = output / "main"
-    for arm in ("GRPO", "SPO"):
-        for run_dir in runs.get(arm, []):
-            link = main_folder / "spo" / f"{slug(arm)}_{run_dir.name}"
-            link.parent.mkdir(parents=True, exist_ok=True)
-            if not link.exists():
-                link.symlink_to(run_dir.resolve(), target_is_directory=True)
-    print(f"\nfigures: {output / 'claims.png'}; `spo figures {main_folder}` draws GRPO and SPO")
+    figure_runs = [run_dir for arm in ("GRPO", "SPO") for run_dir in runs.get(arm, [])]
+    print(f"\nfigures: {output / 'claims.png'}, and `spo figures` on the GRPO and SPO runs:")
+    write_figures(figure_runs, output / "figures", formats=("png",), simulation=False)
     grpo_pool = table.loc[table["arm"] == "GRPO", "pool"].mean()
     for arm, ratio, value in results:
         record = {

@@ -18,7 +18,17 @@ TRUE = ("1", "true", "yes", "on")
 FALSE = ("0", "false", "no", "off", "")
 
 
-HYDRA_GROUPS = ("preset", "method", "agent", "debug", "preset_method", "preset_agent", "regime", "regime_method")
+HYDRA_GROUPS = (
+    "preset",
+    "method",
+    "agent",
+    "debug",
+    "preset_method",
+    "preset_agent",
+    "regime",
+    "regime_method",
+    "schedule",
+)
 """The kit's config groups: ``agent=tools`` is an override although its key has no dot."""
 _OVERRIDE = re.compile(r"^[+~]{0,2}([A-Za-z_][\w@/-]*)((\.[\w@/-]+)*)=")
 

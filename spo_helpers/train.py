@@ -147,12 +147,14 @@ def train(
     assets: str | None = None,
     fresh: bool = False,
     tools: str | None = None,
+    schedule: str | None = None,
 ) -> TrainSummary | str:
     """Train with ``method`` (GRPO or SPO); the Python face of ``spo train``.
 
     An existing run folder is resumed from its newest complete checkpoint, unless
     ``fresh`` (then it is deleted first). ``tools``: ``sandbox`` (tool-integrated reasoning), ``none`` (math
     only) or ``None`` (the preset's default); on the cpu preset, tools train the CPU world's tool-use variant.
+    ``schedule``: ``sync`` (the default), ``stream`` or ``overprovision`` (the ``schedule`` config group).
     """
     from spo_helpers.verl_glue.config import RunSpec, build_config, dry_run_text, tools_on
     from spo_helpers.verl_glue.run_guard import start_run
@@ -197,7 +199,7 @@ def train(
         total_steps=total_steps,
         seed=seed,
         tools=tools,
-        overrides=list(overrides or []),
+        overrides=[*([f"schedule={schedule}"] if schedule else []), *(overrides or [])],
     )
     config = build_config(spec)
     check_offline_values(offline_values, train_files, method)
@@ -217,6 +219,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n_train", type=int, default=env_int("N_TRAIN"), help="N_TRAIN: responses per prompt")
     parser.add_argument("--total_steps", type=int, default=None, help="trainer.total_training_steps")
     parser.add_argument("--fresh", action="store_true", help="delete an existing run folder instead of resuming it")
+    parser.add_argument(
+        "--schedule",
+        choices=("sync", "stream", "overprovision"),
+        default=os.environ.get("SCHEDULE") or None,
+        help="SCHEDULE: how rollouts make steps: sync (default), stream or overprovision (SPO with tools, cpu)",
+    )
     parser.add_argument(
         "--val_before_train", type=parse_bool, default=env_bool("VAL_BEFORE_TRAIN"), help="VAL_BEFORE_TRAIN"
     )
@@ -246,6 +254,7 @@ def run(args: argparse.Namespace) -> int:
         val_before_train=args.val_before_train,
         seed=args.seed,
         tools=args.tools,
+        schedule=args.schedule,
         overrides=args.overrides,
         dry_run=args.dry_run,
         assets=args.assets,

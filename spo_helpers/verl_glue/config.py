@@ -42,7 +42,17 @@ from spo_helpers.verl_glue.ray_cpu.settings import apply_required_settings, is_r
 
 CONFIG_NAME = "kit_trainer"
 METHODS = ("GRPO", "SPO", "EVAL")
-GROUPS = ("preset", "method", "preset_method", "agent", "preset_agent", "regime", "regime_method", "debug")
+GROUPS = (
+    "preset",
+    "method",
+    "preset_method",
+    "agent",
+    "preset_agent",
+    "regime",
+    "regime_method",
+    "schedule",
+    "debug",
+)
 TOOLS = ("sandbox", "none")
 """``--tools``: tool-integrated reasoning through the sandbox (config option ``agent=tools``) or math only."""
 TOOLS_AGENT = {"sandbox": "tools", "none": "none"}
@@ -372,6 +382,27 @@ def resolve_pkg_paths(config: DictConfig) -> DictConfig:
     return config
 
 
+def schedule_refusal(config: DictConfig) -> str | None:
+    """Why ``kit.schedule`` cannot run with this config, or None. The streamed and over-provisioned schedules run
+    SPO's tool agent loop on the CPU backend (``verl_glue/agent_loop/stream_engine.py``); elsewhere a run keeps the
+    synchronous loop."""
+    policy = str(config.kit.get("schedule", {}).get("policy", "sync"))
+    if policy == "sync":
+        return None
+    if policy not in ("stream", "overprovision"):
+        return f"kit.schedule.policy={policy} is not a schedule: choose schedule=sync, stream or overprovision"
+    where = []
+    if str(config.kit.method) != "SPO":
+        where.append(f"method=spo (this run: {str(config.kit.method).lower()}; GRPO keeps verl's synchronous fit())")
+    if str(config.kit.backend) != "cpu":
+        where.append(f"the cpu backend (this run: {config.kit.backend})")
+    if not config.actor_rollout_ref.rollout.multi_turn.get("enable", False):
+        where.append("tools (--tools sandbox or agent=tools)")
+    if where:
+        return f"schedule={policy} needs " + ", ".join(where) + "; use schedule=sync (the default) otherwise"
+    return None
+
+
 def finalise(config: DictConfig) -> DictConfig:
     """Resolve every interpolation in place and turn ``pkg://`` paths into files: what the trainer gets.
 
@@ -385,6 +416,9 @@ def finalise(config: DictConfig) -> DictConfig:
             f"regime={config.kit.regime} is a setting of the CPU world (preset=cpu); the {config.kit.preset} preset "
             "has its own schedule"
         )
+    refusal = schedule_refusal(config)
+    if refusal:
+        raise UserError(refusal)
     if is_ray_cpu(config):
         refusal = device_refusal(str(config.kit.preset), "ray", "cpu")
         if refusal:

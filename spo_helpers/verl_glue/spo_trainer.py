@@ -102,6 +102,14 @@ def rollout_correction(batch: DataProto, config) -> tuple[DataProto, dict[str, A
     return batch, metrics
 
 
+def behaviour_gap(batch: DataProto) -> float:
+    """Mean ``|log pi_now(y_t) - log mu(y_t)|`` over the batch's model tokens: how far the current policy (the
+    batch's ``old_log_probs``) has moved from the one each token was sampled from (``rollout_log_probs``)."""
+    mask = batch.batch["response_mask"].float()
+    gap = (batch.batch["old_log_probs"] - batch.batch["rollout_log_probs"]).abs() * mask
+    return float(gap.sum() / mask.sum().clamp(min=1.0))
+
+
 class ProfileSteps:
     """Whether verl's profiler starts before and stops after each step (``global_profiler``), as verl's ``fit()``
     decides: every listed step on its own, or with ``profile_continuous_steps`` one span per run of
@@ -154,6 +162,10 @@ class SPOTrainer(KitTrainerMixin, RayPPOTrainer):
         )
         self.store = ResponseStore(int(spo.store_max_tokens))
         self._oracle_baseline = str(spo.get("baseline", "tracker")) == "oracle"
+        self._streaming = str(self.config.kit.get("schedule", {}).get("policy", "sync")) != "sync"
+        if self._streaming and self._oracle_baseline:
+            raise UserError("trainer.spo.baseline=oracle is an ablation of the synchronous loop: use schedule=sync")
+        self._streamed = None  # StreamedBatches while fit() runs a streamed schedule
 
     # ------------------------------------------------------------------ state
     def _kit_state(self) -> dict[str, Any]:
@@ -230,15 +242,25 @@ class SPOTrainer(KitTrainerMixin, RayPPOTrainer):
         profiler = self.config.global_profiler
         self.profile_steps = ProfileSteps(profiler.steps, profiler.profile_continuous_steps, self.global_steps)
         memory_snapshots = self.config.actor_rollout_ref.actor.get("profiler", {}).get("tool") == "torch_memory"
-        while self.global_steps <= self.total_training_steps:
-            metrics = self._spo_step()
-            tracking.log(data=metrics, step=self.global_steps)
-            progress.update(1)
-            self.global_steps += 1
-            if memory_snapshots:  # after the step counter moved on, as verl's fit() names them
-                self.actor_rollout_wg.dump_memory_snapshot(
-                    tag=f"post_update_step{self.global_steps}", sub_dir=f"step{self.global_steps}"
-                )
+        if self._streaming and self.global_steps <= self.total_training_steps:
+            from spo_helpers.verl_glue.streamed_batches import StreamedBatches
+
+            self._streamed = StreamedBatches(self)
+            self._streamed.start()
+        try:
+            while self.global_steps <= self.total_training_steps:
+                metrics = self._spo_step()
+                tracking.log(data=metrics, step=self.global_steps)
+                progress.update(1)
+                self.global_steps += 1
+                if memory_snapshots:  # after the step counter moved on, as verl's fit() names them
+                    self.actor_rollout_wg.dump_memory_snapshot(
+                        tag=f"post_update_step{self.global_steps}", sub_dir=f"step{self.global_steps}"
+                    )
+        finally:
+            if self._streamed is not None:
+                self._streamed.close()
+                self._streamed = None
         progress.close()
 
     def _spo_step(self) -> dict[str, Any]:
@@ -248,19 +270,28 @@ class SPOTrainer(KitTrainerMixin, RayPPOTrainer):
         with marked_timer("start_profile", timing):
             self._start_profiling(self.profile_steps.start())
         with marked_timer("step", timing):
-            batch, keys = self._select_batch()
-            oracle_source = copy.deepcopy(batch) if self._oracle_baseline else None  # union edits batch in place
-            oracle_keys = list(keys)
-            gen_batch = self._get_gen_batch(batch)
-            gen_batch.meta_info["global_steps"] = self.global_steps
-            with marked_timer("gen", timing, color="red"):
-                if self.async_rollout_mode:
-                    gen_output = self.async_rollout_manager.generate_sequences(gen_batch)
-                else:
-                    gen_output = self.actor_rollout_wg.generate_sequences(gen_batch)
-                timing.update(gen_output.meta_info.pop("timing", {}))
-            batch = batch.union(gen_output)
+            staleness = None
+            if self._streamed is not None:
+                oracle_source = None
+                with marked_timer("gen", timing, color="red"):
+                    batch, keys, stream_metrics, staleness = self._streamed.next_batch(self.global_steps)
+                metrics.update(stream_metrics)
+            else:
+                batch, keys = self._select_batch()
+                oracle_source = copy.deepcopy(batch) if self._oracle_baseline else None  # union edits in place
+                oracle_keys = list(keys)
+                gen_batch = self._get_gen_batch(batch)
+                gen_batch.meta_info["global_steps"] = self.global_steps
+                with marked_timer("gen", timing, color="red"):
+                    if self.async_rollout_mode:
+                        gen_output = self.async_rollout_manager.generate_sequences(gen_batch)
+                    else:
+                        gen_output = self.actor_rollout_wg.generate_sequences(gen_batch)
+                    timing.update(gen_output.meta_info.pop("timing", {}))
+                batch = batch.union(gen_output)
             batch.non_tensor_batch["spo_key"] = np.array(keys, dtype=object)
+            if staleness is not None:
+                batch.non_tensor_batch["spo_staleness"] = np.array(staleness, dtype=np.int64)
             if "response_mask" not in batch.batch.keys():  # noqa: SIM118 - a TensorDict
                 batch.batch["response_mask"] = compute_response_mask(batch)
             if self.config.trainer.balance_batch:
@@ -308,6 +339,9 @@ class SPOTrainer(KitTrainerMixin, RayPPOTrainer):
                     batch = batch.union(self.ref_policy_wg.compute_ref_log_prob(batch))
             batch, correction_metrics = rollout_correction(batch, self.config)
             metrics.update(correction_metrics)
+            if self._streamed is not None:  # the PPO ratio against the policy that generated each token
+                metrics["stream/behaviour_abs_logprob_gap"] = behaviour_gap(batch)
+                batch.batch["old_log_probs"] = batch.batch["rollout_log_probs"].clone()
 
             with marked_timer("update_actor", timing, color="red"):
                 batch.meta_info["multi_turn"] = self.config.actor_rollout_ref.rollout.multi_turn.enable
@@ -343,6 +377,8 @@ class SPOTrainer(KitTrainerMixin, RayPPOTrainer):
             calls = self._tool_calls(batch)
             if calls is not None:
                 record["tool_calls"] = calls.tolist()
+            if staleness is not None:
+                record["staleness"] = batch.non_tensor_batch["spo_staleness"].tolist()
             if oracle_p is not None:
                 record["oracle_p"] = oracle_p.tolist()
                 metrics["spo/oracle_p"] = float(oracle_p.mean())
@@ -373,6 +409,8 @@ class SPOTrainer(KitTrainerMixin, RayPPOTrainer):
                 )
             with marked_timer("save_checkpoint", timing, color="green"):
                 self._save_checkpoint()
+        if self._streamed is not None and not is_last_step:
+            self._streamed.resume()  # the update, validation and checkpoint are done: generation goes on
         with marked_timer("stop_profile", timing):
             self._stop_profiling(self.profile_steps.stop(self.global_steps))
         self.max_steps_duration = max(self.max_steps_duration, timing["step"])

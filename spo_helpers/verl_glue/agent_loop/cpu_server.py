@@ -133,8 +133,10 @@ class CPUGenerationServer:
         pad_token_id: int,
         sampling_kwargs: Mapping[str, Any] | None = None,
         micro_batch_size: int = 256,
+        log_probs: bool = False,
     ) -> None:
         self.module = module
+        self.log_probs = bool(log_probs)  # answer each token's log-prob under the sampling distribution
         self.tokenizer = tokenizer
         self.rng_state = rng_state.clone()
         self.eos_ids = _ids(eos_token_id)
@@ -162,15 +164,31 @@ class CPUGenerationServer:
             pad_token_id=self.pad_token_id,
             stopping_criteria=StoppingCriteriaList([criteria]),
             use_cache=True,
+            output_scores=self.log_probs,
+            return_dict_in_generate=self.log_probs,
             **self.sampling_kwargs,
         )
-        generated = out[:, width:]
+        sequences = out.sequences if self.log_probs else out
+        generated = sequences[:, width:]
+        token_logprobs = self._token_logprobs(out.scores, generated) if self.log_probs else None
         answers = []
         for row, request in enumerate(requests):
             finish = criteria.finish[row]
             end = request.max_tokens if finish is None else min(finish + 1, request.max_tokens)
-            answers.append(Generation(token_ids=tuple(int(t) for t in generated[row, :end])))
+            logprobs = None if token_logprobs is None else tuple(float(x) for x in token_logprobs[row, :end])
+            answers.append(Generation(token_ids=tuple(int(t) for t in generated[row, :end]), log_probs=logprobs))
         return answers
+
+    @staticmethod
+    def _token_logprobs(scores: Sequence[torch.Tensor], generated: torch.Tensor) -> torch.Tensor:
+        """``log softmax(scores_t)[token_t]`` per row and step: the log-prob of each sampled token under the
+        distribution it was drawn from (the logits after ``generate``'s temperature, top-k and top-p)."""
+        steps = min(len(scores), generated.shape[1])
+        out = torch.zeros(generated.shape, dtype=torch.float32)
+        for t in range(steps):
+            logp = torch.log_softmax(scores[t].float(), dim=-1)
+            out[:, t] = logp.gather(1, generated[:, t : t + 1]).squeeze(1)
+        return out
 
     @torch.no_grad()
     def generate_batch(self, requests: Sequence[GenerateRequest]) -> list[Generation]:

@@ -1,0 +1,182 @@
+"""SPO's training batches from streamed rollouts (``schedule=stream`` or ``overprovision``; CPU backend, tools).
+
+``StreamedBatches`` sits between ``SPOTrainer`` and the streaming engine (``agent_loop/stream_engine.py``): it
+keeps the engine's prompt queue filled from SPO's prioritised sampler, turns each closed step into the batch the
+trainer's synchronous path would have built (the same tensors, plus ``rollout_log_probs``: the behaviour
+log-probs), and reports what the schedule did as ``stream/*`` metrics. What streaming changes in SPO's update is
+in docs/algorithm.md (streamed rollouts).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from verl import DataProto
+
+from spo_helpers.core.streaming import ScheduleConfig, StreamScheduler
+from spo_helpers.errors import UserError
+
+QUEUE_DRAWS = 8  # sampler draws at most per refill (prompts already in use are skipped)
+
+
+def schedule_config(schedule: Any, batch_units: int) -> ScheduleConfig:
+    """``kit.schedule`` as the scheduler's config (only the keys its policy takes)."""
+    policy = str(schedule.policy)
+    return ScheduleConfig(
+        batch_units=int(batch_units),
+        policy=policy,
+        group_size=1,
+        slots=int(schedule.slots or batch_units) if policy == "stream" else None,
+        overprovision=float(schedule.overprovision or 0.0) if policy == "overprovision" else 0.0,
+        max_staleness=None
+        if policy != "stream" or schedule.get("max_staleness") is None
+        else int(schedule.max_staleness),
+    )
+
+
+class StreamedBatches:
+    """The streamed path of ``SPOTrainer``: ``start`` (after the checkpoint is loaded), ``next_batch`` per step,
+    ``resume`` after the step's update (and validation, checkpoint), ``close`` at the end."""
+
+    def __init__(self, trainer: Any) -> None:
+        from spo_helpers.verl_glue.agent_loop.cpu_server import CPUGenerationServer
+        from spo_helpers.verl_glue.agent_loop.prompt import prompt_token_ids
+        from spo_helpers.verl_glue.agent_loop.stream_engine import StreamingRollout
+        from spo_helpers.verl_glue.agent_loop.tool import CodeInterpreter
+
+        rollout = getattr(trainer.actor_rollout_wg, "rollout", None)
+        if rollout is None or getattr(rollout, "tools", None) is None:
+            raise UserError("streamed rollouts run the cpu backend's tool agent loop: --backend cpu --tools sandbox")
+        self.trainer = trainer
+        self.rollout = rollout
+        self.settings = rollout.tools
+        self._prompt_token_ids = prompt_token_ids
+        _, sampling = rollout._sampling_kwargs({})
+        self.server = CPUGenerationServer(
+            rollout.module,
+            rollout.tokenizer,
+            rng_state=rollout.rng["train"],
+            eos_token_id=rollout.eos_ids,
+            pad_token_id=rollout.pad_token_id,
+            sampling_kwargs=sampling,
+            micro_batch_size=rollout.micro_batch_size,
+            log_probs=True,
+        )
+        config = trainer.config
+        self.schedule = schedule_config(config.kit.schedule, int(config.data.train_batch_size))
+        self.timeout_s = float(config.kit.schedule.get("timeout_s", 3600) or 3600)
+        self.scheduler = StreamScheduler(self.schedule, start_version=max(0, int(trainer.global_steps) - 1))
+        self.engine = StreamingRollout(
+            self.scheduler,
+            flush=self.server.generate_batch,
+            prompt_ids=lambda item: item[1],
+            turn_config=self.settings.turns,
+            tool=CodeInterpreter(self.settings.tool),
+            tokenizer=rollout.tokenizer,
+            latency=rollout.latency,
+        )
+        per_step = self.schedule.requests_per_step or 0  # None when streaming: slots decide
+        self.slots = int(self.schedule.slots or per_step)
+        self.queue_target = self.schedule.batch_units + self.slots + per_step
+        self.trained = 0
+        self.dropped = 0
+
+    # ------------------------------------------------------------------ the prompt queue
+    def _draw(self, count: int) -> list[tuple[int, tuple[int, ...]]]:
+        """``count`` prompts from SPO's sampler (tracker rows with their prompt ids), none already in use."""
+        trainer = self.trainer
+        busy = {item[0] for item in self.engine.in_use()}
+        rows: list[int] = []
+        for _ in range(QUEUE_DRAWS):
+            for row in trainer.sampler.sample(trainer.tracker):
+                row = int(row)
+                if row not in busy and row not in rows:
+                    rows.append(row)
+            if len(rows) >= count:
+                break
+        items = []
+        for row in rows[:count]:
+            raw = trainer.train_dataset[int(trainer.key_rows[row])]["raw_prompt"]
+            ids = self._prompt_token_ids(
+                self.rollout.tokenizer,
+                raw,
+                rewrite=self.settings.rewrite_prompt,
+                chat_template_kwargs=self.settings.chat_template_kwargs,
+            )
+            items.append((row, tuple(int(i) for i in ids)))
+        return items
+
+    def start(self) -> None:
+        self.engine.start(self._draw(self.queue_target))
+
+    def resume(self) -> None:
+        missing = self.queue_target - self.engine.queued
+        if missing > 0:
+            self.engine.refill(self._draw(missing))
+        self.engine.resume()
+
+    def close(self) -> None:
+        self.engine.close()
+
+    # ------------------------------------------------------------------ a step
+    def next_batch(self, global_step: int) -> tuple[DataProto, list[str], dict[str, float], list[int]]:
+        """The step's batch (as the synchronous path builds it, plus ``rollout_log_probs``), its prompt keys,
+        the ``stream/*`` metrics, and each sample's staleness."""
+        from verl.utils.dataset.rl_dataset import collate_fn
+
+        from spo_helpers.verl_glue.agent_loop.cpu_server import non_tensor_fields, pack_turn_results
+
+        trainer = self.trainer
+        closed, units, stats = self.engine.next_step(timeout=self.timeout_s)
+        now = time.perf_counter()
+        self.rollout.rng["train"] = self.server.rng_state.clone()  # checkpoints keep the stream's RNG
+        samples = [unit[0] for unit in units]
+        rows = [int(s.item[0]) for s in samples]
+        keys = list(trainer.tracker.keys_at(np.asarray(rows)))
+        items = [trainer.train_dataset[int(trainer.key_rows[r])] for r in rows]
+        batch = DataProto.from_single_dict(collate_fn(items))
+        batch.non_tensor_batch["uid"] = np.array([f"{global_step}-{i}" for i in range(len(batch))], dtype=object)
+        gen = trainer._get_gen_batch(batch)
+        results = [s.result for s in samples]
+        response_length = int(trainer.config.actor_rollout_ref.rollout.response_length)
+        tensors = pack_turn_results(
+            results,
+            prompt_length=self.settings.prompt_length,
+            response_length=response_length,
+            pad_token_id=self.rollout.pad_token_id,
+        )
+        behaviour = torch.zeros((len(results), response_length), dtype=torch.float32)
+        for row, result in enumerate(results):
+            logprobs = result.response_logprobs or ()
+            behaviour[row, : len(logprobs)] = torch.tensor(logprobs, dtype=torch.float32)
+        tensors["rollout_log_probs"] = behaviour
+        non_tensors = dict(gen.non_tensor_batch)
+        non_tensors.update(non_tensor_fields(results))
+        batch = batch.union(DataProto.from_dict(tensors=tensors, non_tensors=non_tensors))
+
+        staleness = [int(s) for s in closed.staleness]
+        self.trained += len(samples)
+        self.dropped += len(closed.dropped)
+        elapsed = now - stats.started_at
+        slots = self.slots
+        metrics = {
+            "stream/staleness/mean": float(np.mean(staleness)) if staleness else 0.0,
+            "stream/staleness/max": float(max(staleness, default=0)),
+            "stream/stale_share": float(np.mean(np.asarray(staleness) > 0)) if staleness else 0.0,
+            "stream/dropped": float(len(closed.dropped)),
+            "stream/dropped_total": float(self.dropped),
+            "stream/aborted": float(len(closed.aborted)),
+            "stream/starved": float(stats.starved),
+            "stream/in_flight": float(self.scheduler.in_flight),
+            "stream/slot_utilisation": stats.utilisation(slots, now),
+            "stream/samples_per_second": len(samples) / elapsed if elapsed > 0 else 0.0,
+            "stream/step_wait_seconds": float(elapsed),
+            "stream/version": float(closed.version),
+        }
+        if not math.isfinite(metrics["stream/slot_utilisation"]):
+            metrics["stream/slot_utilisation"] = 0.0
+        return batch, keys, metrics, staleness

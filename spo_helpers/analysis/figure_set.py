@@ -411,6 +411,34 @@ def ground_truth_figure(data: RunData):
     return fig, error_summary(errors, resamples=500)
 
 
+@figure_builder("11_streaming")
+def streaming_figure(data: RunData):
+    """Runs with tools: measured trainable samples per second per method and schedule (``kit.schedule``), beside the
+    simulation's prediction for each synchronous run's measured shape, and the staleness of trained samples."""
+    from spo_helpers.analysis.plots import plot_streaming
+    from spo_helpers.analysis.streaming import (
+        SCHEDULE_COLUMNS,
+        run_schedules,
+        simulated_throughput,
+        staleness_distribution,
+        step_throughput,
+    )
+
+    tool_runs = set(data.metric(TOOL_CALL_RATE)["run"])
+    if not tool_runs:
+        raise MissingData(f"no run logged {TOOL_CALL_RATE} (throughput is compared on runs with tools)")
+    schedules = run_schedules([r for r in data.runs if r.title in tool_runs])
+    throughput = step_throughput(data.metrics, data.steps, schedules)
+    if throughput.empty:
+        raise MissingData("no run with tools logged timing_s/step beside steps.jsonl")
+    predicted = simulated_throughput(data.metrics, schedules)
+    fig = plot_streaming(throughput, staleness_distribution(data.steps, schedules), predicted)
+    table = throughput.groupby(list(SCHEDULE_COLUMNS), dropna=False)["samples_per_s"].mean().reset_index()
+    if not predicted.empty:
+        table = table.merge(predicted[["run", "predicted_sync", "predicted_stream"]], on="run", how="left")
+    return fig, table
+
+
 # ---------------------------------------------------------------------------------------------- the set
 @dataclass(frozen=True)
 class FigureSpec:
@@ -466,6 +494,11 @@ FIGURES: tuple[FigureSpec, ...] = (
         "10_ground_truth",
         "baseline error vs true p (SPO p̂, GRPO group / leave-one-out mean), p̂ calibration vs truth",
         ground_truth_figure,
+    ),
+    FigureSpec(
+        "11_streaming",
+        "measured trainable samples/s per method and schedule beside the simulation, staleness (runs with tools)",
+        streaming_figure,
     ),
 )
 FIGURE_STEMS: dict[str, str] = {spec.stem: spec.description for spec in FIGURES}

@@ -466,6 +466,59 @@ def plot_throughput_sweep(sweep: pd.DataFrame, axes=None) -> Figure:
     return fig
 
 
+def plot_streaming(throughput: pd.DataFrame, staleness: pd.DataFrame, predicted: pd.DataFrame | None = None, axes=None):
+    """Measured trainable samples per second per arm (``<method> <schedule>``: each run's mean over its steps as a
+    dot, the arm's mean with a 95% t interval over runs), the simulation's prediction for each synchronous run's
+    shape as hollow markers (barrier and streamed); and the staleness of trained samples per arm. panels: 2."""
+    from spo_helpers.analysis.intervals import t_mean
+
+    rows = _require(throughput, ["arm", "run", "samples_per_s"], "streaming throughput")
+    fig, (left, right) = _panels(axes, 2, width=5.2, height=3.8)
+    arms = list(dict.fromkeys(rows.sort_values(["method", "schedule"])["arm"]))
+    palette = dict(zip(arms, plt.cm.tab10(np.arange(len(arms)) % 10), strict=True))
+    per_run = rows.groupby(["arm", "run"], sort=False)["samples_per_s"].mean().reset_index()
+    for x, arm in enumerate(arms):
+        values = per_run[per_run["arm"] == arm]["samples_per_s"].to_numpy(dtype=float)
+        color = palette[arm]
+        left.scatter(np.full(values.size, x) + np.linspace(-0.08, 0.08, values.size), values, color=color, s=14)
+        if values.size >= 2:
+            interval = t_mean(values)
+            left.errorbar(
+                x + 0.2,
+                interval.estimate,
+                yerr=[[interval.estimate - interval.low], [interval.high - interval.estimate]],
+                fmt="s",
+                color=color,
+                capsize=3,
+            )
+        else:
+            left.scatter([x + 0.2], values, marker="s", color=color)
+    if predicted is not None and not predicted.empty:
+        simulated = (("simulated barrier", "predicted_sync", "o"), ("simulated stream", "predicted_stream", "D"))
+        for label, column, marker in simulated:
+            xs = [arms.index(a) + 0.35 for a in predicted["arm"] if a in arms]
+            ys = [v for a, v in zip(predicted["arm"], predicted[column], strict=True) if a in arms]
+            left.scatter(xs, ys, marker=marker, facecolors="none", edgecolors="black", s=30, label=label)
+        left.legend(fontsize=8, loc="best")
+    left.set_xticks(range(len(arms)), arms, rotation=20, ha="right")
+    left.set(ylabel="trainable samples per second", xlim=(-0.5, len(arms) - 0.3))
+    left.set_title("rollout + update throughput (dots: runs; squares: mean, 95% t)", fontsize=9)
+    left.grid(alpha=0.3, axis="y")
+    stale = _require(staleness, ["arm", "staleness", "fraction"], "staleness")
+    table = stale.pivot_table(index="staleness", columns="arm", values="fraction", fill_value=0.0)
+    width = 0.8 / max(len(table.columns), 1)
+    for index, arm in enumerate(table.columns):
+        color = palette.get(arm, "grey")
+        right.bar(table.index + index * width, table[arm], width=width, label=arm, color=color)
+    right.set(xlabel="staleness (updates since launch)", ylabel="share of trained samples", ylim=(0, 1))
+    right.yaxis.set_major_formatter(PercentFormatter(1.0))
+    right.xaxis.set_major_locator(MaxNLocator(integer=True))
+    right.set_title("staleness of trained samples", fontsize=9)
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def readable_log_axis(axis, suffix: str = "") -> None:
     """Tick labels a reader can read on a log axis: 1, 2, 5 per decade (1, 2, 3, 5 when it spans less than one),
     written as plain numbers with ``suffix`` (``2x``, ``5x``, ``10x``)."""

@@ -106,7 +106,7 @@ def test_command_writes_what_the_notebook_calls_draw(pipeline, tmp_path, monkeyp
     report = build_figures([pipeline], tmp_path / "command", formats=["png"])
     calls = builder_calls("05_analysis.ipynb")
     assert Counter(stem_of(c) for c in used) == Counter(stem_of(c) for c in calls)
-    conditional = {"09_tool_use"}  # drawn for runs with tools; the pipeline's runs have none
+    conditional = {"09_tool_use", "11_streaming"}  # drawn for runs with tools; the pipeline's runs have none
     assert set(report.skipped) == conditional
     assert set(report.written) - {"results_table", "paired_table"} == set(FIGURE_STEMS) - conditional
 

@@ -173,7 +173,7 @@ def test_throughput_sweep():
 def test_write_figures_end_to_end(pipeline, capsys):
     files = write_figures([pipeline])
     out = pipeline / "figures"
-    drawn = [stem for stem in FIGURE_STEMS if stem != "09_tool_use"]  # the pipeline's runs have no tools
+    drawn = [s for s in FIGURE_STEMS if s not in ("09_tool_use", "11_streaming")]  # the pipeline's runs: no tools
     expected = {f"{stem}.{ext}" for stem in drawn for ext in ("png", "pdf", "csv")}
     expected |= {"results_table.csv", "validation_table.csv", "paired_table.csv"}  # paired: SPO - GRPO
     assert {p.name for p in files} == expected
@@ -189,7 +189,10 @@ def test_write_figures_end_to_end(pipeline, capsys):
     printed = capsys.readouterr().out
     assert "results (percent" in printed
     assert [line for line in printed.splitlines() if "skipped" in line] == [
-        line for line in printed.splitlines() if "09_tool_use" in line and "runs without tools" in line
+        line
+        for line in printed.splitlines()
+        if ("09_tool_use" in line and "runs without tools" in line)
+        or ("11_streaming" in line and "compared on runs with tools" in line)
     ]
 
 

@@ -222,6 +222,10 @@ class StreamingRollout:
                 del self._done[request_id]
             if self.scheduler.config.policy != "stream":  # nothing carries over: unused samples are discarded
                 self._done.clear()
+            for request_id in batch.aborted:  # cancelled below; a rollout ending meanwhile is ignored
+                if request_id in self._launched_at:
+                    _, item = self._launched_at.pop(request_id)
+                    self._queue.appendleft(item)  # its prompt was not trained on: the next request takes it
             self._account(time.perf_counter())
             stats, self._stats = self._stats, StreamStats()
         for request_id in batch.aborted:
@@ -312,6 +316,8 @@ class StreamingRollout:
             return
         now = time.perf_counter()
         with self._state:
+            if request.request_id not in self._launched_at:  # aborted while it finished
+                return
             self._account(now)
             launched_at, _ = self._launched_at.pop(request.request_id)
             self._done[request.request_id] = StreamedSample(request, item, result, launched_at, now)
@@ -326,11 +332,7 @@ class StreamingRollout:
             if getattr(task, "request_id", None) == request_id:
                 task.cancel()
         with self._state:
-            self._account(time.perf_counter())
             self._unstarted = collections.deque(r for r in self._unstarted if r.request_id != request_id)
-            if request_id in self._launched_at:
-                _, item = self._launched_at.pop(request_id)
-                self._queue.appendleft(item)  # its prompt was not trained on: the next request takes it
 
     async def _cancel_all(self) -> None:
         tasks = [t for t in self._tasks if not t.done()]

@@ -46,6 +46,7 @@ ORDER = (
     "train",
     "ground_truth",
     "rollout_tools",
+    "streaming",
     "claims",
 )
 

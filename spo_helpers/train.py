@@ -223,7 +223,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--schedule",
         choices=("sync", "stream", "overprovision"),
         default=os.environ.get("SCHEDULE") or None,
-        help="SCHEDULE: how rollouts make steps: sync (default), stream or overprovision (SPO with tools, cpu)",
+        help="SCHEDULE: how rollouts make steps: sync (default), stream or overprovision (tools, cpu backend)",
     )
     parser.add_argument(
         "--val_before_train", type=parse_bool, default=env_bool("VAL_BEFORE_TRAIN"), help="VAL_BEFORE_TRAIN"

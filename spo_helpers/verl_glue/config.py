@@ -384,16 +384,16 @@ def resolve_pkg_paths(config: DictConfig) -> DictConfig:
 
 def schedule_refusal(config: DictConfig) -> str | None:
     """Why ``kit.schedule`` cannot run with this config, or None. The streamed and over-provisioned schedules run
-    SPO's tool agent loop on the CPU backend (``verl_glue/agent_loop/stream_engine.py``); elsewhere a run keeps the
-    synchronous loop."""
+    the tool agent loop of the CPU backend for SPO and GRPO (``verl_glue/agent_loop/stream_engine.py``); elsewhere
+    a run keeps the synchronous loop."""
     policy = str(config.kit.get("schedule", {}).get("policy", "sync"))
     if policy == "sync":
         return None
     if policy not in ("stream", "overprovision"):
         return f"kit.schedule.policy={policy} is not a schedule: choose schedule=sync, stream or overprovision"
     where = []
-    if str(config.kit.method) != "SPO":
-        where.append(f"method=spo (this run: {str(config.kit.method).lower()}; GRPO keeps verl's synchronous fit())")
+    if str(config.kit.method) not in ("SPO", "GRPO"):
+        where.append(f"method=spo or grpo (this run: {str(config.kit.method).lower()})")
     if str(config.kit.backend) != "cpu":
         where.append(f"the cpu backend (this run: {config.kit.backend})")
     if not config.actor_rollout_ref.rollout.multi_turn.get("enable", False):

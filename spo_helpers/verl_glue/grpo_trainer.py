@@ -1,4 +1,11 @@
-"""GRPO: verl's stock ``fit()``, unchanged, plus the kit's checkpoints, metrics file and diagnostics."""
+"""GRPO: verl's stock ``fit()``, unchanged, plus the kit's checkpoints, metrics file and diagnostics.
+
+With a streamed schedule (``schedule=stream`` or ``overprovision``: tools on the cpu backend) the step loop is the
+kit's (``_streamed_fit``): verl's pieces in verl's order (reward, old log-probs, GRPO advantages, actor update,
+validation, checkpoint) on the groups the streaming engine completes, with the PPO ratio taken against each
+token's behaviour log-prob; prompts come from a seeded ``PromptCycle`` (saved with the checkpoints) instead of
+verl's data loader.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +16,7 @@ from verl.trainer.ppo.ray_trainer import RayPPOTrainer
 from spo_helpers.core.diagnostics import calibration, grpo_diagnostics
 from spo_helpers.verl_glue.kit_trainer import KitTrainerMixin, first_occurrence_codes
 from spo_helpers.verl_glue.sandbox_health import SandboxHealth
+from spo_helpers.verl_glue.streamed_batches import PromptCycle
 from spo_helpers.verl_glue.tracking import use_kit_tracking
 from spo_helpers.verl_glue.update_mask import without_samples, zero_variance_groups
 
@@ -48,6 +56,19 @@ class GRPOTrainer(KitTrainerMixin, RayPPOTrainer):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._kit_setup()
+        self._streaming = str(self.config.kit.get("schedule", {}).get("policy", "sync")) != "sync"
+        self._prompt_cycle = PromptCycle(len(self.train_keys), int(self.config.kit.seed))
+
+    def _kit_state(self) -> dict:
+        state = super()._kit_state()
+        if self._streaming:
+            state["prompt_cycle"] = self._prompt_cycle.state_dict()
+        return state
+
+    def _load_kit_state(self, state: dict) -> None:
+        super()._load_kit_state(state)
+        if self._streaming and "prompt_cycle" in state:
+            self._prompt_cycle.load_state_dict(state["prompt_cycle"])
 
     def init_workers(self) -> None:
         super().init_workers()
@@ -89,6 +110,119 @@ class GRPOTrainer(KitTrainerMixin, RayPPOTrainer):
 
         from spo_helpers.progress import bars_in
 
+        if self._streaming:
+            return self._streamed_fit()
         # verl's own bar ("Training Progress", as the SPO loop's) as a widget in a notebook
         with use_kit_tracking(str(self.layout.metrics), self._after_log), bars_in(ray_trainer):
             return super().fit()
+
+    # ------------------------------------------------------------------ streamed schedules
+    def _streamed_fit(self) -> None:
+        from omegaconf import OmegaConf
+
+        from spo_helpers.progress import TRAINING_BAR, progress_bar
+        from spo_helpers.verl_glue.streamed_batches import StreamedBatches
+        from spo_helpers.verl_glue.tracking import kit_tracking_class
+
+        tracking = kit_tracking_class(str(self.layout.metrics), self._after_log)(
+            project_name=self.config.trainer.project_name,
+            experiment_name=self.config.trainer.experiment_name,
+            default_backend=self.config.trainer.logger,
+            config=OmegaConf.to_container(self.config, resolve=True),
+        )
+        self.global_steps = 0
+        self._load_checkpoint()
+        if self.val_reward_fn is not None and self.config.trainer.get("val_before_train", True):
+            tracking.log(data=self._validate(), step=self.global_steps)
+            if self.config.trainer.get("val_only", False):
+                return
+        progress = progress_bar(total=self.total_training_steps, initial=self.global_steps, desc=TRAINING_BAR)
+        self.global_steps += 1
+        if self.global_steps > self.total_training_steps:
+            progress.close()
+            return
+        streamed = StreamedBatches(self, self._prompt_cycle.take)
+        streamed.start()
+        try:
+            while self.global_steps <= self.total_training_steps:
+                metrics = self._streamed_step(streamed)
+                tracking.log(data=metrics, step=self.global_steps)
+                progress.update(1)
+                self.global_steps += 1
+        finally:
+            streamed.close()
+            progress.close()
+
+    def _streamed_step(self, streamed) -> dict:
+        import torch
+        from verl.trainer.ppo.core_algos import agg_loss
+        from verl.trainer.ppo.metric_utils import (
+            compute_data_metrics,
+            compute_throughout_metrics,
+            compute_timing_metrics,
+        )
+        from verl.trainer.ppo.ray_trainer import compute_advantage, compute_response_mask
+        from verl.trainer.ppo.reward import compute_reward
+        from verl.utils.debug import marked_timer
+        from verl.utils.metric import reduce_metrics
+
+        from spo_helpers.verl_glue.spo_trainer import behaviour_gap, rollout_correction
+
+        metrics: dict = {}
+        timing: dict = {}
+        is_last_step = self.global_steps >= self.total_training_steps
+        with marked_timer("step", timing):
+            with marked_timer("gen", timing, color="red"):
+                batch, _, stream_metrics, _ = streamed.next_batch(self.global_steps)
+            metrics.update(stream_metrics)
+            if "response_mask" not in batch.batch.keys():  # noqa: SIM118 - a TensorDict
+                batch.batch["response_mask"] = compute_response_mask(batch)
+            batch.meta_info["global_token_num"] = torch.sum(batch.batch["attention_mask"], dim=-1).tolist()
+            with marked_timer("reward", timing, color="yellow"):
+                reward_tensor, reward_extra = compute_reward(batch, self.reward_fn)
+            batch.batch["token_level_scores"] = reward_tensor
+            batch.batch["token_level_rewards"] = reward_tensor
+            if reward_extra:
+                batch.non_tensor_batch.update({k: np.array(v) for k, v in reward_extra.items()})
+            with marked_timer("old_log_prob", timing, color="blue"):
+                old_log_prob = self.actor_rollout_wg.compute_log_prob(batch)
+                entropys = old_log_prob.batch.pop("entropys")
+                mode = self.config.actor_rollout_ref.actor.loss_agg_mode
+                loss = agg_loss(loss_mat=entropys, loss_mask=batch.batch["response_mask"], loss_agg_mode=mode)
+                metrics["actor/entropy"] = loss.detach().item()
+                batch = batch.union(old_log_prob)
+            batch, correction = rollout_correction(batch, self.config)
+            metrics.update(correction)
+            metrics["stream/behaviour_abs_logprob_gap"] = behaviour_gap(batch)
+            batch.batch["old_log_probs"] = batch.batch["rollout_log_probs"].clone()
+            with marked_timer("adv", timing, color="brown"):
+                algorithm = self.config.algorithm
+                batch = compute_advantage(
+                    batch,
+                    adv_estimator=algorithm.adv_estimator,
+                    gamma=algorithm.gamma,
+                    lam=algorithm.lam,
+                    num_repeat=int(self.config.actor_rollout_ref.rollout.n),
+                    norm_adv_by_std_in_grpo=algorithm.get("norm_adv_by_std_in_grpo", True),
+                    config=algorithm,
+                )
+            with marked_timer("update_actor", timing, color="red"):
+                batch.meta_info["multi_turn"] = self.config.actor_rollout_ref.rollout.multi_turn.enable
+                output = self.actor_rollout_wg.update_actor(batch)  # the diagnostics proxy logs the step
+            metrics.update(reduce_metrics(output.meta_info["metrics"]))
+        trainer = self.config.trainer
+        due = trainer.test_freq > 0 and (is_last_step or self.global_steps % trainer.test_freq == 0)
+        if self.val_reward_fn is not None and due:
+            with marked_timer("testing", timing, color="green"):
+                metrics.update(self._validate())
+        if trainer.save_freq > 0 and (is_last_step or self.global_steps % trainer.save_freq == 0):
+            with marked_timer("save_checkpoint", timing, color="green"):
+                self._save_checkpoint()
+        if not is_last_step:
+            streamed.resume()
+        metrics.update({"training/global_step": self.global_steps, "training/epoch": self._prompt_cycle.epoch})
+        metrics.update(compute_data_metrics(batch=batch, use_critic=False))
+        metrics.update(compute_timing_metrics(batch=batch, timing_raw=timing))
+        n_gpus = self.resource_pool_manager.get_n_gpus()
+        metrics.update(compute_throughout_metrics(batch=batch, timing_raw=timing, n_gpus=n_gpus))
+        return metrics

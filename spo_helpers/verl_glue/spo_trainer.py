@@ -215,6 +215,20 @@ class SPOTrainer(KitTrainerMixin, RayPPOTrainer):
         by_key = dict(zip(selected_keys, rates, strict=True))
         return np.array([by_key[k] for k in order], dtype=np.float64)
 
+    def _draw_prompts(self, count: int, busy: set[int]) -> list[int]:
+        """Streaming's prompt source: ``count`` tracker rows from the prioritised sampler, none in ``busy`` (at most
+        ``QUEUE_DRAWS`` sampler batches; each batch's priorities from the tracker as it stands)."""
+        from spo_helpers.verl_glue.streamed_batches import QUEUE_DRAWS
+
+        rows: list[int] = []
+        for _ in range(QUEUE_DRAWS):
+            for row in map(int, self.sampler.sample(self.tracker)):
+                if row not in busy and row not in rows:
+                    rows.append(row)
+            if len(rows) >= count:
+                break
+        return rows[:count]
+
     def _pad_token_id(self) -> int:
         return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
 
@@ -245,7 +259,7 @@ class SPOTrainer(KitTrainerMixin, RayPPOTrainer):
         if self._streaming and self.global_steps <= self.total_training_steps:
             from spo_helpers.verl_glue.streamed_batches import StreamedBatches
 
-            self._streamed = StreamedBatches(self)
+            self._streamed = StreamedBatches(self, self._draw_prompts)
             self._streamed.start()
         try:
             while self.global_steps <= self.total_training_steps:

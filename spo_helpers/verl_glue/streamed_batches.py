@@ -1,16 +1,18 @@
-"""SPO's training batches from streamed rollouts (``schedule=stream`` or ``overprovision``; CPU backend, tools).
+"""Training batches from streamed rollouts (``schedule=stream`` or ``overprovision``; CPU backend, tools).
 
-``StreamedBatches`` sits between ``SPOTrainer`` and the streaming engine (``agent_loop/stream_engine.py``): it
-keeps the engine's prompt queue filled from SPO's prioritised sampler, turns each closed step into the batch the
-trainer's synchronous path would have built (the same tensors, plus ``rollout_log_probs``: the behaviour
-log-probs), and reports what the schedule did as ``stream/*`` metrics. What streaming changes in SPO's update is
-in docs/algorithm.md (streamed rollouts).
+``StreamedBatches`` sits between a trainer (``SPOTrainer``: units of one sample; ``GRPOTrainer``: groups of
+``rollout.n``) and the streaming engine (``agent_loop/stream_engine.py``): it keeps the engine's prompt queue
+filled from the trainer's prompt source (SPO: its prioritised sampler; GRPO: ``PromptCycle``), turns each closed
+step into the batch the trainer's synchronous path would have built (the same tensors, a ``uid`` per group, plus
+``rollout_log_probs``: the behaviour log-probs), and reports what the schedule did as ``stream/*`` metrics. What
+streaming changes in SPO's update is in docs/algorithm.md (streamed rollouts).
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -20,17 +22,51 @@ from verl import DataProto
 from spo_helpers.core.streaming import ScheduleConfig, StreamScheduler
 from spo_helpers.errors import UserError
 
-QUEUE_DRAWS = 8  # sampler draws at most per refill (prompts already in use are skipped)
+QUEUE_DRAWS = 8  # SPO: sampler draws at most per refill (prompts already in use are skipped)
 
 
-def schedule_config(schedule: Any, batch_units: int) -> ScheduleConfig:
+class PromptCycle:
+    """Prompts in a seeded random order, a new permutation per pass (GRPO's prompt source when streaming):
+    pass ``e`` visits rows ``permutation(seed, e)``; ``state_dict`` / ``load_state_dict`` resume it exactly."""
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed = int(size), int(seed)
+        self.epoch, self.position = 0, 0
+
+    def _order(self) -> np.ndarray:
+        return np.random.default_rng([self.seed, self.epoch]).permutation(self.size)
+
+    def take(self, count: int, busy: set[int]) -> list[int]:
+        """The next ``count`` rows not in ``busy`` (skipped rows stay skipped for this pass)."""
+        rows: list[int] = []
+        order = self._order()
+        for _ in range(2 * self.size + count):
+            if len(rows) >= count or self.size == 0:
+                break
+            if self.position >= self.size:
+                self.epoch, self.position = self.epoch + 1, 0
+                order = self._order()
+            row = int(order[self.position])
+            self.position += 1
+            if row not in busy and row not in rows:
+                rows.append(row)
+        return rows
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position, "seed": self.seed, "size": self.size}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+
+
+def schedule_config(schedule: Any, batch_units: int, group_size: int = 1) -> ScheduleConfig:
     """``kit.schedule`` as the scheduler's config (only the keys its policy takes)."""
     policy = str(schedule.policy)
     return ScheduleConfig(
         batch_units=int(batch_units),
         policy=policy,
-        group_size=1,
-        slots=int(schedule.slots or batch_units) if policy == "stream" else None,
+        group_size=int(group_size),
+        slots=int(schedule.slots or batch_units * group_size) if policy == "stream" else None,
         overprovision=float(schedule.overprovision or 0.0) if policy == "overprovision" else 0.0,
         max_staleness=None
         if policy != "stream" or schedule.get("max_staleness") is None
@@ -42,7 +78,7 @@ class StreamedBatches:
     """The streamed path of ``SPOTrainer``: ``start`` (after the checkpoint is loaded), ``next_batch`` per step,
     ``resume`` after the step's update (and validation, checkpoint), ``close`` at the end."""
 
-    def __init__(self, trainer: Any) -> None:
+    def __init__(self, trainer: Any, draw: Callable[[int, set[int]], list[int]]) -> None:
         from spo_helpers.verl_glue.agent_loop.cpu_server import CPUGenerationServer
         from spo_helpers.verl_glue.agent_loop.prompt import prompt_token_ids
         from spo_helpers.verl_glue.agent_loop.stream_engine import StreamingRollout
@@ -67,7 +103,9 @@ class StreamedBatches:
             log_probs=True,
         )
         config = trainer.config
-        self.schedule = schedule_config(config.kit.schedule, int(config.data.train_batch_size))
+        self.group_size = int(config.actor_rollout_ref.rollout.n)
+        self.draw = draw
+        self.schedule = schedule_config(config.kit.schedule, int(config.data.train_batch_size), self.group_size)
         self.timeout_s = float(config.kit.schedule.get("timeout_s", 3600) or 3600)
         self.scheduler = StreamScheduler(self.schedule, start_version=max(0, int(trainer.global_steps) - 1))
         self.engine = StreamingRollout(
@@ -81,25 +119,18 @@ class StreamedBatches:
         )
         per_step = self.schedule.requests_per_step or 0  # None when streaming: slots decide
         self.slots = int(self.schedule.slots or per_step)
-        self.queue_target = self.schedule.batch_units + self.slots + per_step
+        units_per_step = self.schedule.units_per_step or 0
+        self.queue_target = self.schedule.batch_units + -(-self.slots // self.group_size) + units_per_step
         self.trained = 0
         self.dropped = 0
 
     # ------------------------------------------------------------------ the prompt queue
     def _draw(self, count: int) -> list[tuple[int, tuple[int, ...]]]:
-        """``count`` prompts from SPO's sampler (tracker rows with their prompt ids), none already in use."""
+        """``count`` prompts from the trainer's source (tracker rows with their prompt ids), none already in use."""
         trainer = self.trainer
         busy = {item[0] for item in self.engine.in_use()}
-        rows: list[int] = []
-        for _ in range(QUEUE_DRAWS):
-            for row in trainer.sampler.sample(trainer.tracker):
-                row = int(row)
-                if row not in busy and row not in rows:
-                    rows.append(row)
-            if len(rows) >= count:
-                break
         items = []
-        for row in rows[:count]:
+        for row in self.draw(count, busy)[:count]:
             raw = trainer.train_dataset[int(trainer.key_rows[row])]["raw_prompt"]
             ids = self._prompt_token_ids(
                 self.rollout.tokenizer,
@@ -107,7 +138,7 @@ class StreamedBatches:
                 rewrite=self.settings.rewrite_prompt,
                 chat_template_kwargs=self.settings.chat_template_kwargs,
             )
-            items.append((row, tuple(int(i) for i in ids)))
+            items.append((int(row), tuple(int(i) for i in ids)))
         return items
 
     def start(self) -> None:
@@ -134,12 +165,13 @@ class StreamedBatches:
         closed, units, stats = self.engine.next_step(timeout=self.timeout_s)
         now = time.perf_counter()
         self.rollout.rng["train"] = self.server.rng_state.clone()  # checkpoints keep the stream's RNG
-        samples = [unit[0] for unit in units]
+        samples = [sample for unit in units for sample in unit]  # a group's members together, in member order
         rows = [int(s.item[0]) for s in samples]
         keys = list(trainer.tracker.keys_at(np.asarray(rows)))
         items = [trainer.train_dataset[int(trainer.key_rows[r])] for r in rows]
         batch = DataProto.from_single_dict(collate_fn(items))
-        batch.non_tensor_batch["uid"] = np.array([f"{global_step}-{i}" for i in range(len(batch))], dtype=object)
+        groups = [index for index, unit in enumerate(units) for _ in unit]
+        batch.non_tensor_batch["uid"] = np.array([f"{global_step}-{g}" for g in groups], dtype=object)
         gen = trainer._get_gen_batch(batch)
         results = [s.result for s in samples]
         response_length = int(trainer.config.actor_rollout_ref.rollout.response_length)
@@ -158,7 +190,7 @@ class StreamedBatches:
         non_tensors.update(non_tensor_fields(results))
         batch = batch.union(DataProto.from_dict(tensors=tensors, non_tensors=non_tensors))
 
-        staleness = [int(s) for s in closed.staleness]
+        staleness = [int(s) for s, unit in zip(closed.staleness, units, strict=True) for _ in unit]
         self.trained += len(samples)
         self.dropped += len(closed.dropped)
         elapsed = now - stats.started_at

@@ -70,6 +70,42 @@ def test_streamed_spo_with_tools(small_tool_world, tmp_path):
     assert all(gap > 0 for gap in later)
 
 
+@pytest.mark.parametrize("schedule", ["stream", "overprovision"])
+def test_grpo_streamed_by_groups(small_tool_world, tmp_path, schedule):
+    extra = ["data.train_batch_size=4", "actor_rollout_ref.actor.ppo_mini_batch_size=2"]
+    if schedule == "stream":
+        extra += ["kit.schedule.slots=16"]
+    else:
+        extra += ["kit.schedule.overprovision=0.5"]
+    overrides = [o for o in SMALL if not o.startswith(("data.", "actor_rollout_ref.actor", "kit.schedule"))]
+    summary = train(
+        "GRPO",
+        output_dir=str(tmp_path),
+        exp_name=f"grpo_{schedule}",
+        model_path=str(small_tool_world.model_dir),
+        train_files=[str(small_tool_world.train_file)],
+        val_files=[str(small_tool_world.val_file)],
+        total_steps=3,
+        tools="sandbox",
+        schedule=schedule,
+        overrides=[*overrides, *extra],
+    )
+    metrics = {r["step"]: r["data"] for r in read_step_log(summary.run_dir / "metrics.jsonl")}
+    records = {r["step"]: r["data"] for r in read_step_log(summary.run_dir / "steps.jsonl")}
+    for step in (1, 2, 3):
+        groups = np.asarray(records[step]["group"])
+        rows = np.asarray(records[step]["row"])
+        assert groups.size == 4 * 8 and np.bincount(groups).tolist() == [8] * 4  # 4 whole groups of 8
+        for group in range(4):  # a group's 8 responses answer one prompt
+            assert len(set(rows[groups == group])) == 1
+        assert metrics[step]["stream/version"] == step - 1
+        assert "critic/advantages/mean" in metrics[step] and "actor/pg_loss" in metrics[step]
+    if schedule == "overprovision":
+        assert all(metrics[s]["stream/staleness/max"] == 0 for s in (1, 2, 3))
+        assert sum(metrics[s]["stream/aborted"] for s in (1, 2, 3)) > 0  # 6 groups launched, 4 trained
+    assert metrics[1]["stream/behaviour_abs_logprob_gap"] < 1e-4
+
+
 def test_a_stopped_streamed_run_resumes_with_a_fresh_pipeline(small_tool_world, tmp_path):
     with pytest.raises(RunStopped):
         run(small_tool_world, tmp_path, "resumed", 3, "kit.stop_after_step=2")
@@ -80,10 +116,7 @@ def test_a_stopped_streamed_run_resumes_with_a_fresh_pipeline(small_tool_world, 
     assert records[3]["staleness"] == [0] * 32
 
 
-@pytest.mark.parametrize(
-    ("method", "tools", "message"),
-    [("GRPO", "sandbox", "method=spo"), ("SPO", "none", "tools")],
-)
+@pytest.mark.parametrize(("method", "tools", "message"), [("SPO", "none", "tools"), ("GRPO", "none", "tools")])
 def test_streaming_is_refused_where_it_does_not_run(small_tool_world, tmp_path, method, tools, message):
     with pytest.raises(UserError, match=message):
         train(

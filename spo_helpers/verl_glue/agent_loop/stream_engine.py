@@ -166,6 +166,7 @@ class StreamingRollout:
         self._gate = ContinuousGate(flush, self.model_lock)
         self._queue: collections.deque[Any] = collections.deque()
         self._unstarted: collections.deque[Request] = collections.deque()
+        self._unit_items: dict[int, Any] = {}  # the prompt of each unit with a request started
         self._launched_at: dict[int, tuple[float, Any]] = {}
         self._done: dict[int, StreamedSample] = {}
         self._ready = threading.Event()
@@ -222,10 +223,19 @@ class StreamingRollout:
                 del self._done[request_id]
             if self.scheduler.config.policy != "stream":  # nothing carries over: unused samples are discarded
                 self._done.clear()
+            returned: set[int] = set()
             for request_id in batch.aborted:  # cancelled below; a rollout ending meanwhile is ignored
                 if request_id in self._launched_at:
                     _, item = self._launched_at.pop(request_id)
-                    self._queue.appendleft(item)  # its prompt was not trained on: the next request takes it
+                    if id(item) not in returned:  # its prompt was not trained on: the next unit takes it
+                        returned.add(id(item))
+                        self._queue.appendleft(item)
+            if self.scheduler.config.policy != "stream":
+                self._unit_items.clear()
+            else:
+                used = {r.unit_id for unit in batch.units for r in unit}
+                for unit_id in [u for u in self._unit_items if u in used or u in dropped]:
+                    del self._unit_items[unit_id]
             self._account(time.perf_counter())
             stats, self._stats = self._stats, StreamStats()
         for request_id in batch.aborted:
@@ -286,9 +296,14 @@ class StreamingRollout:
             new = self.scheduler.launches()
             self._unstarted.extend(new)
             starts = []
-            while self._unstarted and self._queue:
-                request = self._unstarted.popleft()
-                item = self._queue.popleft()
+            while self._unstarted:
+                request = self._unstarted[0]
+                if request.member == 0:  # a new unit takes the next prompt; its other members share it
+                    if not self._queue:
+                        break
+                    self._unit_items[request.unit_id] = self._queue.popleft()
+                self._unstarted.popleft()
+                item = self._unit_items[request.unit_id]
                 self._launched_at[request.request_id] = (now, item)
                 starts.append((request, item))
             self._stats.starved += sum(1 for r in new if r in self._unstarted)

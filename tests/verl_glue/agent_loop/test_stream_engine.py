@@ -156,3 +156,20 @@ def test_a_failing_rollout_stops_the_step_with_its_error():
     finally:
         engine.close()
     assert not any(t.name == "stream-rollout" and t.is_alive() for t in threading.enumerate())
+
+
+def test_groups_share_their_prompt_and_close_whole():
+    config = ScheduleConfig(batch_units=2, policy="stream", slots=4, group_size=2)
+    engine, _ = make_engine(config, slow_units={0}, seconds=0.6)
+    try:
+        engine.start([f"q{i}" for i in range(400)])
+        batch, units, _ = engine.next_step(timeout=20)
+        assert list(batch.staleness) == [0, 0]
+        assert [len(unit) for unit in units] == [2, 2]
+        for unit in units:
+            assert [s.request.member for s in unit] == [0, 1]
+            assert len({s.item for s in unit}) == 1 and len({s.request.unit_id for s in unit}) == 1
+        assert 0 not in {unit[0].request.unit_id for unit in units}  # the slow group is not complete yet
+        assert len({unit[0].item for unit in units}) == 2
+    finally:
+        engine.close()

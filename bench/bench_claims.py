@@ -308,6 +308,10 @@ def main() -> None:
             part = tools[tools["arm"] == arm]
             gain = paired_t_difference(part["held_out"], part["held_out initial"])
             print(f"  {arm}: {part['held_out initial'].mean():.3f} -> {part['held_out'].mean():.3f}, gain {gain}")
+        both = tools.pivot(index="seed", columns="arm", values="held_out").dropna()
+        if set(TOOL_ARMS) <= set(both.columns) and len(both) >= 2:
+            spo_minus_grpo = paired_t_difference(both["SPO"], both["GRPO"])
+            print(f"  SPO - GRPO after RL, paired by seed: {spo_minus_grpo}: {C.verdict(spo_minus_grpo, 0.0)}")
     output.mkdir(parents=True, exist_ok=True)
     draw(table, args.arms, found["by_visit"], output / "claims.png")
     figure_runs = [run_dir for arm in ("GRPO", "SPO") for run_dir in runs.get(arm, [])]

@@ -70,6 +70,7 @@ def test_streamed_spo_with_tools(small_tool_world, tmp_path):
     assert all(gap > 0 for gap in later)
 
 
+@pytest.mark.slow  # about 30 s each (make test-slow); make test keeps the streamed SPO run and the refusals
 @pytest.mark.parametrize("schedule", ["stream", "overprovision"])
 def test_grpo_streamed_by_groups(small_tool_world, tmp_path, schedule):
     extra = ["data.train_batch_size=4", "actor_rollout_ref.actor.ppo_mini_batch_size=2"]
@@ -106,6 +107,7 @@ def test_grpo_streamed_by_groups(small_tool_world, tmp_path, schedule):
     assert metrics[1]["stream/behaviour_abs_logprob_gap"] < 1e-4
 
 
+@pytest.mark.slow  # about 30 s (make test-slow)
 def test_a_stopped_streamed_run_resumes_with_a_fresh_pipeline(small_tool_world, tmp_path):
     with pytest.raises(RunStopped):
         run(small_tool_world, tmp_path, "resumed", 3, "kit.stop_after_step=2")

@@ -113,7 +113,9 @@ def run_arm(arm: str, seed: int, world, root: Path, steps: int, values: Path, ex
             n_train=n_train,
             total_steps=steps,
             seed=seed,
-            overrides=[REGIME, *overrides, *extra],
+            # validation at the start and the end only: the comparison reads those two, and the validation samples
+            # are seeded per call, so skipping the ones between changes no result (checked: seed 0, GRPO and SPO)
+            overrides=[REGIME, f"trainer.test_freq={steps}", *overrides, *extra],
         )
     return run_dir
 

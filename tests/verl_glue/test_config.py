@@ -303,3 +303,26 @@ def test_the_paper_regime_of_the_cpu_world():
     assert plain.kit.regime == "none" and plain.actor_rollout_ref.actor.optim.lr == 3e-4
     with pytest.raises(UserError, match="regime=paper is a setting of the CPU world"):
         finalise(compose(["preset=official", "method=spo", "regime=paper", "actor_rollout_ref.model.path=/m"]))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "refused"),
+    [
+        (["preset=cpu", "method=spo", "agent=tools", "schedule=stream"], None),
+        (["preset=cpu", "method=grpo", "agent=tools", "schedule=overprovision"], None),
+        (["preset=cpu", "method=spo", "schedule=stream"], "tools"),
+        (["preset=cpu", "method=eval", "agent=tools", "schedule=stream"], "method=spo or grpo"),
+        (["preset=official", "method=spo", "schedule=stream"], "the cpu backend"),
+        (["preset=official", "method=spo"], None),
+    ],
+)
+def test_streamed_schedules_run_where_the_engine_runs(overrides, refused):
+    from spo_helpers.verl_glue.config import schedule_refusal
+
+    config = compose(overrides)
+    assert {p.stem for p in (CONFIG_DIR / "schedule").glob("*.yaml")} == {"sync", "stream", "overprovision"}
+    message = schedule_refusal(config)
+    if refused is None:
+        assert message is None
+    else:
+        assert refused in message and "schedule=sync" in message

@@ -26,7 +26,7 @@ measured code runs per sample (Poisson), the configured latency distribution plu
 time. It predicts samples per second for ``grpo`` (a synchronous barrier) and ``spo`` (streamed); the ratio of
 the two is printed beside the measured ``SPO stream / GRPO sync``.
 
-    python bench/bench_streaming.py [--seeds 0 1 2] [--steps 10] [--mu -1.4] [--sigma 1.0] [--quick]
+    python bench/bench_streaming.py [--seeds 0 1 2] [--steps 8] [--mu -1.4] [--sigma 1.0] [--quick]
 """
 
 from __future__ import annotations
@@ -159,7 +159,7 @@ def simulated_rates(shape: dict[str, float], mu: float, sigma: float, steps: int
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--mu", type=float, default=-1.4, help="lognormal delay per code run: median exp(mu) s")
     parser.add_argument("--sigma", type=float, default=1.0, help="lognormal tail weight")
     parser.add_argument("--policies", nargs="+", default=list(POLICIES), choices=list(POLICIES))

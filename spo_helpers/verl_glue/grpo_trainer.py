@@ -118,24 +118,12 @@ class GRPOTrainer(KitTrainerMixin, RayPPOTrainer):
 
     # ------------------------------------------------------------------ streamed schedules
     def _streamed_fit(self) -> None:
-        from omegaconf import OmegaConf
-
         from spo_helpers.progress import TRAINING_BAR, progress_bar
         from spo_helpers.verl_glue.streamed_batches import StreamedBatches
-        from spo_helpers.verl_glue.tracking import kit_tracking_class
 
-        tracking = kit_tracking_class(str(self.layout.metrics), self._after_log)(
-            project_name=self.config.trainer.project_name,
-            experiment_name=self.config.trainer.experiment_name,
-            default_backend=self.config.trainer.logger,
-            config=OmegaConf.to_container(self.config, resolve=True),
-        )
-        self.global_steps = 0
-        self._load_checkpoint()
-        if self.val_reward_fn is not None and self.config.trainer.get("val_before_train", True):
-            tracking.log(data=self._validate(), step=self.global_steps)
-            if self.config.trainer.get("val_only", False):
-                return
+        tracking = self._start_own_loop()
+        if tracking is None:
+            return
         progress = progress_bar(total=self.total_training_steps, initial=self.global_steps, desc=TRAINING_BAR)
         self.global_steps += 1
         if self.global_steps > self.total_training_steps:
@@ -155,7 +143,6 @@ class GRPOTrainer(KitTrainerMixin, RayPPOTrainer):
 
     def _streamed_step(self, streamed) -> dict:
         import torch
-        from verl.trainer.ppo.core_algos import agg_loss
         from verl.trainer.ppo.metric_utils import (
             compute_data_metrics,
             compute_throughout_metrics,
@@ -166,7 +153,7 @@ class GRPOTrainer(KitTrainerMixin, RayPPOTrainer):
         from verl.utils.debug import marked_timer
         from verl.utils.metric import reduce_metrics
 
-        from spo_helpers.verl_glue.spo_trainer import behaviour_gap, rollout_correction
+        from spo_helpers.verl_glue.spo_trainer import rollout_correction
 
         metrics: dict = {}
         timing: dict = {}
@@ -185,16 +172,10 @@ class GRPOTrainer(KitTrainerMixin, RayPPOTrainer):
             if reward_extra:
                 batch.non_tensor_batch.update({k: np.array(v) for k, v in reward_extra.items()})
             with marked_timer("old_log_prob", timing, color="blue"):
-                old_log_prob = self.actor_rollout_wg.compute_log_prob(batch)
-                entropys = old_log_prob.batch.pop("entropys")
-                mode = self.config.actor_rollout_ref.actor.loss_agg_mode
-                loss = agg_loss(loss_mat=entropys, loss_mask=batch.batch["response_mask"], loss_agg_mode=mode)
-                metrics["actor/entropy"] = loss.detach().item()
-                batch = batch.union(old_log_prob)
+                batch = self._with_old_log_probs(batch, metrics)
             batch, correction = rollout_correction(batch, self.config)
             metrics.update(correction)
-            metrics["stream/behaviour_abs_logprob_gap"] = behaviour_gap(batch)
-            batch.batch["old_log_probs"] = batch.batch["rollout_log_probs"].clone()
+            self._use_behaviour_log_probs(batch, metrics)
             with marked_timer("adv", timing, color="brown"):
                 algorithm = self.config.algorithm
                 batch = compute_advantage(

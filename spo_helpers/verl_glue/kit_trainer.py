@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +36,60 @@ from spo_helpers.formats.steplog import StepLog
 from spo_helpers.verl_glue.checkpoint import CheckpointMixin
 from spo_helpers.verl_glue.sandbox_health import DEFAULT_MAX_SHARE, SandboxHealth, check_step, step_health
 
+logger = logging.getLogger(__name__)
+
 DATA_SOURCE = "data_source"
 """verl's dataset column naming each row's benchmark; the kit's dump lines carry it too."""
 
 
 class KitTrainerMixin(CheckpointMixin):
     """Shared by both trainers; put before ``RayPPOTrainer`` in the bases."""
+
+    # ------------------------------------------------------------------ the kit's own step loops
+    def _start_own_loop(self):
+        """The start of a step loop of the kit's (SPO's, and GRPO's streamed one), as verl's ``fit()`` starts:
+        the metrics tracking, the newest complete checkpoint, the initial validation. Returns the tracking, or
+        None when the run only validates (``trainer.val_only``)."""
+        from omegaconf import OmegaConf
+
+        from spo_helpers.verl_glue.tracking import kit_tracking_class
+
+        tracking = kit_tracking_class(str(self.layout.metrics), self._after_log)(
+            project_name=self.config.trainer.project_name,
+            experiment_name=self.config.trainer.experiment_name,
+            default_backend=self.config.trainer.logger,
+            config=OmegaConf.to_container(self.config, resolve=True),
+        )
+        self.global_steps = 0
+        self._load_checkpoint()
+        if self.val_reward_fn is not None and self.config.trainer.get("val_before_train", True):
+            val_metrics = self._validate()
+            logger.info("initial validation metrics: %s", val_metrics)
+            tracking.log(data=val_metrics, step=self.global_steps)
+            if self.config.trainer.get("val_only", False):
+                return None
+        return tracking
+
+    def _with_old_log_probs(self, batch: DataProto, metrics: dict[str, Any]) -> DataProto:
+        """The actor's log-probs of the batch's responses as ``old_log_probs`` (and ``actor/entropy``), as verl's
+        ``fit()`` computes them; with streamed rollouts the PPO ratio is then taken against each token's
+        behaviour log-prob instead (``rollout_log_probs``), and ``stream/behaviour_abs_logprob_gap`` says how far
+        the actor has moved from it."""
+        from verl.trainer.ppo.core_algos import agg_loss
+
+        output = self.actor_rollout_wg.compute_log_prob(batch)
+        entropys = output.batch.pop("entropys")
+        mode = self.config.actor_rollout_ref.actor.loss_agg_mode
+        entropy = agg_loss(loss_mat=entropys, loss_mask=batch.batch["response_mask"], loss_agg_mode=mode)
+        metrics["actor/entropy"] = entropy.detach().item()
+        return batch.union(output)
+
+    @staticmethod
+    def _use_behaviour_log_probs(batch: DataProto, metrics: dict[str, Any]) -> None:
+        """Streamed rollouts: the PPO ratio against the policy that generated each token (module docstring of
+        ``streamed_batches``); records the gap to the actor's log-probs first."""
+        metrics["stream/behaviour_abs_logprob_gap"] = behaviour_gap(batch)
+        batch.batch["old_log_probs"] = batch.batch["rollout_log_probs"].clone()
 
     # ------------------------------------------------------------------ setup
     def _kit_setup(self) -> None:
@@ -253,6 +302,14 @@ class NamingDataSources:
 
     def __getattr__(self, name: str):
         return getattr(self.reward_fn, name)
+
+
+def behaviour_gap(batch: DataProto) -> float:
+    """Mean ``|log pi_now(y_t) - log mu(y_t)|`` over the batch's model tokens: how far the current policy (the
+    batch's ``old_log_probs``) has moved from the one each token was sampled from (``rollout_log_probs``)."""
+    mask = batch.batch["response_mask"].float()
+    gap = (batch.batch["old_log_probs"] - batch.batch["rollout_log_probs"]).abs() * mask
+    return float(gap.sum() / mask.sum().clamp(min=1.0))
 
 
 def first_occurrence_codes(ids) -> np.ndarray:

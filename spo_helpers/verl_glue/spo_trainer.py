@@ -25,9 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 from verl import DataProto
-from verl.trainer.ppo.core_algos import agg_loss
 from verl.trainer.ppo.metric_utils import compute_data_metrics, compute_throughout_metrics, compute_timing_metrics
 from verl.trainer.ppo.ray_trainer import RayPPOTrainer, compute_response_mask
 from verl.trainer.ppo.reward import compute_reward
@@ -44,7 +42,6 @@ from spo_helpers.errors import UserError
 from spo_helpers.verl_glue.drift_pass import drift_and_store
 from spo_helpers.verl_glue.kit_trainer import KitTrainerMixin
 from spo_helpers.verl_glue.sandbox_health import without_failed_samples
-from spo_helpers.verl_glue.tracking import kit_tracking_class
 
 logger = logging.getLogger(__name__)
 
@@ -100,14 +97,6 @@ def rollout_correction(batch: DataProto, config) -> tuple[DataProto, dict[str, A
         batch, corr_metrics = compute_rollout_correction_and_add_to_batch(batch, correction)
         metrics.update(corr_metrics)
     return batch, metrics
-
-
-def behaviour_gap(batch: DataProto) -> float:
-    """Mean ``|log pi_now(y_t) - log mu(y_t)|`` over the batch's model tokens: how far the current policy (the
-    batch's ``old_log_probs``) has moved from the one each token was sampled from (``rollout_log_probs``)."""
-    mask = batch.batch["response_mask"].float()
-    gap = (batch.batch["old_log_probs"] - batch.batch["rollout_log_probs"]).abs() * mask
-    return float(gap.sum() / mask.sum().clamp(min=1.0))
 
 
 class ProfileSteps:
@@ -234,20 +223,9 @@ class SPOTrainer(KitTrainerMixin, RayPPOTrainer):
 
     # ------------------------------------------------------------------ the loop
     def fit(self):
-        tracking = kit_tracking_class(str(self.layout.metrics), self._after_log)(
-            project_name=self.config.trainer.project_name,
-            experiment_name=self.config.trainer.experiment_name,
-            default_backend=self.config.trainer.logger,
-            config=OmegaConf.to_container(self.config, resolve=True),
-        )
-        self.global_steps = 0
-        self._load_checkpoint()
-        if self.val_reward_fn is not None and self.config.trainer.get("val_before_train", True):
-            val_metrics = self._validate()
-            logger.info("initial validation metrics: %s", val_metrics)
-            tracking.log(data=val_metrics, step=self.global_steps)
-            if self.config.trainer.get("val_only", False):
-                return
+        tracking = self._start_own_loop()
+        if tracking is None:
+            return
         from spo_helpers.progress import TRAINING_BAR, progress_bar
 
         progress = progress_bar(total=self.total_training_steps, initial=self.global_steps, desc=TRAINING_BAR)
@@ -342,20 +320,14 @@ class SPOTrainer(KitTrainerMixin, RayPPOTrainer):
                     batch.non_tensor_batch.update({k: np.array(v) for k, v in reward_extra.items()})
 
             with marked_timer("old_log_prob", timing, color="blue"):
-                old_log_prob = self.actor_rollout_wg.compute_log_prob(batch)
-                entropys = old_log_prob.batch.pop("entropys")
-                loss_agg_mode = self.config.actor_rollout_ref.actor.loss_agg_mode
-                entropy = agg_loss(loss_mat=entropys, loss_mask=response_mask, loss_agg_mode=loss_agg_mode)
-                metrics["actor/entropy"] = entropy.detach().item()
-                batch = batch.union(old_log_prob)
+                batch = self._with_old_log_probs(batch, metrics)
             if self.use_reference_policy:
                 with marked_timer(str(Role.RefPolicy), timing, color="olive"):
                     batch = batch.union(self.ref_policy_wg.compute_ref_log_prob(batch))
             batch, correction_metrics = rollout_correction(batch, self.config)
             metrics.update(correction_metrics)
-            if self._streamed is not None:  # the PPO ratio against the policy that generated each token
-                metrics["stream/behaviour_abs_logprob_gap"] = behaviour_gap(batch)
-                batch.batch["old_log_probs"] = batch.batch["rollout_log_probs"].clone()
+            if self._streamed is not None:
+                self._use_behaviour_log_probs(batch, metrics)
 
             with marked_timer("update_actor", timing, color="red"):
                 batch.meta_info["multi_turn"] = self.config.actor_rollout_ref.rollout.multi_turn.enable

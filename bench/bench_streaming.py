@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from bench_claims import finished
 from results_line import emit
 
 from spo_helpers.analysis.intervals import fieller_ratio, t_mean
@@ -69,8 +70,7 @@ def run_policy(name: str, seed: int, world, root: Path, steps: int, latency: lis
     folder = root / slug(name)
     exp = f"seed{seed}"
     run_dir = folder / "spo" / exp
-    metrics = run_dir / "metrics.jsonl"
-    if metrics.is_file() and any(r["step"] >= steps for r in read_step_log(metrics)):
+    if finished(run_dir, steps):
         return run_dir
     train(
         method,

@@ -110,7 +110,7 @@ test-all: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) -m spo_helpers.notebook_copies --check
+	$(PY) -m spo_helpers.stages.notebooks --check
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format .
@@ -127,7 +127,7 @@ claims: $(STAMP)
 reference: $(STAMP)
 	rm -rf runs/reference/spo runs/reference/offline_values*.json
 	$(VENV)/bin/spo pipeline --name reference --force
-	$(PY) -m spo_helpers.reference runs/reference
+	$(VENV)/bin/spo reference runs/reference
 
 # Regenerate every figure of the committed reference run (seconds, no training).
 figures: $(STAMP)

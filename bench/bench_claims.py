@@ -39,17 +39,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from spo_helpers.analysis import baseline_error as G
 from spo_helpers.analysis import claims as C
-from spo_helpers.analysis import ground_truth as G
 from spo_helpers.analysis.intervals import paired_t_difference
 from spo_helpers.analysis.steps import load_steps, offline_value_frame
-from spo_helpers.estimate import estimate_subset
-from spo_helpers.figures import write_figures
 from spo_helpers.formats.offline_values import read_offline_values
 from spo_helpers.formats.steplog import read_step_log
-from spo_helpers.ground_truth import measure_run
-from spo_helpers.merge import merge_dumps, write_merge
-from spo_helpers.train import train
+from spo_helpers.stages.estimate import estimate_subset
+from spo_helpers.stages.figures import write_figures
+from spo_helpers.stages.ground_truth import measure_run
+from spo_helpers.stages.merge import merge_dumps, write_merge
+from spo_helpers.stages.train import train
 from spo_helpers.world.build import PROBE_DATA_SOURCE, build_world
 
 HELD_OUT = "spo_arith"

@@ -33,13 +33,13 @@ import numpy as np
 import pandas as pd
 from bench_train import offline_values
 
-from spo_helpers.analysis import ground_truth as G
+from spo_helpers.analysis import baseline_error as G
 from spo_helpers.analysis.baselines import centred_advantages
 from spo_helpers.analysis.intervals import t_mean
 from spo_helpers.analysis.steps import load_steps
 from spo_helpers.formats.steplog import read_step_log
-from spo_helpers.ground_truth import measure_run
-from spo_helpers.train import train
+from spo_helpers.stages.ground_truth import measure_run
+from spo_helpers.stages.train import train
 from spo_helpers.world.build import build_world
 
 

@@ -11,7 +11,7 @@ Baseline: the official ``merge_offline_values.py`` re-implemented here with the 
 semantics: files read by a thread pool with ``json.loads`` per line, the key cut out of
 ``input`` (text after the last ``user\\n``, before ``\\nassistant``), scores grouped in a
 dict, ``random.sample`` down to the cap (seeded here, so runs are comparable), and the
-result written with ``json.dump(indent=2)``. Ours: ``spo_helpers.merge.merge_dumps``
+result written with ``json.dump(indent=2)``. Ours: ``spo_helpers.stages.merge.merge_dumps``
 followed by ``write_merge`` (values and statistics files), timed with one reader thread
 and with several. Both sides produce the same prompt -> scores mapping (checked).
 Figures are input lines per second, best of ``--repeats``.
@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 from results_line import emit
 
-from spo_helpers.merge import DEFAULT_PATTERN, merge_dumps, write_merge
+from spo_helpers.stages.merge import DEFAULT_PATTERN, merge_dumps, write_merge
 
 FILLER = (
     "Let a, b and c be positive integers with a + b + c = 60 such that the product abc is as large as "

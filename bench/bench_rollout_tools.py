@@ -33,7 +33,7 @@ from results_line import emit
 
 from spo_helpers.analysis.throughput import SimConfig, simulate
 from spo_helpers.formats.steplog import read_step_log
-from spo_helpers.train import train
+from spo_helpers.stages.train import train
 from spo_helpers.world.build import build_world
 
 SAMPLES_PER_STEP = 128

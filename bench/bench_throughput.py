@@ -8,7 +8,7 @@ with the same sampling settings. Tokens are response tokens up to and including 
 counted with verl's ``get_response_mask`` on both sides (rows that stop early still take
 their slot in the batch, so the batched figure is a fair, not a padded, count).
 
-(b) Training. ``spo_helpers.train.train`` runs ``--steps`` steps of GRPO (16 prompts x 8)
+(b) Training. ``spo_helpers.stages.train.train`` runs ``--steps`` steps of GRPO (16 prompts x 8)
 and of SPO (128 prompts x 1, offline values ``none``) on the CPU preset, i.e. the same 128
 samples per step, with validation and checkpoints off. Per-phase seconds come from each
 run's ``metrics.jsonl`` (``timing_s/*``), averaged over the steps after the first
@@ -162,7 +162,7 @@ def step_figures(run_dir: Path, warmup: int) -> dict[str, float]:
 
 
 def bench_training(world, steps: int, warmup: int, output: Path) -> None:
-    from spo_helpers.train import train
+    from spo_helpers.stages.train import train
 
     runs = {}
     overrides = ["trainer.test_freq=-1", "trainer.save_freq=-1"]

@@ -31,10 +31,10 @@ import numpy as np
 import pandas as pd
 
 from spo_helpers.analysis.intervals import fieller_ratio, paired_t_difference
-from spo_helpers.estimate import estimate_subset
 from spo_helpers.formats.steplog import read_step_log
-from spo_helpers.merge import merge_dumps, write_merge
-from spo_helpers.train import train
+from spo_helpers.stages.estimate import estimate_subset
+from spo_helpers.stages.merge import merge_dumps, write_merge
+from spo_helpers.stages.train import train
 from spo_helpers.world.build import PROBE_DATA_SOURCE as PROBE
 from spo_helpers.world.build import build_world
 

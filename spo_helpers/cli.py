@@ -1,6 +1,6 @@
-"""The ``spo`` command: one subcommand per pipeline stage.
+"""The ``spo`` command: one subcommand per module of ``spo_helpers/stages/``.
 
-Each stage lives in its own module, which provides ``add_arguments(parser)`` and
+Each verb lives in its own module, which provides ``add_arguments(parser)`` and
 ``run(args) -> int``; modules are imported only when their subcommand runs, so
 ``spo --help`` stays fast. Errors the user can fix (bad input, wrong paths) are
 raised as ``UserError`` or the I/O errors below and printed as one line, exit code 2.
@@ -21,28 +21,7 @@ from spo_helpers import cpu_threads
 from spo_helpers.cli_options import StageParser
 from spo_helpers.errors import UserError
 from spo_helpers.process_tree import die_with_parent
-
-# name -> (module, one-line help)
-STAGES: dict[str, tuple[str, str]] = {
-    "world": ("spo_helpers.world_cli", "build the offline CPU world: task data, tokenizer, tiny model (--tools: TIR)"),
-    "split": ("spo_helpers.split", "01: split a training set into subsets for offline estimation"),
-    "estimate": ("spo_helpers.estimate", "02: offline value estimation (verl validation dumps)"),
-    "merge": ("spo_helpers.merge", "03: merge validation dumps into an offline-values file"),
-    "train": ("spo_helpers.train", "04: GRPO or SPO training through verl"),
-    "evaluate": ("spo_helpers.evaluate", "maj@k and pass@k on the benchmarks, with intervals (a model or checkpoint)"),
-    "ground-truth": (
-        "spo_helpers.ground_truth",
-        "true success rates of a CPU run's training prompts under its checkpoints (many samples each)",
-    ),
-    "figures": ("spo_helpers.figures", "05: regenerate the analysis figures of one or more runs"),
-    "simulate": ("spo_helpers.simulate", "agentic long-tail throughput simulation, GRPO vs SPO"),
-    "pipeline": ("spo_helpers.pipeline", "run 01 -> 05 as papermill notebooks into runs/<name>/"),
-    "notebooks": ("spo_helpers.notebook_copies", "copies of the notebooks to explore in JupyterLab (runs/notebooks)"),
-    "sandbox": (
-        "spo_helpers.sandbox.cli",
-        "a local Sandbox Fusion server (POST /run_code) for tool use; check: its isolation",
-    ),
-}
+from spo_helpers.stages import VERBS, stage_module
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spo", description="SPO reproduction kit")
     parser.add_argument("--version", action="version", version=f"spo-helpers {__version__}")
     sub = parser.add_subparsers(dest="stage", metavar="STAGE")
-    for name, (_, summary) in STAGES.items():
+    for name, summary in VERBS.items():
         sub.add_parser(name, help=summary, add_help=False)
     return parser
 
@@ -70,12 +49,12 @@ def configure_logging() -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    if not argv or argv[0].startswith("-") or argv[0] not in STAGES:
+    if not argv or argv[0].startswith("-") or argv[0] not in VERBS:
         parser.parse_args(argv or ["--help"])
         return 2
     name, rest = argv[0], argv[1:]
-    module_name, summary = STAGES[name]
-    module = importlib.import_module(module_name)
+    summary = VERBS[name]
+    module = importlib.import_module(stage_module(name))
     stage_parser = StageParser(
         prog=f"spo {name}", description=module.__doc__ or summary, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -73,7 +73,7 @@ def _show_kit_logs(level: str) -> None:
 def _warn_in_templates(start: Path) -> None:
     """In the templates folder: make the copies and show where they are (see the module docstring)."""
     from spo_helpers.errors import UserError
-    from spo_helpers.notebook_copies import template_warning
+    from spo_helpers.stages.notebooks import template_warning
 
     try:
         text = template_warning(start)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from spo_helpers import evaluate, train
 from spo_helpers.cli_options import StageParser, is_override
+from spo_helpers.stages import evaluate, train
 
 
 def parser_of(stage):

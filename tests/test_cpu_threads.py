@@ -136,7 +136,7 @@ def test_the_spo_command_applies_the_policy_before_its_stage_runs(tmp_path):
     """``spo`` sets the policy for the stage it runs (here ``spo simulate``, a stage without torch)."""
     clean = {k: v for k, v in os.environ.items() if k not in (*cpu_threads.VARIABLES, KIT_SET_ENV, SWITCH_ENV)}
     code = (
-        "import os, sys; from spo_helpers import cli, simulate; "
+        "import os, sys; from spo_helpers import cli; from spo_helpers.stages import simulate; "
         "simulate.run = lambda args: print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('OMP_NUM_THREADS')); "
         "sys.exit(cli.main(['simulate']))"
     )

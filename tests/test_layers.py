@@ -90,5 +90,5 @@ def test_the_checker_sees_a_violation(tmp_path):
     assert ("spo_helpers.verl_glue.spo_trainer", 1, True) in found
     assert RANK[part_of(found[0][0])] > RANK["core"]
     assert part_of("spo_helpers.formats.keys") == "formats"
-    assert part_of("spo_helpers.train") == "stages"
+    assert part_of("spo_helpers.stages.train") == "stages"
     assert part_of("spo_helpers.errors") == "base"

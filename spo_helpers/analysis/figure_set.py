@@ -7,7 +7,7 @@
 Each builder takes a ``RunData`` and returns a ``BuiltFigure``: the stem of its files, the figure and the table
 it draws. A figure the data does not support comes back with ``figure`` None and the reason in ``skipped``:
 builders never raise ``MissingData``, so a notebook cell shows the reason instead of failing. ``FIGURES`` lists
-every figure in file order with its builder and arguments; ``spo figures`` (``spo_helpers.figures``) builds
+every figure in file order with its builder and arguments; ``spo figures`` (``spo_helpers.stages.figures``) builds
 exactly these and notebook 05 calls the same builders by name, so the two cannot draw different things.
 ``result_tables`` gives the results table (the paper's layout) and the validation table behind it.
 
@@ -167,7 +167,7 @@ class RunData:
 
 
 # ---------------------------------------------------------------------------------------------- built figures
-SAVED_DPI = 120  # the resolution of the PNG files (spo_helpers.figures)
+SAVED_DPI = 120  # the resolution of the PNG files (spo_helpers.stages.figures)
 INLINE_DPI = 100  # what matplotlib's inline backend draws at
 
 
@@ -393,7 +393,7 @@ def tool_use_figure(data: RunData):
 def ground_truth_figure(data: RunData):
     """Baselines against the truth (``spo ground-truth`` runs only): SPO's p̂ and GRPO's group means minus each
     prompt's true success probability under the checkpoint that sampled it, and p̂'s calibration vs truth."""
-    from spo_helpers.analysis.ground_truth import (
+    from spo_helpers.analysis.baseline_error import (
         baseline_errors,
         calibration_vs_truth,
         error_by_step,

@@ -432,7 +432,7 @@ def plot_curriculum(frame: pd.DataFrame, axes=None) -> Figure:
 
 # ---------------------------------------------------------------------------------------------- (8) throughput
 def plot_throughput_sweep(sweep: pd.DataFrame, axes=None) -> Figure:
-    """SPO/GRPO throughput ratio against the tail weight (``spo_helpers.simulate.sweep``), one line per batch
+    """SPO/GRPO throughput ratio against the tail weight (``spo_helpers.stages.simulate.sweep``), one line per batch
     size and group size, the paper's 4.35x marked. panels: 1."""
     rows = _require(sweep, ["tail", "ratio", "batch_size", "group_size"], "throughput sweep")
     fig, (ax,) = _panels(axes, 1, width=5.5, height=3.8)
@@ -584,7 +584,7 @@ GROUND_TRUTH_STYLES = {
 
 
 def plot_ground_truth(by_step: pd.DataFrame, errors: pd.DataFrame, reliability: pd.DataFrame, axes=None) -> Figure:
-    """Baselines against the true success probability (``analysis/ground_truth.py``): RMSE of b - p per step
+    """Baselines against the true success probability (``analysis/baseline_error.py``): RMSE of b - p per step
     (mean over runs), the distribution of b - p, and the tracker's p̂ against the truth and against single
     rewards. panels: 3."""
     steps = _require(by_step, ["baseline", "step", "rmse"], "ground truth")

@@ -3,7 +3,7 @@
 verl's ``sandbox_fusion`` client and tools (and so the official SPO recipe's code tool) talk to
 it unchanged. Modules, one concept each:
 
-- ``limits``  ``SandboxLimits``: what a run and the server may use; ``resolve`` for one request
+- ``limits``  ``SandboxLimits``: what a run and the server may use (and their flags); ``resolve`` for one request
 - ``api``     the wire format: request validation, response bodies, statuses
 - ``bwrap``   finding bubblewrap and the file-system view of a run
 - ``seccomp`` the system-call filter
@@ -14,7 +14,7 @@ it unchanged. Modules, one concept each:
 - ``client``  ``run_code``, ``local_sandbox``
 - ``code``    the official tool's code preparation (fences, last line in ``print``)
 - ``check``   the self-test behind ``spo sandbox check``
-- ``cli``     ``spo sandbox serve|check``
+- ``service`` the server as a process (``python -m spo_helpers.sandbox.service``, ``spo sandbox serve|check``)
 """
 
 from spo_helpers.sandbox.client import local_sandbox, run_code

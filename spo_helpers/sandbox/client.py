@@ -28,7 +28,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import IO, Any, Literal
 
 from spo_helpers.errors import UserError
-from spo_helpers.sandbox.limits import SandboxLimits
+from spo_helpers.sandbox.limits import SandboxLimits, limit_flags
 
 logger = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ def local_sandbox(
 ) -> Iterator[str]:
     """Serve ``/run_code`` on a free port of ``host`` while the block runs; yield its URL.
 
-    ``mode="process"`` runs ``python -m spo_helpers.sandbox.cli serve`` as a child (its own GIL,
+    ``mode="process"`` runs ``python -m spo_helpers.sandbox.service serve`` as a child (its own GIL,
     stopped with SIGTERM); ``mode="thread"`` serves from this process. Raises ``UserError`` (via
     ``BwrapUnavailable``) when bubblewrap cannot run and ``unsafe_no_isolation`` is not set.
     """
@@ -176,9 +176,7 @@ def local_sandbox(
     if mode != "process":
         raise ValueError(f"mode must be 'process' or 'thread', got {mode!r}")
 
-    from spo_helpers.sandbox.cli import limit_flags
-
-    command = [sys.executable, "-m", "spo_helpers.sandbox.cli", "serve", "--host", host, "--port", "0"]
+    command = [sys.executable, "-m", "spo_helpers.sandbox.service", "serve", "--host", host, "--port", "0"]
     command += [*limit_flags(limits), "--parent-pid", str(os.getpid()), "--log-level", "warning"]
     if python:
         command += ["--python", python]

@@ -130,3 +130,27 @@ def resolve(limits: SandboxLimits, run_timeout: float, memory_limit_mb: int) -> 
         open_files=limits.open_files,
         cgroup_memory_bytes=(memory_mb + 2 * limits.tmpfs_mb) * MIB,
     )
+
+
+# SandboxLimits field -> flag (the underscore spelling is accepted too).
+FLAGS = {
+    "workers": "--workers",
+    "max_run_timeout_s": "--run-timeout",
+    "memory_mb": "--memory-mb",
+    "max_processes": "--max-processes",
+    "tmpfs_mb": "--tmpfs-mb",
+    "output_bytes": "--output-bytes",
+    "open_files": "--open-files",
+    "max_body_bytes": "--max-body-bytes",
+    "max_waiting": "--max-waiting",
+    "nice": "--nice",
+    "uid_base": "--uid-base",
+}
+
+
+def limit_flags(limits: SandboxLimits) -> list[str]:
+    """The command-line flags that reproduce ``limits`` (used to start a server in a child process)."""
+    args = []
+    for f in fields(SandboxLimits):
+        args += [FLAGS[f.name], str(getattr(limits, f.name))]
+    return args

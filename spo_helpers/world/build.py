@@ -15,7 +15,7 @@ the same settings returns the cached world at once; ``--force`` rebuilds it.
 data, a tokenizer that also learned the tool-block format, and a warm start in which a share of the
 targets are tool traces (``world/traces.py``). Its success with tools can only be measured by running
 model-written code in the sandbox, which this layer does not import: ``spo world --tools``
-(``spo_helpers/world_cli.py``) measures it through the agent loop and ``record_tool_check`` writes the
+(``spo_helpers/stages/world.py``) measures it through the agent loop and ``record_tool_check`` writes the
 result into the manifest (``spread`` and ``val_accuracy``, with tool-use numbers).
 """
 

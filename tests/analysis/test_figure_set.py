@@ -16,7 +16,7 @@ from test_analysis import write_kit_run, write_official_run, write_pipeline
 from test_notebooks import notebook_code
 
 from spo_helpers.analysis import figure_set as F
-from spo_helpers.figures import FIGURE_STEMS, build_figures, save_figure
+from spo_helpers.stages.figures import FIGURE_STEMS, build_figures, save_figure
 
 BUILDERS = {spec.builder.__name__: spec.builder for spec in F.FIGURES}
 

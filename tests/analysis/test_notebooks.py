@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from spo_helpers import notebook as N
-from spo_helpers.notebook_copies import saved_state
-from spo_helpers.pipeline import STAGES, notebooks_dir
+from spo_helpers.stages.notebooks import saved_state
+from spo_helpers.stages.pipeline import STAGES, notebooks_dir
 
 SETUP_CELL = "from spo_helpers.notebook import setup_notebook\n\nsetup_notebook()"
 

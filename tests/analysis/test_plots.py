@@ -1,4 +1,4 @@
-"""spo_helpers.analysis.plots and spo_helpers.figures: every figure from small frames, ``spo figures`` end to end."""
+"""spo_helpers.analysis.plots and ``spo figures``: every figure from small frames, and the command end to end."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from test_analysis import VAL_SOURCES, write_kit_run, write_official_run, write_
 from spo_helpers import analysis as A
 from spo_helpers.analysis import plots as P
 from spo_helpers.cli import main
-from spo_helpers.figures import FIGURE_STEMS, build_figures, write_figures
+from spo_helpers.stages.figures import FIGURE_STEMS, build_figures, write_figures
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ selenium = pytest.importorskip("selenium")
 
 from lab_driver import CHROMEDRIVER, CHROMIUM, Chromium, JupyterLab, find  # noqa: E402
 
-from spo_helpers.notebook_copies import copy_templates, install_lab_settings, lab_settings_path  # noqa: E402
+from spo_helpers.stages.notebooks import copy_templates, install_lab_settings, lab_settings_path  # noqa: E402
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 EXPLORER_NOTE = "run this cell again"

@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("verl")
 pytest.importorskip("papermill")
 
-from spo_helpers.pipeline import STAGES, PipelineConfig, run_pipeline
+from spo_helpers.stages.pipeline import STAGES, PipelineConfig, run_pipeline
 
 
 @pytest.mark.slow

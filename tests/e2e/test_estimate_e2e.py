@@ -11,10 +11,10 @@ import yaml
 pytest.importorskip("verl")
 
 from spo_helpers import cpu_threads
-from spo_helpers.estimate import estimate_all, success_rate_frame, summarise_dump
 from spo_helpers.formats.offline_values import read_offline_values
-from spo_helpers.merge import merge_dumps, write_merge
-from spo_helpers.split import split_dataset
+from spo_helpers.stages.estimate import estimate_all, success_rate_frame, summarise_dump
+from spo_helpers.stages.merge import merge_dumps, write_merge
+from spo_helpers.stages.split import split_dataset
 from spo_helpers.world.task import read_rows
 
 

@@ -8,8 +8,8 @@ import torch
 
 pytest.importorskip("verl")
 
-from spo_helpers.evaluate import evaluate
-from spo_helpers.train import train
+from spo_helpers.stages.evaluate import evaluate
+from spo_helpers.stages.train import train
 
 
 def test_evaluate_base_model_and_checkpoint(small_world, tmp_path):

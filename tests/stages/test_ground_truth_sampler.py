@@ -52,8 +52,8 @@ def _run_folder(tmp_path, world):
 
 
 def test_samples_each_checkpoints_next_step(tmp_path, small_world, capsys):
-    from spo_helpers.analysis.ground_truth import load_ground_truth
-    from spo_helpers.ground_truth import measure_run
+    from spo_helpers.analysis.baseline_error import load_ground_truth
+    from spo_helpers.stages.ground_truth import measure_run
 
     root = _run_folder(tmp_path, small_world)
     frame = measure_run(root, n=4, progress=False)
@@ -80,7 +80,7 @@ def test_samples_each_checkpoints_next_step(tmp_path, small_world, capsys):
 def test_a_damaged_or_absent_checkpoint_is_refused(tmp_path, small_world):
     """As ``spo train`` and ``spo evaluate``: a checkpoint whose bytes changed is not measured, and a checkpoint the
     run does not have is named."""
-    from spo_helpers.ground_truth import measure_run
+    from spo_helpers.stages.ground_truth import measure_run
 
     root = _run_folder(tmp_path, small_world)
     weights = RunLayout(root).checkpoints / "global_step_2" / "actor" / "cpu_worker.pt"

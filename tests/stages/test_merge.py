@@ -13,7 +13,7 @@ from spo_helpers.formats.keys import ANSWER_FORMAT_SUFFIX
 from spo_helpers.formats.keys import dump_key as line_key
 from spo_helpers.formats.layout import stats_path_for
 from spo_helpers.formats.offline_values import read_offline_values
-from spo_helpers.merge import (
+from spo_helpers.stages.merge import (
     DEFAULT_PATTERN,
     cap_scores,
     dataset_coverage,

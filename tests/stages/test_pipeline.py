@@ -13,7 +13,7 @@ import nbformat  # papermill depends on it
 
 from spo_helpers.cli import main
 from spo_helpers.errors import UserError
-from spo_helpers.pipeline import (
+from spo_helpers.stages.pipeline import (
     RECORD,
     STAGES,
     PipelineConfig,
@@ -248,7 +248,7 @@ def test_templates_saved_by_a_notebook_session_are_refused(notebooks, tmp_path):
 
 
 def test_spo_notebooks_makes_the_copies_to_explore(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("spo_helpers.notebook_copies.install_lab_settings", lambda: None)
+    monkeypatch.setattr("spo_helpers.stages.notebooks.install_lab_settings", lambda: None)
     dest = tmp_path / "mine"
     assert main(["notebooks", str(dest)]) == 0
     assert sorted(p.name for p in dest.glob("*.ipynb")) == [f"{stage}.ipynb" for stage in STAGES]

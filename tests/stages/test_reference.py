@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 from spo_helpers import analysis as A
-from spo_helpers import reference as R
+from spo_helpers.stages import reference as R
 
 REFERENCE = Path(__file__).resolve().parents[2] / "runs" / "reference"
 

@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from spo_helpers import split as split_mod
 from spo_helpers.cli import main
 from spo_helpers.errors import UserError
 from spo_helpers.formats.atomic import sha256_file
-from spo_helpers.split import (
+from spo_helpers.stages import split as split_mod
+from spo_helpers.stages.split import (
     DEFAULT_DATASET,
     MANIFEST_NAME,
     print_split_summary,

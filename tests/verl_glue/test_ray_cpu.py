@@ -32,7 +32,7 @@ import torch
 
 from spo_helpers.formats.layout import RunLayout
 from spo_helpers.formats.steplog import read_step_log
-from spo_helpers.train import train
+from spo_helpers.stages.train import train
 from spo_helpers.verl_glue.checkpoint import KIT_STATE_DIR, newest_complete_checkpoint
 from spo_helpers.verl_glue.config import RunSpec, all_overrides
 from spo_helpers.verl_glue.ray_cpu import ROLLOUT_NAME, RayCPUSettings
@@ -550,7 +550,7 @@ def _tensors(obj):
 
 # ---------------------------------------------------------------------------------------------- estimate
 def test_estimate_through_ray(ray_cluster, small_world, tmp_path):
-    from spo_helpers.estimate import estimate_all
+    from spo_helpers.stages.estimate import estimate_all
 
     summaries = estimate_all(
         small_world.val_file,
@@ -574,7 +574,7 @@ def test_notebook_04_on_the_ray_backend_on_cpu(ray_cluster, small_world, values_
     """Notebook 04 through papermill with ``backend="ray", device="cpu"``: GRPO and SPO on verl's workers, its
     kernel joining this session's cluster, then its curves cells."""
     papermill = pytest.importorskip("papermill")
-    from spo_helpers.pipeline import kernel_arguments
+    from spo_helpers.stages.pipeline import kernel_arguments
 
     splits = tmp_path / "splits"
     splits.mkdir()

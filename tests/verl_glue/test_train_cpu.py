@@ -15,7 +15,7 @@ pytest.importorskip("verl")
 from spo_helpers.errors import UserError
 from spo_helpers.formats.offline_values import read_offline_values, write_offline_values
 from spo_helpers.formats.steplog import read_step_log
-from spo_helpers.train import train
+from spo_helpers.stages.train import train
 from spo_helpers.verl_glue.checkpoint import RunStopped, newest_complete_checkpoint
 from spo_helpers.world.task import read_rows
 

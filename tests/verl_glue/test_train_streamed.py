@@ -11,7 +11,7 @@ pytest.importorskip("verl")
 
 from spo_helpers.errors import UserError
 from spo_helpers.formats.steplog import read_step_log
-from spo_helpers.train import train
+from spo_helpers.stages.train import train
 from spo_helpers.verl_glue.checkpoint import RunStopped
 
 SMALL = [

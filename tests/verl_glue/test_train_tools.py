@@ -15,7 +15,7 @@ import torch
 pytest.importorskip("verl")
 
 from spo_helpers.formats.steplog import read_step_log
-from spo_helpers.train import train
+from spo_helpers.stages.train import train
 from spo_helpers.verl_glue.checkpoint import COMPLETE_MARKER, RunStopped, newest_complete_checkpoint
 from spo_helpers.verl_glue.config import RunSpec, all_overrides
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from spo_helpers.errors import UserError
-from spo_helpers.pipeline import STAGES, packaged_notebooks
+from spo_helpers.stages.pipeline import STAGES, packaged_notebooks
 
 logger = logging.getLogger(__name__)
 

@@ -113,7 +113,7 @@ def notebooks_dir() -> Path:
 def check_templates(folder: Path) -> None:
     """Refuse templates a JupyterLab session saved into (outputs, execution counts, widget state): the pipeline
     would run whatever was edited and saved there. Users explore copies (``spo notebooks``)."""
-    from spo_helpers.notebook_copies import restore_hint, template_problems
+    from spo_helpers.stages.notebooks import restore_hint, template_problems
 
     problems = template_problems(folder)
     if problems:

@@ -4,7 +4,7 @@ For every checkpoint ``global_step_k`` of a CPU run (and the initial model as ``
 model with the checkpoint's weights and samples each prompt of training step ``k + 1`` (the step whose
 rollouts that policy generated) ``n`` times with the run's own sampling settings (temperature, top-p,
 response length; the kit's binary reward), so that the tracker's p̂ and GRPO's group means logged at that
-step can be compared with the truth (``analysis/ground_truth.py``):
+step can be compared with the truth (``analysis/baseline_error.py``):
 
     t = successes / n,   SE(t) = sqrt(t(1-t)/n) <= 0.5/sqrt(n)   (n = 64: at most 0.0625)
 
@@ -143,7 +143,7 @@ def measure_run(
     import pandas as pd
     import torch
 
-    from spo_helpers.analysis.ground_truth import load_ground_truth
+    from spo_helpers.analysis.baseline_error import load_ground_truth
     from spo_helpers.analysis.steps import load_steps
     from spo_helpers.formats.atomic import atomic_write_bytes
     from spo_helpers.world.warmstart import model_success_rates

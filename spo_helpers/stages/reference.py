@@ -1,6 +1,6 @@
 """Prune a finished CPU pipeline folder to the small files the analysis needs, and make it portable.
 
-    spo pipeline --name reference && python -m spo_helpers.reference runs/reference
+    spo pipeline --name reference && spo reference runs/reference
 
 Keeps, per training run: ``config.yaml``, ``metrics.jsonl``, ``steps.jsonl``,
 ``prompts.parquet``, and the validation dumps and tracker snapshots of every
@@ -18,10 +18,10 @@ CPU world's files, still tells the benchmarks apart. Running it again changes no
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import shutil
-import sys
 from pathlib import Path
 
 from spo_helpers.analysis.validation import val_data_sources
@@ -114,6 +114,18 @@ def make_portable(root: str | Path) -> dict[str, int]:
     return changed
 
 
-if __name__ == "__main__":
-    kept = prune(sys.argv[1] if len(sys.argv) > 1 else "runs/reference")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "root", nargs="?", default="runs/reference", help="the pipeline folder (default runs/reference)"
+    )
+    parser.add_argument("--keep_every", type=int, default=10, help="keep every N-th validation dump and snapshot")
+
+
+def run(args: argparse.Namespace) -> int:
+    if not Path(args.root).is_dir():
+        from spo_helpers.errors import UserError
+
+        raise UserError(f"{args.root} is not a folder: pass the pipeline folder `spo pipeline --name NAME` wrote")
+    kept = prune(args.root, keep_every=args.keep_every)
     print(f"kept {len(kept)} files, {sum(p.stat().st_size for p in kept) / 1e6:.1f} MB")
+    return 0

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from spo_helpers.analysis import ground_truth as G
+from spo_helpers.analysis import baseline_error as G
 
 
 def _truth(steps: pd.DataFrame, p: dict[int, float], n: int = 64, seed: int = 7) -> pd.DataFrame:

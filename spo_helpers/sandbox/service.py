@@ -1,14 +1,9 @@
-"""A local Sandbox Fusion server (``POST /run_code``) for tool-integrated runs, and a self-test of its isolation.
+"""The sandbox server as a process: its flags, serving until stopped, and the isolation self-test.
 
-    spo sandbox serve [--host 127.0.0.1] [--port 8080] [--workers N] [--run-timeout S] [--memory-mb M] ...
-    spo sandbox check [same limits]
+    python -m spo_helpers.sandbox.service serve [--host 127.0.0.1] [--port 8080] [--workers N] ...
 
-``serve`` answers verl's ``sandbox_fusion`` client and tools unchanged: point
-``sandbox_fusion_url`` at ``http://HOST:PORT/run_code``. Each request's Python code runs in a
-fresh bubblewrap sandbox (no network, read-only system, private tmpfs, unprivileged uid,
-rlimits, cgroup caps, seccomp; see docs/sandbox.md). Without a working ``bwrap`` it refuses
-to start unless ``--unsafe-no-isolation`` is given (debugging only). ``check`` tries each way
-out once and prints what held; exit code 1 if a check failed.
+``spo sandbox`` (``stages/sandbox.py``) is this on the ``spo`` command line; ``local_sandbox`` starts it as a
+child process. Each limit's flag comes from ``SandboxLimits`` (``limits.FLAGS``, help text from its fields).
 """
 
 from __future__ import annotations
@@ -23,35 +18,13 @@ import time
 from collections.abc import Callable
 from dataclasses import fields
 
-from spo_helpers.sandbox.limits import SandboxLimits, limit_help
-
-# SandboxLimits field -> flag (the underscore spelling is accepted too).
-FLAGS = {
-    "workers": "--workers",
-    "max_run_timeout_s": "--run-timeout",
-    "memory_mb": "--memory-mb",
-    "max_processes": "--max-processes",
-    "tmpfs_mb": "--tmpfs-mb",
-    "output_bytes": "--output-bytes",
-    "open_files": "--open-files",
-    "max_body_bytes": "--max-body-bytes",
-    "max_waiting": "--max-waiting",
-    "nice": "--nice",
-    "uid_base": "--uid-base",
-}
+from spo_helpers.sandbox.limits import FLAGS, SandboxLimits, limit_help
 
 logger = logging.getLogger(__name__)
 
 
-def limit_flags(limits: SandboxLimits) -> list[str]:
-    """The command-line flags that reproduce ``limits`` (used to start a server in a child process)."""
-    args = []
-    for f in fields(SandboxLimits):
-        args += [FLAGS[f.name], str(getattr(limits, f.name))]
-    return args
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The action (serve | check), the address and every limit as a flag."""
     parser.add_argument("action", choices=("serve", "check"), help="serve: run the HTTP server; check: self-test")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="port to listen on; 0 picks a free one (default 8080)")
@@ -189,12 +162,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m spo_helpers.sandbox.cli``: the same as ``spo sandbox``, without the ``spo`` entry point."""
+    """``python -m spo_helpers.sandbox.service``: the same as ``spo sandbox``, without the ``spo`` entry point."""
     from spo_helpers.errors import UserError
 
-    parser = argparse.ArgumentParser(
-        prog="spo sandbox", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(prog="python -m spo_helpers.sandbox.service", description=__doc__.splitlines()[0])
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:

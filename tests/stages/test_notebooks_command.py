@@ -9,9 +9,9 @@ import nbformat
 import pytest
 
 from spo_helpers import notebook as N
-from spo_helpers import notebook_copies as C
 from spo_helpers.errors import UserError
-from spo_helpers.pipeline import packaged_notebooks
+from spo_helpers.stages import notebooks as C
+from spo_helpers.stages.pipeline import packaged_notebooks
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 

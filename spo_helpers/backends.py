@@ -26,6 +26,14 @@ def gpu_available() -> bool:
         return False
 
 
+def check_choices(backend: str | None = None, preset: str | None = None, device: str | None = None) -> None:
+    """Each of ``backend``, ``preset``, ``device`` that is chosen (not None) is one of its options."""
+    chosen = (("backend", backend, BACKENDS), ("preset", preset, PRESETS), ("device", device, DEVICES))
+    for what, value, options in chosen:
+        if value is not None and value not in options:
+            raise UserError(f"unknown {what} {value!r}; choose one of {', '.join(options)}")
+
+
 def resolve_backend(
     backend: str | None = None, preset: str | None = None, device: str | None = None
 ) -> tuple[str, str]:
@@ -37,12 +45,7 @@ def resolve_backend(
     actors on CPU), with or without a GPU; its preset defaults to ``cpu`` (another one is refused by ``RunSpec``,
     with the fix in the message).
     """
-    if backend is not None and backend not in BACKENDS:
-        raise UserError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    if preset is not None and preset not in PRESETS:
-        raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    if device is not None and device not in DEVICES:
-        raise UserError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    check_choices(backend, preset, device)
     if backend == "ray" and device == "cpu":
         return "ray", preset or "cpu"
     backend = backend or (preset != "cpu" and gpu_available() and "ray") or "cpu"

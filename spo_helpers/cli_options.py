@@ -1,22 +1,12 @@
-"""Command-line options shared by the verl stages (estimate, train), and the flag-spelling rule of every stage.
-
-The official scripts take environment variables (OUTPUT_DIR, MODEL_PATH, EXP_NAME, N_VAL, RESPONSE_LENGTH,
-DEBUG, ...); every such variable is also a flag here, and the environment gives the flag's default.
-Every long flag is accepted in both spellings, ``--output_dir`` and ``--output-dir`` (``StageParser``).
+"""The command line's rules for every verb: each long flag in both spellings (``--output_dir`` and
+``--output-dir``) and Hydra overrides anywhere on the line (``StageParser``). The verl stages' flags themselves
+come from their settings (``run_settings``).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import re
-
-from spo_helpers.backends import BACKENDS, DEVICES, PRESETS
-from spo_helpers.errors import UserError
-
-TRUE = ("1", "true", "yes", "on")
-FALSE = ("0", "false", "no", "off", "")
-
 
 HYDRA_GROUPS = (
     "preset",
@@ -79,71 +69,3 @@ class StageParser(argparse.ArgumentParser):
         if spelled != list(names) and "dest" not in kwargs and all(n.startswith("-") for n in names):
             kwargs["dest"] = names[0].lstrip("-").replace("-", "_")
         return super().add_argument(*spelled, **kwargs)
-
-
-def env_bool(name: str, default: bool | None = None) -> bool | None:
-    value = os.environ.get(name)
-    if value is None:
-        return default
-    if value.strip().lower() in TRUE:
-        return True
-    if value.strip().lower() in FALSE:
-        return False
-    raise UserError(f"environment variable {name}={value!r} is not a boolean (use True or False)")
-
-
-def env_int(name: str) -> int | None:
-    value = os.environ.get(name)
-    if value in (None, ""):
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise UserError(f"environment variable {name}={value!r} is not an integer") from None
-
-
-def parse_bool(text: str) -> bool:
-    if text.strip().lower() in TRUE:
-        return True
-    if text.strip().lower() in FALSE:
-        return False
-    raise argparse.ArgumentTypeError(f"{text!r} is not a boolean (use True or False)")
-
-
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--output_dir", default=os.environ.get("OUTPUT_DIR"), help="OUTPUT_DIR (default: runs/)")
-    parser.add_argument("--model_path", default=os.environ.get("MODEL_PATH"), help="MODEL_PATH (cpu: the tiny world)")
-    parser.add_argument("--exp_name", default=os.environ.get("EXP_NAME"), help="EXP_NAME")
-    parser.add_argument("--n_val", type=int, default=env_int("N_VAL"), help="N_VAL: samples per validation prompt")
-    parser.add_argument("--response_length", type=int, default=env_int("RESPONSE_LENGTH"), help="RESPONSE_LENGTH")
-    parser.add_argument(
-        "--debug",
-        type=parse_bool,
-        default=env_bool("DEBUG", False),
-        help="DEBUG, as the official script of the preset means it: train.sh turns Ray's legacy debugger on; "
-        "eval.sh also uses batches of 16; the paper's run_spo.sh 8 prompts x 1 response, 1024 tokens",
-    )
-    parser.add_argument(
-        "--small_batch",
-        type=parse_bool,
-        nargs="?",
-        const=True,
-        default=env_bool("SMALL_BATCH", False),
-        help="SMALL_BATCH: the kit's quick mode, the preset's batch shape divided by 8 (pool at most 1024)",
-    )
-    parser.add_argument("--backend", choices=BACKENDS, default=None, help="default: ray with a GPU, else cpu")
-    parser.add_argument(
-        "--device", choices=DEVICES, default=None, help="ray backend: cpu = verl's workers as Ray actors on CPU"
-    )
-    parser.add_argument("--preset", choices=PRESETS, default=None, help="default from backend")
-    parser.add_argument("--seed", type=int, default=env_int("SEED") or 0)
-    parser.add_argument(
-        "--tools",
-        choices=("sandbox", "none"),
-        default=os.environ.get("TOOLS") or None,
-        help="TOOLS: sandbox (tool-integrated reasoning, code run in the sandbox) or none (math only); "
-        "default: the preset's (official, paper: sandbox; cpu: none)",
-    )
-    parser.add_argument("--assets", default=None, help="where the CPU world is cached (default: runs/_assets)")
-    parser.add_argument("--dry-run", action="store_true", help="print the verl config and command")
-    parser.add_argument("overrides", nargs="*", help="free Hydra overrides passed to verl (key=value)")

@@ -17,15 +17,13 @@ A subset whose dump already exists is skipped unless ``--force``.
 from __future__ import annotations
 
 import argparse
-import os
-import time
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from spo_helpers.backends import resolve_backend
-from spo_helpers.cli_options import add_common_arguments
 from spo_helpers.errors import UserError
 from spo_helpers.formats.dumps import read_dump
 from spo_helpers.formats.layout import (
@@ -39,13 +37,18 @@ from spo_helpers.formats.layout import (
     subset_index,
 )
 from spo_helpers.formats.layout import subset_files as layout_subset_files
-from spo_helpers.preflight import check_data_files, check_model_dir, require_file
+from spo_helpers.preflight import check_data_files, require_file
+from spo_helpers.run_settings import EstimateSettings, add_flags, from_args
+from spo_helpers.verl_stage import Defaults, DryRun, StageResult, resolve, run_verl_stage
 
 DEFAULT_EXP_NAME = ESTIMATION_EXP_NAME
 
 
+TABLE_HEAD = f"{'experiment':<40} {'prompts':>8} {'samples':>8} {'mean':>6} {'all-0':>6} {'all-1':>6} {'time':>7}"
+
+
 @dataclass(frozen=True)
-class EstimateSummary:
+class EstimateSummary(StageResult):
     exp_name: str
     dump: Path
     prompts: int
@@ -55,6 +58,28 @@ class EstimateSummary:
     share_all_pass: float
     seconds: float
     skipped: bool = False
+
+    def row(self) -> str:
+        note = " (existing)" if self.skipped else ""
+        return (
+            f"{self.exp_name:<40} {self.prompts:>8} {self.samples:>8} {self.mean_score:>6.3f} "
+            f"{self.share_all_fail:>6.2f} {self.share_all_pass:>6.2f} {self.seconds:>6.1f}s{note}"
+        )
+
+    def lines(self) -> list[str]:
+        return [TABLE_HEAD, self.row(), f"dump: {self.dump}"]
+
+
+class EstimateReport(StageResult, list):
+    """The summaries of the subsets estimated (a list), shown as one table; dry runs show their text."""
+
+    def lines(self) -> list[str]:
+        dry = [line for item in self if isinstance(item, DryRun) for line in item.lines()]
+        done = [item for item in self if isinstance(item, EstimateSummary)]
+        lines = [*dry, "", "offline value estimation", TABLE_HEAD, *(s.row() for s in done)]
+        if done:
+            lines.append(f"dumps: {done[0].dump.parent.parent.parent}/<EXP_NAME>/validation_data/0.jsonl")
+        return lines if done or not dry else dry
 
 
 def dump_path(output_dir: str | Path, exp_name: str) -> Path:
@@ -113,161 +138,110 @@ def subset_files(data_dir: str | Path) -> list[Path]:
     return files
 
 
-def estimate_subset(
-    data_file: str | Path,
-    *,
-    output_dir: str | Path,
-    exp_name: str,
-    model_path: str,
-    n_val: int = 8,
-    response_length: int | None = None,
-    backend: str = "cpu",
-    device: str | None = None,
-    preset: str = "cpu",
-    seed: int = 0,
-    debug: bool = False,
-    small_batch: bool = False,
-    overrides: list[str] | None = None,
-    force: bool = False,
-    dry_run: bool = False,
-    tools: str | None = None,
-) -> EstimateSummary | str:
-    """Run one validation-only job; returns its summary (or the dry-run text).
+class Estimation:
+    """One subset's validation-only run as a verl stage (``verl_stage.run_verl_stage``)."""
+
+    name = "estimate"
+    data_labels = ("DATA_FILE", "validation")
+
+    def run_spec(self, settings: EstimateSettings, defaults: Defaults):
+        from spo_helpers.verl_glue.config import RunSpec
+
+        return RunSpec(
+            method="EVAL",
+            preset=settings.preset,
+            backend=settings.backend,
+            device=settings.device,
+            output_dir=str(settings.output_dir),
+            exp_name=settings.exp_name or DEFAULT_EXP_NAME,
+            model_path=str(settings.model_path),
+            train_files=[str(settings.data_file)],
+            n_val=settings.n_val,
+            response_length=settings.response_length,
+            debug=settings.debug,
+            small_batch=settings.small_batch,
+            seed=settings.seed,
+            tools=settings.tools,
+            overrides=list(settings.overrides),
+        )
+
+    def check(self, settings: EstimateSettings, spec) -> None:
+        return None
+
+    def existing(self, settings: EstimateSettings, spec) -> EstimateSummary | None:
+        target = dump_path(spec.output_dir, spec.exp_name)
+        if target.is_file() and not settings.force:
+            return EstimateSummary(spec.exp_name, target, **summarise_dump(target), seconds=0.0, skipped=True)
+        return None
+
+    def record(self, settings: EstimateSettings) -> dict[str, Any]:
+        return {"data_file": str(settings.data_file)}
+
+    def fresh(self, settings: EstimateSettings) -> bool:
+        return settings.force
+
+    def result(self, settings: EstimateSettings, spec, seconds: float) -> EstimateSummary:
+        target = dump_path(spec.output_dir, spec.exp_name)
+        if not target.is_file():
+            raise UserError(f"the validation run finished without writing {target}")
+        return EstimateSummary(spec.exp_name, target, **summarise_dump(target), seconds=seconds)
+
+
+def estimate_subset(data_file: str | Path, **settings: Any) -> EstimateSummary | DryRun:
+    """Run one validation-only job on ``data_file`` (keywords: ``run_settings.EstimateSettings``); returns its
+    summary (or the dry run). A subset whose dump exists is returned as it is unless ``force``.
 
     ``tools``: ``sandbox`` estimates with the tool agent loop (as the official values are), ``none`` math only,
     ``None`` the preset's default.
     """
-    from spo_helpers.verl_glue.config import RunSpec, build_config, dry_run_text
-    from spo_helpers.verl_glue.run_guard import start_run
-
-    spec = RunSpec(
-        method="EVAL",
-        preset=preset,
-        backend=backend,
-        device=device,
-        output_dir=str(output_dir),
-        exp_name=exp_name,
-        model_path=str(model_path),
-        train_files=[str(data_file)],
-        n_val=n_val,
-        response_length=response_length,
-        debug=debug,
-        small_batch=small_batch,
-        seed=seed,
-        tools=tools,
-        overrides=list(overrides or []),
-    )
-    config = build_config(spec)
-    if dry_run:
-        return dry_run_text(spec, config)
-    target = dump_path(output_dir, exp_name)
-    start = time.perf_counter()
-    if target.is_file() and not force:
-        return EstimateSummary(exp_name, target, **summarise_dump(target), seconds=0.0, skipped=True)
-    start_run(config, {"stage": "estimate", "data_file": str(data_file)}, fresh=force)
-    if not target.is_file():
-        raise UserError(f"the validation run finished without writing {target}")
-    return EstimateSummary(exp_name, target, **summarise_dump(target), seconds=time.perf_counter() - start)
+    settings.setdefault("n_val", 8)
+    return run_verl_stage(Estimation(), EstimateSettings(data_file=str(data_file), **settings))
 
 
-def print_summaries(summaries: list[EstimateSummary]) -> None:
-    print("\noffline value estimation")
-    print(f"{'experiment':<40} {'prompts':>8} {'samples':>8} {'mean':>6} {'all-0':>6} {'all-1':>6} {'time':>7}")
-    for s in summaries:
-        note = " (existing)" if s.skipped else ""
-        print(
-            f"{s.exp_name:<40} {s.prompts:>8} {s.samples:>8} {s.mean_score:>6.3f} {s.share_all_fail:>6.2f} "
-            f"{s.share_all_pass:>6.2f} {s.seconds:>6.1f}s{note}"
-        )
-    if summaries:
-        print(f"dumps: {summaries[0].dump.parent.parent.parent}/<EXP_NAME>/validation_data/0.jsonl")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data_file", default=os.environ.get("DATA_FILE"), help="DATA_FILE: one subset parquet")
-    parser.add_argument("--data_dir", default=None, help="estimate every subset_*.parquet in this folder")
-    parser.add_argument("--force", action="store_true", help="re-run subsets whose dump exists")
-    add_common_arguments(parser)
-
-
-def estimate_all(
-    data: str | Path | list,
-    *,
-    output_dir: str | Path = "runs",
-    exp_name: str = DEFAULT_EXP_NAME,
-    model_path: str | None = None,
-    n_val: int = 8,
-    backend: str = "cpu",
-    preset: str = "cpu",
-    assets: str | None = None,
-    progress: bool = True,
-    tools: str | None = None,
-    **kwargs,
-) -> list[EstimateSummary]:
-    """Estimate one subset file, or every ``subset_*.parquet`` of a folder (``EXP_NAME_subset_<i>``).
-
-    Returns the per-subset summaries; ``dry_run=True`` (in ``kwargs``) prints configs instead.
-    """
+def run_estimation(settings: EstimateSettings, *, progress: bool = True) -> EstimateReport:
+    """Estimate ``data_file``, or every ``subset_*.parquet`` of ``data_dir`` (``EXP_NAME_subset_<i>``): the stage
+    behind ``spo estimate``, ``estimate_all`` and notebook 02."""
     from spo_helpers.progress import progress_bar
 
-    folder = Path(data) if not isinstance(data, list) and Path(data).is_dir() else None
-    files = subset_files(folder) if folder else [Path(f) for f in (data if isinstance(data, list) else [data])]
+    if settings.data_dir:
+        files = subset_files(settings.data_dir)
+    else:
+        files = [require_file(settings.data_file, "DATA_FILE", "pass --data_file or --data_dir")]
     for path in files:
         require_file(str(path), "DATA_FILE", "run `spo split` first or pass an existing parquet file")
     check_data_files([str(p) for p in files], "DATA_FILE")
-    if not model_path:
-        if preset != "cpu":
-            raise UserError("MODEL_PATH is not set: pass --model_path (a Hugging Face id or local folder)")
-        from spo_helpers.verl_glue.config import tools_on
-        from spo_helpers.world.build import build_world
-
-        uses_tools = tools_on(tools, preset)
-        model_path = str(build_world(assets, seed=0, tools=uses_tools).model_dir)
-    check_model_dir(model_path)
-    summaries = []
+    if settings.n_val is None:
+        settings = dataclasses.replace(settings, n_val=8)
+    settings, _ = resolve(settings)
+    exp_name = settings.exp_name or DEFAULT_EXP_NAME
+    report = EstimateReport()
     bar = progress_bar(files, desc="subsets", unit="subset", disable=not progress or len(files) == 1)
     for data_file in bar:
         index = subset_index(data_file) if len(files) > 1 else None
-        name = estimation_exp_name(index, exp_name)
-        result = estimate_subset(
-            data_file,
-            output_dir=output_dir,
-            exp_name=name,
-            model_path=model_path,
-            n_val=n_val,
-            backend=backend,
-            preset=preset,
-            tools=tools,
-            **kwargs,
+        one = dataclasses.replace(
+            settings, data_file=str(data_file), data_dir=None, exp_name=estimation_exp_name(index, exp_name)
         )
-        if isinstance(result, str):
-            print(result)
-        else:
-            summaries.append(result)
-    return summaries
+        report.append(run_verl_stage(Estimation(), one, resolved=True))
+    return report
+
+
+def estimate_all(data: str | Path | list, *, progress: bool = True, **settings: Any) -> EstimateReport:
+    """Estimate one subset file, or every ``subset_*.parquet`` of a folder (``EXP_NAME_subset_<i>``); keywords as
+    ``spo estimate``'s flags (``run_settings.EstimateSettings``). Returns the per-subset summaries (a list that
+    prints as a table); ``dry_run=True`` gives the configs instead."""
+    if isinstance(data, list):
+        report = EstimateReport()
+        for one in data:
+            report += run_estimation(EstimateSettings(data_file=str(one), **settings), progress=progress)
+        return report
+    where = {"data_dir": str(data)} if Path(data).is_dir() else {"data_file": str(data)}
+    return run_estimation(EstimateSettings(**where, **settings), progress=progress)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_flags(parser, EstimateSettings)
 
 
 def run(args: argparse.Namespace) -> int:
-    backend, preset = resolve_backend(args.backend, args.preset, args.device)
-    data = args.data_dir or require_file(args.data_file, "DATA_FILE", "pass --data_file or --data_dir")
-    summaries = estimate_all(
-        data,
-        output_dir=args.output_dir or "runs",
-        exp_name=args.exp_name or DEFAULT_EXP_NAME,
-        model_path=args.model_path,
-        n_val=args.n_val or 8,
-        backend=backend,
-        device=args.device,
-        preset=preset,
-        assets=args.assets,
-        response_length=args.response_length,
-        seed=args.seed,
-        debug=args.debug,
-        small_batch=args.small_batch,
-        overrides=args.overrides,
-        force=args.force,
-        dry_run=args.dry_run,
-        tools=args.tools,
-    )
-    print_summaries(summaries)
+    print(run_estimation(from_args(EstimateSettings, args)))
     return 0

@@ -24,27 +24,24 @@ table; the paper's rows stand beside it only when the protocol is the paper's.
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
+from typing import Any
 
-from spo_helpers.backends import resolve_backend
-from spo_helpers.cli_options import add_common_arguments
 from spo_helpers.errors import UserError
 from spo_helpers.formats.benchmarks import PAPER_BENCHMARK_NAMES, parse_benchmark, write_benchmarks
 from spo_helpers.formats.eval_protocol import protocol
 from spo_helpers.formats.layout import RunLayout
-from spo_helpers.preflight import check_model_dir
+from spo_helpers.run_settings import EvaluateSettings, add_flags, from_args
+from spo_helpers.verl_stage import Defaults, DryRun, StageResult, run_verl_stage
 
 DEFAULT_EXP_NAME = "evaluation"
 
 
-def default_benchmarks(preset: str, assets: str | None = None, tools: bool = False) -> list[str]:
+def default_benchmarks(preset: str, defaults: Defaults) -> list[str]:
     """The paper's five benchmarks, or on the cpu preset the CPU world's held-out set and training probe."""
     if preset != "cpu":
         return list(PAPER_BENCHMARK_NAMES)
-    from spo_helpers.world.build import build_world
-
-    world = build_world(assets, seed=0, tools=tools)
+    world = defaults.world()
     return [f"held_out={world.val_file}", f"probe={world.probe_file}"]
 
 
@@ -63,90 +60,111 @@ def checkpoint_method(checkpoint: str | Path) -> str:
     return "CHECKPOINT"
 
 
-def evaluate(
-    *,
-    model_path: str | None = None,
-    checkpoint: str | None = None,
-    benchmarks: list[str] | None = None,
-    n: int | None = None,
-    output_dir: str = "runs",
-    exp_name: str | None = None,
-    preset: str = "cpu",
-    backend: str = "cpu",
-    device: str | None = None,
-    response_length: int | None = None,
-    seed: int = 0,
-    assets: str | None = None,
-    tools: str | None = None,
-    overrides: list[str] | None = None,
-    force: bool = False,
-    dry_run: bool = False,
-    resamples: int = 2000,
-) -> dict | str:
-    """Evaluate one model; returns ``analysis.evaluation.evaluate_runs``'s tables (or the dry-run text)."""
-    from spo_helpers.verl_glue.config import RunSpec, build_config, dry_run_text, tools_on
+class EvaluationReport(StageResult, dict):
+    """``evaluate_runs``' tables of one evaluation (a dict: ``table``, ``maj``, ``pass``, ``run_dir``, ``seconds``),
+    shown as the maj@n and pass@n tables."""
 
-    if n is not None and n < 1:
-        raise UserError(f"--n {n}: samples per problem must be at least 1 (default: the preset's protocol, 32)")
-    uses_tools = tools_on(tools, preset)
-    if not model_path:
-        if preset != "cpu":
-            raise UserError("MODEL_PATH is not set: pass --model_path (a Hugging Face id or local folder)")
-        from spo_helpers.world.build import build_world
+    def lines(self) -> list[str]:
+        import pandas as pd
 
-        model_path = str(build_world(assets, seed=0, tools=uses_tools).model_dir)
-    check_model_dir(model_path)
-    if checkpoint and not Path(checkpoint).is_dir():
-        raise UserError(f"checkpoint not found: {checkpoint}; pass a global_step_N folder of a run's checkpoints/")
-    label = checkpoint_method(checkpoint) if checkpoint else "BASE"
-    name = exp_name or f"{DEFAULT_EXP_NAME}_{label.lower()}_{preset}"
-    layout = RunLayout.of(output_dir, name)
-    specs = [parse_benchmark(b) for b in (benchmarks or default_benchmarks(preset, assets, uses_tools))]
-    if force and not dry_run and layout.root.is_dir():
-        from spo_helpers.verl_glue.run_guard import clear_run_folder
+        from spo_helpers.analysis.evaluation import readable_layout
 
-        clear_run_folder(layout.root)  # before the benchmark files go in
-    files = [str(f) for f in write_benchmarks(specs, layout.root / "benchmarks")]
-    samples = int(n if n is not None else protocol(preset).n("evaluate"))
-    extra = [f"kit.evaluates={label}"]
-    if checkpoint:
-        extra += ["trainer.resume_mode=resume_path", f"trainer.resume_from_path={Path(checkpoint).resolve()}"]
-    spec = RunSpec(
-        method="EVAL",
-        preset=preset,
-        backend=backend,
-        device=device,
-        output_dir=str(output_dir),
-        exp_name=name,
-        model_path=str(model_path),
-        train_files=files,
-        val_files=files,
-        n_val=samples,
-        response_length=response_length,
-        seed=seed,
-        tools=tools,
-        overrides=[*extra, *(overrides or [])],
-    )
-    config = build_config(spec)
-    if dry_run:
-        return dry_run_text(spec, config)
-    from spo_helpers.verl_glue.run_guard import start_run
-
-    start = time.perf_counter()
-    start_run(
-        config, {"stage": "evaluate", "checkpoint": checkpoint, "benchmarks": [s.name for s in specs]}, fresh=False
-    )
-    tables = write_tables(layout.root, resamples=resamples, seed=seed)
-    tables["seconds"] = time.perf_counter() - start
-    return tables
+        lines = []
+        with pd.option_context("display.width", 250, "display.max_columns", 40):
+            for key in ("maj", "pass"):
+                wide = self[key]
+                lines += ["", f"{key}@n (percent, 95% bootstrap interval over problems)"]
+                lines += readable_layout(wide.drop(columns=["protocol"])).to_string(index=False).splitlines()
+            lines += ["", f"{self['maj']['protocol'].iloc[0]}"]
+        return [*lines, f"tables: {self['run_dir']}/evaluation*.csv"]
 
 
-def write_tables(run_dir: str | Path, *, resamples: int = 2000, seed: int = 0) -> dict:
+class Evaluation:
+    """``spo evaluate`` as a verl stage (``verl_stage.run_verl_stage``)."""
+
+    name = "evaluate"
+    data_labels = ("benchmark", "benchmark")
+
+    def __init__(self, resamples: int = 2000):
+        self.resamples = resamples
+        self.root: Path | None = None
+        self.names: list[str] = []
+
+    def run_spec(self, settings: EvaluateSettings, defaults: Defaults):
+        from spo_helpers.verl_glue.config import RunSpec
+
+        checkpoint = settings.checkpoint
+        if checkpoint and not Path(checkpoint).is_dir():
+            raise UserError(f"checkpoint not found: {checkpoint}; pass a global_step_N folder of a run's checkpoints/")
+        label = checkpoint_method(checkpoint) if checkpoint else "BASE"
+        name = settings.exp_name or f"{DEFAULT_EXP_NAME}_{label.lower()}_{settings.preset}"
+        layout = RunLayout.of(settings.output_dir, name)
+        given = settings.benchmarks or default_benchmarks(settings.preset, defaults)
+        specs = [parse_benchmark(b) for b in given]
+        if settings.force and not settings.dry_run and layout.root.is_dir():
+            from spo_helpers.verl_glue.run_guard import clear_run_folder
+
+            clear_run_folder(layout.root)  # before the benchmark files go in
+        files = [str(f) for f in write_benchmarks(specs, layout.root / "benchmarks")]
+        self.root, self.names = layout.root, [s.name for s in specs]
+        samples = int(settings.n if settings.n is not None else protocol(settings.preset).n("evaluate"))
+        extra = [f"kit.evaluates={label}"]
+        if checkpoint:
+            extra += ["trainer.resume_mode=resume_path", f"trainer.resume_from_path={Path(checkpoint).resolve()}"]
+        return RunSpec(
+            method="EVAL",
+            preset=settings.preset,
+            backend=settings.backend,
+            device=settings.device,
+            output_dir=str(settings.output_dir),
+            exp_name=name,
+            model_path=str(settings.model_path),
+            train_files=files,
+            val_files=files,
+            n_val=samples,
+            response_length=settings.response_length,
+            seed=settings.seed,
+            tools=settings.tools,
+            overrides=[*extra, *settings.overrides],
+        )
+
+    def check(self, settings: EvaluateSettings, spec) -> None:
+        return None
+
+    def existing(self, settings: EvaluateSettings, spec) -> None:
+        return None
+
+    def record(self, settings: EvaluateSettings) -> dict[str, Any]:
+        return {"checkpoint": settings.checkpoint, "benchmarks": self.names}
+
+    def fresh(self, settings: EvaluateSettings) -> bool:
+        return False  # --force cleared the folder before the benchmark files went in
+
+    def result(self, settings: EvaluateSettings, spec, seconds: float) -> EvaluationReport:
+        tables = write_tables(self.root, resamples=self.resamples, seed=settings.seed)
+        tables["seconds"] = seconds
+        return tables
+
+
+def run_evaluation(settings: EvaluateSettings, *, resamples: int = 2000) -> EvaluationReport | DryRun:
+    """Evaluate one model or checkpoint: the stage behind ``spo evaluate`` and ``evaluate``."""
+    return run_verl_stage(Evaluation(resamples), settings)
+
+
+def evaluate(*, resamples: int = 2000, **settings: Any) -> EvaluationReport | DryRun:
+    """Evaluate one model; keywords as ``spo evaluate``'s flags (``run_settings.EvaluateSettings``). Returns
+    ``analysis.evaluation.evaluate_runs``'s tables (or the dry run)."""
+    if settings.get("overrides") is None:
+        settings.pop("overrides", None)
+    return run_evaluation(EvaluateSettings(**settings), resamples=resamples)
+
+
+def write_tables(run_dir: str | Path, *, resamples: int = 2000, seed: int = 0) -> EvaluationReport:
     """The evaluation tables of a run folder, written beside it as CSVs."""
     from spo_helpers.analysis.evaluation import evaluate_runs
 
     root = Path(run_dir)
-    tables = evaluate_runs([root], resamples=resamples, seed=seed)
+    tables = EvaluationReport(evaluate_runs([root], resamples=resamples, seed=seed))
     tables["table"].to_csv(root / "evaluation.csv", index=False)
     tables["maj"].to_csv(root / "evaluation_maj.csv", index=False)
     tables["pass"].to_csv(root / "evaluation_pass.csv", index=False)
@@ -154,52 +172,13 @@ def write_tables(run_dir: str | Path, *, resamples: int = 2000, seed: int = 0) -
     return tables
 
 
-def print_tables(tables: dict) -> None:
-    import pandas as pd
-
-    from spo_helpers.analysis.evaluation import readable_layout
-
-    with pd.option_context("display.width", 250, "display.max_columns", 40):
-        for key in ("maj", "pass"):
-            wide = tables[key]
-            print(f"\n{key}@n (percent, 95% bootstrap interval over problems)")
-            print(readable_layout(wide.drop(columns=["protocol"])).to_string(index=False))
-        print(f"\n{tables['maj']['protocol'].iloc[0]}")
-    print(f"tables: {tables['run_dir']}/evaluation*.csv")
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--checkpoint", default=None, help="a global_step_N folder of either method (default: the base model)"
-    )
-    parser.add_argument("--benchmarks", nargs="+", default=None, help="names, hub ids, NAME=PATH or data files")
-    parser.add_argument("--n", type=int, default=None, help="samples per problem (default: the preset's protocol, 32)")
-    parser.add_argument("--force", action="store_true", help="delete an existing evaluation folder first")
-    add_common_arguments(parser)
+    add_flags(parser, EvaluateSettings)
 
 
 def run(args: argparse.Namespace) -> int:
-    backend, preset = resolve_backend(args.backend, args.preset, args.device)
-    result = evaluate(
-        model_path=args.model_path,
-        checkpoint=args.checkpoint,
-        benchmarks=args.benchmarks,
-        n=args.n if args.n is not None else args.n_val,
-        output_dir=args.output_dir or "runs",
-        exp_name=args.exp_name,
-        preset=preset,
-        backend=backend,
-        device=args.device,
-        response_length=args.response_length,
-        seed=args.seed,
-        assets=args.assets,
-        tools=args.tools,
-        overrides=args.overrides,
-        force=args.force,
-        dry_run=args.dry_run,
-    )
-    if isinstance(result, str):
-        print(result)
-    else:
-        print_tables(result)
+    settings = from_args(EvaluateSettings, args)
+    if settings.n is None and settings.n_val is not None:
+        settings.n = settings.n_val  # N_VAL, as the official eval.sh names the samples per problem
+    print(run_evaluation(settings))
     return 0

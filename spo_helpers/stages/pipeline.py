@@ -30,7 +30,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -163,37 +163,50 @@ def kernel_arguments(kernel: str | None) -> dict[str, Any]:
     }
 
 
+def verl_stage_parameters(cls: type, parameters: dict[str, Any], own: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``parameters`` for a verl stage's notebook, each one a setting of ``cls`` (``run_settings``) or one of the
+    notebook's ``own``, checked as the command line checks its flags."""
+    from spo_helpers.run_settings import check_parameters
+
+    unknown = sorted(set(parameters) - {f.name for f in fields(cls)} - set(own))
+    if unknown:
+        raise UserError(f"{', '.join(unknown)}: not settings of {cls.__name__}")
+    check_parameters(cls, parameters)
+    return parameters
+
+
 def stage_parameters(cfg: PipelineConfig) -> dict[str, dict[str, Any]]:
+    """The parameters papermill gives each stage's notebook; the verl stages' are their settings."""
+    from spo_helpers.run_settings import EstimateSettings, TrainSettings
+
     layout = PipelineLayout(cfg.root.resolve())
     root, splits, values = layout.root, layout.splits, layout.offline_values
     common = {"seed": cfg.seed, "assets": cfg.assets}
-    dataset = cfg.dataset or ("open-r1/DAPO-Math-17k-Processed" if cfg.gpu else None)
+    from spo_helpers.stages.split import OFFICIAL_DATASET
+
+    dataset = cfg.dataset or (OFFICIAL_DATASET if cfg.gpu else None)
+    verl = {
+        "output_dir": str(root),
+        "model_path": cfg.model_path,
+        "backend": cfg.backend,
+        "preset": cfg.preset,
+        "tools": cfg.tools,
+        **common,
+    }
+    estimate = {"data_dir": str(splits), "n_val": cfg.n_val, **verl}
+    train = {
+        "methods": list(cfg.methods),
+        "train_data_dir": str(splits),
+        "offline_values": str(values),
+        "total_steps": cfg.total_steps,
+        "overrides": list(cfg.overrides),
+        **verl,
+    }
     return {
         "01_split": {"dataset": dataset, "output_dir": str(splits), "num_subsets": cfg.num_subsets, **common},
-        "02_estimate": {
-            "data_dir": str(splits),
-            "output_dir": str(root),
-            "model_path": cfg.model_path,
-            "n_val": cfg.n_val,
-            "backend": cfg.backend,
-            "preset": cfg.preset,
-            "tools": cfg.tools,
-            **common,
-        },
+        "02_estimate": verl_stage_parameters(EstimateSettings, estimate),
         "03_merge": {"input_dir": str(layout.runs), "output_file": str(values), "dataset_dir": str(splits)},
-        "04_train": {
-            "methods": list(cfg.methods),
-            "train_data_dir": str(splits),
-            "offline_values": str(values),
-            "output_dir": str(root),
-            "model_path": cfg.model_path,
-            "total_steps": cfg.total_steps,
-            "backend": cfg.backend,
-            "preset": cfg.preset,
-            "tools": cfg.tools,
-            "overrides": list(cfg.overrides),
-            **common,
-        },
+        "04_train": verl_stage_parameters(TrainSettings, train, own=("methods",)),
         "05_analysis": {"run_paths": [str(root)], "output_dir": str(layout.figures)},
     }
 

@@ -4,7 +4,9 @@ Writes ``subset_{i}.parquet`` (contiguous shards, as ``datasets.Dataset.shard(n,
 contiguous=True)``: the first ``rows % n`` shards get one extra row) and
 ``split_manifest.json`` (source, sizes, sha256 checksums). ``--shuffle`` applies a
 seeded permutation first; the official script never shuffles. Every file is
-written atomically, and all input checks run before the first write.
+written atomically, and all input checks run before the first write. Without a dataset
+the CPU world's training set is split (as notebook 01 and the CPU pipeline do); the
+official training set is ``--dataset open-r1/DAPO-Math-17k-Processed``.
 """
 
 from __future__ import annotations
@@ -35,8 +37,9 @@ from spo_helpers.formats.datasets import (
 from spo_helpers.formats.keys import duplicates as duplicate_keys_of
 from spo_helpers.formats.layout import SPLIT_MANIFEST, SUBSET_GLOB, subset_file_name, subset_files, subset_index
 
-DEFAULT_DATASET = "open-r1/DAPO-Math-17k-Processed"
-DEFAULT_DATASET_CONFIG = "en"  # the official script hard-codes config "en" for this dataset
+OFFICIAL_DATASET = "open-r1/DAPO-Math-17k-Processed"
+"""The official recipe's training set (its split script's default)."""
+OFFICIAL_DATASET_CONFIG = "en"  # the official script hard-codes config "en" for this dataset
 DEFAULT_NUM_SUBSETS = 5
 MANIFEST_NAME = SPLIT_MANIFEST
 MANIFEST_VERSION = 1
@@ -87,8 +90,17 @@ def _check_num_subsets(num_subsets: object) -> int:
     return int(num_subsets)
 
 
+def dataset_or_world(dataset: str | os.PathLike | None, assets: str | None = None) -> str:
+    """``dataset``, or (None) the CPU world's training set, built or reused under ``assets``."""
+    if dataset is not None:
+        return os.fspath(dataset)
+    from spo_helpers.world.build import build_world
+
+    return str(build_world(assets).train_file)
+
+
 def split_dataset(
-    source: str | os.PathLike = DEFAULT_DATASET,
+    source: str | os.PathLike,
     output_dir: str | os.PathLike = "subsets",
     num_subsets: int = DEFAULT_NUM_SUBSETS,
     *,
@@ -100,8 +112,8 @@ def split_dataset(
     """Split ``source`` into ``num_subsets`` contiguous parquet subsets under ``output_dir``."""
     num_subsets = _check_num_subsets(num_subsets)
     source = os.fspath(source)
-    if config is None and source == DEFAULT_DATASET:
-        config = DEFAULT_DATASET_CONFIG
+    if config is None and source == OFFICIAL_DATASET:
+        config = OFFICIAL_DATASET_CONFIG
     table = load_dataset_table(source, config=config, split=split)
     frame = schema_frame(table)
     check_schema(frame, source)
@@ -182,20 +194,27 @@ def print_split_summary(result: SplitResult, file: IO[str] | None = None) -> Non
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", default=DEFAULT_DATASET, help="parquet/JSONL/JSON file, parquet folder or HF id")
+    parser.add_argument(
+        "--dataset",
+        default=None,
+        help=f"parquet/JSONL/JSON file, parquet folder or HF id, e.g. {OFFICIAL_DATASET} (default: the CPU world's)",
+    )
     parser.add_argument("--output_dir", required=True, help="folder for subset_{i}.parquet and the manifest")
     parser.add_argument("--num_subsets", type=int, default=DEFAULT_NUM_SUBSETS, help="number of subsets (default 5)")
     parser.add_argument(
-        "--config", default=None, help=f"HF dataset config (default: {DEFAULT_DATASET_CONFIG!r} for {DEFAULT_DATASET})"
+        "--config",
+        default=None,
+        help=f"HF dataset config (default: {OFFICIAL_DATASET_CONFIG!r} for {OFFICIAL_DATASET})",
     )
     parser.add_argument("--split", default="train", help="HF dataset split (default: train)")
     parser.add_argument("--shuffle", action="store_true", help="apply a seeded permutation before splitting")
     parser.add_argument("--seed", type=int, default=0, help="seed of --shuffle (default 0)")
+    parser.add_argument("--assets", default=None, help="where the CPU world is cached (default: runs/_assets)")
 
 
 def run(args: argparse.Namespace) -> int:
     result = split_dataset(
-        args.dataset,
+        dataset_or_world(args.dataset, args.assets),
         args.output_dir,
         args.num_subsets,
         config=args.config,

@@ -18,24 +18,22 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from spo_helpers.backends import resolve_backend
-from spo_helpers.cli_options import add_common_arguments, env_bool, env_int, parse_bool
 from spo_helpers.core.metric_names import SAMPLES_TOTAL, TRAIN_REWARD
 from spo_helpers.errors import UserError
 from spo_helpers.formats.layout import SUBSET_GLOB, RunLayout, subset_files
 from spo_helpers.formats.steplog import read_step_log
-from spo_helpers.preflight import check_data_files, check_model_dir
+from spo_helpers.run_settings import TrainSettings, add_flags, from_args
+from spo_helpers.verl_stage import Defaults, DryRun, StageResult, run_verl_stage
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class TrainSummary:
+class TrainSummary(StageResult):
     method: str
     run_dir: Path
     steps: int
@@ -43,6 +41,15 @@ class TrainSummary:
     final_reward: float
     validation: dict[str, float]
     seconds: float
+
+    def lines(self) -> list[str]:
+        lines = [
+            "",
+            f"{self.method} training: {self.steps} steps, {self.samples} samples, {self.seconds:.0f}s",
+            f"  final batch reward      {self.final_reward:.3f}",
+        ]
+        lines += [f"  {key:<40} {value:.3f}" for key, value in sorted(self.validation.items())]
+        return [*lines, f"  outputs                 {self.run_dir}"]
 
 
 def train_files_in(train_data_dir: str | Path) -> list[str]:
@@ -114,154 +121,91 @@ def summarise_run(method: str, run_dir: Path, seconds: float) -> TrainSummary:
     )
 
 
-def print_summary(summary: TrainSummary) -> None:
-    print(f"\n{summary.method} training: {summary.steps} steps, {summary.samples} samples, {summary.seconds:.0f}s")
-    print(f"  final batch reward      {summary.final_reward:.3f}")
-    for key, value in sorted(summary.validation.items()):
-        print(f"  {key:<40} {value:.3f}")
-    print(f"  outputs                 {summary.run_dir}")
+class Training:
+    """``spo train`` as a verl stage (``verl_stage.run_verl_stage``)."""
 
+    name = "train"
+    data_labels = ("training", "validation")
 
-def train(
-    method: str,
-    *,
-    output_dir: str = "runs",
-    exp_name: str | None = None,
-    model_path: str | None = None,
-    train_files: list[str] | None = None,
-    val_files: list[str] | None = None,
-    offline_values: str | None = None,
-    preset: str = "cpu",
-    backend: str | None = None,
-    device: str | None = None,
-    response_length: int | None = None,
-    n_train: int | None = None,
-    n_val: int | None = None,
-    total_steps: int | None = None,
-    debug: bool = False,
-    small_batch: bool = False,
-    val_before_train: bool | None = None,
-    seed: int = 0,
-    overrides: list[str] | None = None,
-    dry_run: bool = False,
-    assets: str | None = None,
-    fresh: bool = False,
-    tools: str | None = None,
-    schedule: str | None = None,
-) -> TrainSummary | str:
-    """Train with ``method`` (GRPO or SPO); the Python face of ``spo train``.
+    def run_spec(self, settings: TrainSettings, defaults: Defaults):
+        from spo_helpers.verl_glue.config import RunSpec
 
-    An existing run folder is resumed from its newest complete checkpoint, unless
-    ``fresh`` (then it is deleted first). ``tools``: ``sandbox`` (tool-integrated reasoning), ``none`` (math
-    only) or ``None`` (the preset's default); on the cpu preset, tools train the CPU world's tool-use variant.
-    ``schedule``: ``sync`` (the default), ``stream`` or ``overprovision`` (the ``schedule`` config group).
-    """
-    from spo_helpers.verl_glue.config import RunSpec, build_config, dry_run_text, tools_on
-    from spo_helpers.verl_glue.run_guard import start_run
-
-    method = method.upper()
-    uses_tools = tools_on(tools, preset)
-    if preset == "cpu" and (not model_path or not train_files or not val_files):
-        from spo_helpers.world.build import build_world
-
-        world = build_world(assets, seed=0, tools=uses_tools)
-        model_path = model_path or str(world.model_dir)
-        train_files = train_files or [str(world.train_file)]
-        val_files = val_files or [str(p) for p in world.validation_files]
-    if not model_path:
-        raise UserError("MODEL_PATH is not set: pass --model_path (a Hugging Face id or local folder)")
-    if not train_files:
-        raise UserError("no training data: pass --train_data_dir (subset_*.parquet) or --train_files")
-    check_model_dir(model_path)
-    check_data_files(list(train_files), "training")
-    check_data_files(list(val_files or []), "validation")
-    if offline_values and offline_values.lower() != "none" and not Path(offline_values).is_file():
-        raise UserError(
-            f"OFFLINE_VALUES file not found: {offline_values}; run `spo merge` or pass --offline_values none"
+        train_files = settings.train_files or (
+            train_files_in(settings.train_data_dir) if settings.train_data_dir else None
         )
-    spec = RunSpec(
-        method=method,
-        preset=preset,
-        backend=backend,
-        device=device,
-        output_dir=output_dir,
-        exp_name=exp_name or f"{method.lower()}_{preset}",
-        model_path=model_path,
-        train_files=list(train_files),
-        val_files=list(val_files or []),
-        offline_values=None if (offline_values or "").lower() in ("", "none") else offline_values,
-        response_length=response_length,
-        n_train=n_train,
-        n_val=n_val,
-        debug=debug,
-        small_batch=small_batch,
-        val_before_train=val_before_train,
-        total_steps=total_steps,
-        seed=seed,
-        tools=tools,
-        overrides=[*([f"schedule={schedule}"] if schedule else []), *(overrides or [])],
-    )
-    config = build_config(spec)
-    check_offline_values(offline_values, train_files, method)
-    if dry_run:
-        return dry_run_text(spec, config)
-    start = time.perf_counter()
-    start_run(config, {"stage": "train"}, fresh=fresh)
-    return summarise_run(method, spec.run_dir, time.perf_counter() - start)
+        val_files = settings.val_files
+        if settings.preset == "cpu" and (not train_files or not val_files):
+            world = defaults.world()
+            train_files = train_files or [str(world.train_file)]
+            val_files = val_files or [str(p) for p in world.validation_files]
+        if not train_files:
+            raise UserError("no training data: pass --train_data_dir (subset_*.parquet) or --train_files")
+        values = settings.offline_values
+        if values and values.lower() != "none" and not Path(values).is_file():
+            raise UserError(f"OFFLINE_VALUES file not found: {values}; run `spo merge` or pass --offline_values none")
+        schedule = [f"schedule={settings.schedule}"] if settings.schedule else []
+        return RunSpec(
+            method=settings.method,
+            preset=settings.preset,
+            backend=settings.backend,
+            device=settings.device,
+            output_dir=settings.output_dir,
+            exp_name=settings.exp_name or f"{settings.method.lower()}_{settings.preset}",
+            model_path=settings.model_path,
+            train_files=list(train_files),
+            val_files=list(val_files or []),
+            offline_values=None if (values or "").lower() in ("", "none") else values,
+            response_length=settings.response_length,
+            n_train=settings.n_train,
+            n_val=settings.n_val,
+            debug=settings.debug,
+            small_batch=settings.small_batch,
+            val_before_train=settings.val_before_train,
+            total_steps=settings.total_steps,
+            seed=settings.seed,
+            tools=settings.tools,
+            overrides=[*schedule, *settings.overrides],
+        )
+
+    def check(self, settings: TrainSettings, spec) -> None:
+        check_offline_values(settings.offline_values, spec.train_files, settings.method)
+
+    def existing(self, settings: TrainSettings, spec) -> None:
+        return None  # an existing run folder is resumed
+
+    def record(self, settings: TrainSettings) -> dict[str, Any]:
+        return {}
+
+    def fresh(self, settings: TrainSettings) -> bool:
+        return settings.fresh
+
+    def result(self, settings: TrainSettings, spec, seconds: float) -> TrainSummary:
+        return summarise_run(settings.method, spec.run_dir, seconds)
+
+
+def run_training(settings: TrainSettings) -> TrainSummary | DryRun:
+    """Train with ``settings``: the stage behind ``spo train``, ``train`` and notebook 04."""
+    return run_verl_stage(Training(), settings)
+
+
+def train(method: str, **settings: Any) -> TrainSummary | DryRun:
+    """Train with ``method`` (GRPO or SPO); the Python face of ``spo train``, keywords as its flags
+    (``run_settings.TrainSettings``).
+
+    An existing run folder is resumed from its newest complete checkpoint, unless ``fresh`` (then it is deleted
+    first). ``tools``: ``sandbox`` (tool-integrated reasoning), ``none`` (math only) or ``None`` (the preset's
+    default); on the cpu preset, tools train the CPU world's tool-use variant. ``schedule``: ``sync`` (the
+    default), ``stream`` or ``overprovision`` (the ``schedule`` config group).
+    """
+    if settings.get("overrides") is None:
+        settings.pop("overrides", None)
+    return run_training(TrainSettings(method=method, **settings))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--method", default=os.environ.get("METHOD", "GRPO"), type=str.upper, choices=("GRPO", "SPO"))
-    parser.add_argument("--train_data_dir", default=os.environ.get("TRAIN_DATA_DIR"), help="folder of subset_*.parquet")
-    parser.add_argument("--train_files", nargs="+", default=None, help="explicit training files")
-    parser.add_argument("--val_files", nargs="+", default=None, help="validation files or hub ids")
-    parser.add_argument("--offline_values", default=os.environ.get("OFFLINE_VALUES") or None, help="SPO: values JSON")
-    parser.add_argument("--n_train", type=int, default=env_int("N_TRAIN"), help="N_TRAIN: responses per prompt")
-    parser.add_argument("--total_steps", type=int, default=None, help="trainer.total_training_steps")
-    parser.add_argument("--fresh", action="store_true", help="delete an existing run folder instead of resuming it")
-    parser.add_argument(
-        "--schedule",
-        choices=("sync", "stream", "overprovision"),
-        default=os.environ.get("SCHEDULE") or None,
-        help="SCHEDULE: how rollouts make steps: sync (default), stream or overprovision (tools, cpu backend)",
-    )
-    parser.add_argument(
-        "--val_before_train", type=parse_bool, default=env_bool("VAL_BEFORE_TRAIN"), help="VAL_BEFORE_TRAIN"
-    )
-    add_common_arguments(parser)
+    add_flags(parser, TrainSettings)
 
 
 def run(args: argparse.Namespace) -> int:
-    backend, preset = resolve_backend(args.backend, args.preset, args.device)
-    train_files = args.train_files or (train_files_in(args.train_data_dir) if args.train_data_dir else None)
-    result = train(
-        args.method,
-        output_dir=args.output_dir or "runs",
-        exp_name=args.exp_name,
-        model_path=args.model_path,
-        train_files=train_files,
-        val_files=args.val_files,
-        offline_values=args.offline_values,
-        preset=preset,
-        backend=backend,
-        device=args.device,
-        response_length=args.response_length,
-        n_train=args.n_train,
-        n_val=args.n_val,
-        total_steps=args.total_steps,
-        debug=args.debug,
-        small_batch=args.small_batch,
-        val_before_train=args.val_before_train,
-        seed=args.seed,
-        tools=args.tools,
-        schedule=args.schedule,
-        overrides=args.overrides,
-        dry_run=args.dry_run,
-        assets=args.assets,
-        fresh=args.fresh,
-    )
-    if isinstance(result, str):
-        print(result)
-    else:
-        print_summary(result)
+    print(run_training(from_args(TrainSettings, args)))
     return 0

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from spo_helpers.backends import BACKENDS, DEVICES, PRESETS
+from spo_helpers.backends import check_choices
 from spo_helpers.errors import UserError
 from spo_helpers.formats.eval_protocol import protocol, protocol_value
 from spo_helpers.formats.layout import RunLayout, estimation_exp_name, training_exp_name
@@ -53,6 +53,10 @@ GROUPS = (
     "schedule",
     "debug",
 )
+TRAIN_METHODS = ("GRPO", "SPO")
+"""The methods that train (``EVAL`` is a validation-only run)."""
+SCHEDULES = ("sync", "stream", "overprovision")
+"""The ``schedule`` config group's options: how rollouts make training steps."""
 TOOLS = ("sandbox", "none")
 """``--tools``: tool-integrated reasoning through the sandbox (config option ``agent=tools``) or math only."""
 TOOLS_AGENT = {"sandbox": "tools", "none": "none"}
@@ -173,12 +177,7 @@ class RunSpec:
             raise UserError(f"--tools must be one of {', '.join(TOOLS)}, got {self.tools!r}")
         if self.method not in METHODS:
             raise UserError(f"METHOD must be one of {', '.join(METHODS)}, got {self.method!r}")
-        if self.preset not in PRESETS:
-            raise UserError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
-        if self.backend is not None and self.backend not in BACKENDS:
-            raise UserError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
-        if self.device is not None and self.device not in DEVICES:
-            raise UserError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        check_choices(self.backend, self.preset, self.device)
         refusal = device_refusal(self.preset, self.backend or ("cpu" if self.preset == "cpu" else "ray"), self.device)
         if refusal:
             raise UserError(refusal)
@@ -389,10 +388,10 @@ def schedule_refusal(config: DictConfig) -> str | None:
     policy = str(config.kit.get("schedule", {}).get("policy", "sync"))
     if policy == "sync":
         return None
-    if policy not in ("stream", "overprovision"):
-        return f"kit.schedule.policy={policy} is not a schedule: choose schedule=sync, stream or overprovision"
+    if policy not in SCHEDULES:
+        return f"kit.schedule.policy={policy} is not a schedule: choose schedule={', '.join(SCHEDULES)}"
     where = []
-    if str(config.kit.method) not in ("SPO", "GRPO"):
+    if str(config.kit.method) not in TRAIN_METHODS:
         where.append(f"method=spo or grpo (this run: {str(config.kit.method).lower()})")
     if str(config.kit.backend) != "cpu":
         where.append(f"the cpu backend (this run: {config.kit.backend})")

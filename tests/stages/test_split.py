@@ -15,8 +15,8 @@ from spo_helpers.errors import UserError
 from spo_helpers.formats.atomic import sha256_file
 from spo_helpers.stages import split as split_mod
 from spo_helpers.stages.split import (
-    DEFAULT_DATASET,
     MANIFEST_NAME,
+    OFFICIAL_DATASET,
     print_split_summary,
     shard_bounds,
     split_dataset,
@@ -137,7 +137,7 @@ def test_string_prompts_and_jsonl_source(tmp_path):
     assert list(back["prompt"]) == [r["prompt"] for r in rows]
 
 
-def test_default_dataset_uses_the_official_config(tmp_path, monkeypatch):
+def test_the_official_dataset_uses_the_official_config(tmp_path, monkeypatch):
     datasets = pytest.importorskip("datasets")
     calls = []
 
@@ -146,8 +146,8 @@ def test_default_dataset_uses_the_official_config(tmp_path, monkeypatch):
         return datasets.Dataset.from_list(string_rows(6))
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load)
-    result = split_dataset(DEFAULT_DATASET, tmp_path / "out", 3)
-    assert calls == [(DEFAULT_DATASET, "en", "train")]
+    result = split_dataset(OFFICIAL_DATASET, tmp_path / "out", 3)
+    assert calls == [(OFFICIAL_DATASET, "en", "train")]
     assert result.sizes == [2, 2, 2]
     assert json.loads(result.manifest_path.read_text())["config"] == "en"
 
@@ -287,5 +287,5 @@ def test_cli_missing_dataset_exit_2(tmp_path, capsys):
 
 
 def test_module_defaults_match_the_official_script():
-    assert split_mod.DEFAULT_DATASET == "open-r1/DAPO-Math-17k-Processed"
+    assert split_mod.OFFICIAL_DATASET == "open-r1/DAPO-Math-17k-Processed"
     assert split_mod.DEFAULT_NUM_SUBSETS == 5

@@ -9,8 +9,9 @@ pytest.importorskip("verl")
 from omegaconf import OmegaConf
 
 from spo_helpers.backends import resolve_backend
-from spo_helpers.cli_options import StageParser, add_common_arguments
+from spo_helpers.cli_options import StageParser
 from spo_helpers.errors import UserError
+from spo_helpers.run_settings import TrainSettings, add_flags
 from spo_helpers.verl_glue.config import (
     RunSpec,
     all_overrides,
@@ -144,6 +145,6 @@ def test_cli_flags():
     assert resolve_backend("ray", "official", "cpu") == ("ray", "official")  # refused by RunSpec, with the fix
     assert resolve_backend("cpu", None, "cpu") == ("cpu", "cpu")
     parser = StageParser()
-    add_common_arguments(parser)
+    add_flags(parser, TrainSettings)
     assert parser.parse_args(["--backend", "ray", "--device", "cpu"]).device == "cpu"
     assert parser.parse_args([]).device is None

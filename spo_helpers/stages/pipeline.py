@@ -95,7 +95,7 @@ def packaged_notebooks() -> Path:
         # A data-only package is a namespace package: join a file name to get a real path.
         return Path(str(files(NOTEBOOKS_PACKAGE) / f"{STAGES[0]}.ipynb")).parent
     except ModuleNotFoundError:
-        return Path(__file__).resolve().parent.parent / "notebooks"
+        return Path(__file__).resolve().parents[2] / "notebooks"
 
 
 def notebooks_dir() -> Path:

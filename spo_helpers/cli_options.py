@@ -42,6 +42,34 @@ def is_override(token: str) -> bool:
     return bool(match) and (bool(match.group(2)) or match.group(1) in HYDRA_GROUPS)
 
 
+class StageHelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """``spo <verb> --help`` on one screen: the usage line names the positionals only, each option is listed under
+    its short and first long spelling (``StageParser`` accepts the other long one too), the description as written."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 34, width: int | None = None):
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+    def _format_usage(self, usage, actions, groups, prefix):
+        if usage is None:
+            positionals = [
+                self._format_args(action, self._get_default_metavar_for_positional(action))
+                for action in actions
+                if not action.option_strings and action.help is not argparse.SUPPRESS
+            ]
+            usage = " ".join(["%(prog)s", "[options]", *positionals])
+        return super()._format_usage(usage, actions, groups, prefix)
+
+    def _format_action_invocation(self, action):
+        if not action.option_strings:
+            return super()._format_action_invocation(action)
+        short = [name for name in action.option_strings if not name.startswith("--")]
+        long = [name for name in action.option_strings if name.startswith("--")][:1]
+        names = ", ".join(short + long)
+        if action.nargs == 0:
+            return names
+        return f"{names} {self._format_args(action, self._get_default_metavar_for_optional(action))}"
+
+
 class StageParser(argparse.ArgumentParser):
     """An ``ArgumentParser`` that accepts each long option with underscores and with dashes, and Hydra overrides
     anywhere on the line (``parse_stage_args``)."""
@@ -110,40 +138,52 @@ def parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"{text!r} is not a boolean (use True or False)")
 
 
+ENV_NOTE = "CAPITALS name the environment variable that sets a flag's default."
+"""The line of ``spo <verb> --help`` on the flags of ``add_common_arguments``."""
+
+
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--output_dir", default=os.environ.get("OUTPUT_DIR"), help="OUTPUT_DIR (default: runs/)")
-    parser.add_argument("--model_path", default=os.environ.get("MODEL_PATH"), help="MODEL_PATH (cpu: the tiny world)")
-    parser.add_argument("--exp_name", default=os.environ.get("EXP_NAME"), help="EXP_NAME")
-    parser.add_argument("--n_val", type=int, default=env_int("N_VAL"), help="N_VAL: samples per validation prompt")
-    parser.add_argument("--response_length", type=int, default=env_int("RESPONSE_LENGTH"), help="RESPONSE_LENGTH")
+    parser.add_argument(
+        "--output_dir", metavar="DIR", default=os.environ.get("OUTPUT_DIR"), help="OUTPUT_DIR (default: runs/)"
+    )
+    parser.add_argument(
+        "--model_path", metavar="PATH", default=os.environ.get("MODEL_PATH"), help="MODEL_PATH (cpu: the tiny world)"
+    )
+    parser.add_argument("--exp_name", metavar="NAME", default=os.environ.get("EXP_NAME"), help="EXP_NAME")
+    parser.add_argument(
+        "--n_val", metavar="N", type=int, default=env_int("N_VAL"), help="N_VAL: samples per validation prompt"
+    )
+    parser.add_argument(
+        "--response_length", metavar="N", type=int, default=env_int("RESPONSE_LENGTH"), help="RESPONSE_LENGTH"
+    )
     parser.add_argument(
         "--debug",
+        metavar="BOOL",
         type=parse_bool,
         default=env_bool("DEBUG", False),
-        help="DEBUG, as the official script of the preset means it: train.sh turns Ray's legacy debugger on; "
-        "eval.sh also uses batches of 16; the paper's run_spo.sh 8 prompts x 1 response, 1024 tokens",
+        help="DEBUG: the official script's debug settings (docs/training.md)",
     )
     parser.add_argument(
         "--small_batch",
+        metavar="BOOL",
         type=parse_bool,
         nargs="?",
         const=True,
         default=env_bool("SMALL_BATCH", False),
-        help="SMALL_BATCH: the kit's quick mode, the preset's batch shape divided by 8 (pool at most 1024)",
+        help="SMALL_BATCH: quick mode, the preset's batch shape divided by 8",
     )
     parser.add_argument("--backend", choices=BACKENDS, default=None, help="default: ray with a GPU, else cpu")
     parser.add_argument(
         "--device", choices=DEVICES, default=None, help="ray backend: cpu = verl's workers as Ray actors on CPU"
     )
     parser.add_argument("--preset", choices=PRESETS, default=None, help="default from backend")
-    parser.add_argument("--seed", type=int, default=env_int("SEED") or 0)
+    parser.add_argument("--seed", metavar="N", type=int, default=env_int("SEED") or 0, help="SEED")
     parser.add_argument(
         "--tools",
         choices=("sandbox", "none"),
         default=os.environ.get("TOOLS") or None,
-        help="TOOLS: sandbox (tool-integrated reasoning, code run in the sandbox) or none (math only); "
-        "default: the preset's (official, paper: sandbox; cpu: none)",
+        help="TOOLS: tool use or math only (default: the preset's)",
     )
-    parser.add_argument("--assets", default=None, help="where the CPU world is cached (default: runs/_assets)")
+    parser.add_argument("--assets", metavar="DIR", default=None, help="the CPU world's cache (default: runs/_assets)")
     parser.add_argument("--dry-run", action="store_true", help="print the verl config and command")
-    parser.add_argument("overrides", nargs="*", help="free Hydra overrides passed to verl (key=value)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="Hydra overrides passed to verl")

@@ -1,17 +1,5 @@
-"""Stage 02: offline value estimation.
-
-A validation-only verl run over one data subset: each prompt is answered N_VAL
-times (temperature 0.6, top_p 0.95) and verl dumps every sample with its score to
-``$OUTPUT_DIR/spo/$EXP_NAME/validation_data/0.jsonl``, exactly where the official
-eval.sh puts it. The kit's reward also writes each sample's ``prompt_key``.
-
-    spo estimate --data_file DIR/subset_0.parquet --exp_name offline_value_estimation_subset_0
-    spo estimate --data_dir DIR            # every subset_*.parquet, EXP_NAME_subset_<i>
-
-Backends: ``cpu`` (the in-process worker group on the tiny world, default without
-a GPU) or ``ray`` (verl's FSDP + vLLM workers with the official eval.sh settings,
-or with ``--device cpu`` verl's FSDP workers on CPU on the tiny world).
-A subset whose dump already exists is skipped unless ``--force``.
+"""Stage 02: offline value estimation, a validation-only verl run per data subset on the ``cpu`` or ``ray``
+backend (what it runs and writes, against the official eval.sh: docs/pipeline.md).
 """
 
 from __future__ import annotations
@@ -25,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from spo_helpers.backends import resolve_backend
-from spo_helpers.cli_options import add_common_arguments
+from spo_helpers.cli_options import ENV_NOTE, add_common_arguments
 from spo_helpers.errors import UserError
 from spo_helpers.formats.dumps import read_dump
 from spo_helpers.formats.layout import (
@@ -42,6 +30,13 @@ from spo_helpers.formats.layout import subset_files as layout_subset_files
 from spo_helpers.preflight import check_data_files, check_model_dir, require_file
 
 DEFAULT_EXP_NAME = ESTIMATION_EXP_NAME
+
+USAGE = f"""\
+  spo estimate --data_dir DIR            # every subset_*.parquet in DIR, EXP_NAME_subset_<i>
+  spo estimate --data_file DIR/subset_0.parquet --exp_name offline_value_estimation_subset_0
+  spo estimate --data_dir DIR --backend ray --model_path Qwen/Qwen3-8B
+
+{ENV_NOTE} Details: docs/pipeline.md"""
 
 
 @dataclass(frozen=True)
@@ -184,8 +179,12 @@ def print_summaries(summaries: list[EstimateSummary]) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data_file", default=os.environ.get("DATA_FILE"), help="DATA_FILE: one subset parquet")
-    parser.add_argument("--data_dir", default=None, help="estimate every subset_*.parquet in this folder")
+    parser.add_argument(
+        "--data_file", metavar="FILE", default=os.environ.get("DATA_FILE"), help="DATA_FILE: one subset parquet"
+    )
+    parser.add_argument(
+        "--data_dir", metavar="DIR", default=None, help="estimate every subset_*.parquet in this folder"
+    )
     parser.add_argument("--force", action="store_true", help="re-run subsets whose dump exists")
     add_common_arguments(parser)
 

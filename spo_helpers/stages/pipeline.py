@@ -1,22 +1,5 @@
-"""The whole pipeline, 01 -> 05, as papermill-executed notebooks.
-
-    spo pipeline                      # the CPU demo into runs/demo/
-    spo pipeline --name exp1 --config pipeline.yaml --force
-    spo pipeline --gpu --model_path Qwen/Qwen3-8B --dataset open-r1/DAPO-Math-17k-Processed
-
-Each stage runs its notebook with papermill into ``runs/<name>/notebooks/`` (the
-executed notebooks are the record of the run). A stage is skipped when its outputs
-exist and its inputs did not change: ``runs/<name>/pipeline.json`` records, per
-stage, the parameters and the checksums of its input files. ``--force`` reruns
-everything. A failing cell stops the pipeline with the notebook, the cell and the
-error, and exit code 1.
-
-The notebooks run on this Python interpreter (the one running ``spo``), whatever
-Jupyter kernels are installed; ``--kernel NAME`` picks an installed kernel instead.
-The notebook templates ship inside the package (``spo_helpers.notebooks``, from the
-repository's ``notebooks/``); ``SPO_NOTEBOOKS`` points at another folder of them. Templates
-that a notebook session saved into (outputs, widget state) are refused: users explore copies
-(``spo notebooks``), so what the pipeline runs is what was committed.
+"""The whole pipeline, 01 -> 05, as papermill-executed notebooks (how stages are skipped, resumed and rerun,
+and which kernel runs them: docs/pipeline.md).
 """
 
 from __future__ import annotations
@@ -318,28 +301,46 @@ def load_config_file(path: str | None) -> dict[str, Any]:
     return data
 
 
+USAGE = """\
+  spo pipeline                           # the CPU demo into runs/demo/
+  spo pipeline --name exp1 --config pipeline.yaml --force
+  spo pipeline --gpu --model_path Qwen/Qwen3-8B --dataset open-r1/DAPO-Math-17k-Processed
+
+Details: docs/pipeline.md"""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default=None, help="YAML file of pipeline parameters (flags win)")
-    parser.add_argument("--name", default=None, help="run name: outputs go to runs/<name>/ (default demo)")
-    parser.add_argument("--runs_dir", default=None)
+    d = PipelineConfig()
+    parser.add_argument("--config", metavar="FILE", default=None, help="YAML file of pipeline parameters (flags win)")
+    parser.add_argument("--name", default=None, help=f"run name: outputs go to runs/<name>/ (default {d.name})")
+    parser.add_argument("--runs_dir", metavar="DIR", default=None, help=f"(default {d.runs_dir})")
     parser.add_argument("--gpu", action="store_true", default=None, help="verl's Ray workers and the official presets")
-    parser.add_argument("--dataset", default=None)
-    parser.add_argument("--model_path", default=None)
-    parser.add_argument("--assets", default=None)
-    parser.add_argument("--num_subsets", type=int, default=None)
-    parser.add_argument("--n_val", type=int, default=None)
-    parser.add_argument("--methods", nargs="+", default=None)
-    parser.add_argument("--total_steps", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument(
+        "--dataset", metavar="ID_OR_PATH", default=None, help="(default: the CPU world's, or DAPO's with --gpu)"
+    )
+    parser.add_argument("--model_path", metavar="PATH", default=None, help="(default: the CPU world's)")
+    parser.add_argument("--assets", metavar="DIR", default=None, help="the CPU world's cache")
+    parser.add_argument("--num_subsets", metavar="N", type=int, default=None, help=f"(default {d.num_subsets})")
+    parser.add_argument("--n_val", metavar="N", type=int, default=None, help=f"(default {d.n_val})")
+    parser.add_argument("--methods", metavar="M", nargs="+", default=None, help=f"(default {' '.join(d.methods)})")
+    parser.add_argument("--total_steps", metavar="N", type=int, default=None, help=f"(default {d.total_steps})")
+    parser.add_argument("--seed", metavar="N", type=int, default=None, help=f"(default {d.seed})")
     parser.add_argument(
         "--tools", choices=("sandbox", "none"), default=None, help="stages 02 and 04; default: the preset's"
     )
-    parser.add_argument("--stages", nargs="+", choices=STAGES, default=None, help="run only these stages")
+    parser.add_argument(
+        "--stages",
+        metavar="STAGE",
+        nargs="+",
+        choices=STAGES,
+        default=None,
+        help=f"run only these ({STAGES[0]} ... {STAGES[-1]})",
+    )
     parser.add_argument("--force", action="store_true", help="rerun stages even when up to date")
     parser.add_argument(
-        "--kernel", default=None, help="installed Jupyter kernel to run the notebooks on (default: this Python)"
+        "--kernel", metavar="NAME", default=None, help="installed Jupyter kernel to run on (default: this Python)"
     )
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides for the training stage")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="Hydra overrides for the training stage")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -181,16 +181,35 @@ def print_split_summary(result: SplitResult, file: IO[str] | None = None) -> Non
         print(f"  warning: older subset files not part of this split remain in the folder: {names}", file=file)
 
 
+USAGE = """\
+  spo split --output_dir runs/splits     # DAPO-Math-17k-Processed (en) into 5 subsets
+  spo split --dataset data.parquet --output_dir DIR --num_subsets 3 --shuffle --seed 1
+
+Details: docs/pipeline.md"""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", default=DEFAULT_DATASET, help="parquet/JSONL/JSON file, parquet folder or HF id")
-    parser.add_argument("--output_dir", required=True, help="folder for subset_{i}.parquet and the manifest")
-    parser.add_argument("--num_subsets", type=int, default=DEFAULT_NUM_SUBSETS, help="number of subsets (default 5)")
     parser.add_argument(
-        "--config", default=None, help=f"HF dataset config (default: {DEFAULT_DATASET_CONFIG!r} for {DEFAULT_DATASET})"
+        "--dataset",
+        metavar="ID_OR_PATH",
+        default=DEFAULT_DATASET,
+        help="parquet/JSONL/JSON file, parquet folder or HF id",
     )
-    parser.add_argument("--split", default="train", help="HF dataset split (default: train)")
+    parser.add_argument(
+        "--output_dir", metavar="DIR", required=True, help="folder for subset_{i}.parquet and the manifest"
+    )
+    parser.add_argument(
+        "--num_subsets", metavar="N", type=int, default=DEFAULT_NUM_SUBSETS, help="number of subsets (default 5)"
+    )
+    parser.add_argument(
+        "--config",
+        metavar="NAME",
+        default=None,
+        help=f"HF dataset config (default: {DEFAULT_DATASET_CONFIG!r} for {DEFAULT_DATASET})",
+    )
+    parser.add_argument("--split", metavar="NAME", default="train", help="HF dataset split (default: train)")
     parser.add_argument("--shuffle", action="store_true", help="apply a seeded permutation before splitting")
-    parser.add_argument("--seed", type=int, default=0, help="seed of --shuffle (default 0)")
+    parser.add_argument("--seed", metavar="N", type=int, default=0, help="seed of --shuffle (default 0)")
 
 
 def run(args: argparse.Namespace) -> int:

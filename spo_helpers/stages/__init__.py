@@ -1,7 +1,8 @@
 """The ``spo`` verbs, one module each: ``spo ground-truth`` is ``stages/ground_truth.py``.
 
-Each module provides ``add_arguments(parser)`` and ``run(args) -> int`` for the command line, and a Python
-function of the same work for notebooks and scripts. ``VERBS`` holds each verb's one-line help, so ``spo --help``
+Each module provides ``add_arguments(parser)``, ``run(args) -> int`` and ``USAGE`` (the examples of
+``spo <verb> --help``, in plain text) for the command line, and a Python function of the same work for
+notebooks and scripts. ``VERBS`` holds each verb's one-line help, so ``spo --help``
 lists them without importing any of them.
 """
 

@@ -1,17 +1,5 @@
-"""Stage 02: offline value estimation.
-
-A validation-only verl run over one data subset: each prompt is answered N_VAL
-times (temperature 0.6, top_p 0.95) and verl dumps every sample with its score to
-``$OUTPUT_DIR/spo/$EXP_NAME/validation_data/0.jsonl``, exactly where the official
-eval.sh puts it. The kit's reward also writes each sample's ``prompt_key``.
-
-    spo estimate --data_file DIR/subset_0.parquet --exp_name offline_value_estimation_subset_0
-    spo estimate --data_dir DIR            # every subset_*.parquet, EXP_NAME_subset_<i>
-
-Backends: ``cpu`` (the in-process worker group on the tiny world, default without
-a GPU) or ``ray`` (verl's FSDP + vLLM workers with the official eval.sh settings,
-or with ``--device cpu`` verl's FSDP workers on CPU on the tiny world).
-A subset whose dump already exists is skipped unless ``--force``.
+"""Stage 02: offline value estimation, a validation-only verl run per data subset on the ``cpu`` or ``ray``
+backend (what it runs and writes, against the official eval.sh: docs/pipeline.md).
 """
 
 from __future__ import annotations
@@ -38,10 +26,17 @@ from spo_helpers.formats.layout import (
 )
 from spo_helpers.formats.layout import subset_files as layout_subset_files
 from spo_helpers.preflight import check_data_files, require_file
-from spo_helpers.run_settings import EstimateSettings, add_flags, from_args
+from spo_helpers.run_settings import ENV_NOTE, EstimateSettings, add_flags, from_args
 from spo_helpers.verl_stage import Defaults, DryRun, StageResult, resolve, run_verl_stage
 
 DEFAULT_EXP_NAME = ESTIMATION_EXP_NAME
+
+USAGE = f"""\
+  spo estimate --data_dir DIR            # every subset_*.parquet in DIR, EXP_NAME_subset_<i>
+  spo estimate --data_file DIR/subset_0.parquet --exp_name offline_value_estimation_subset_0
+  spo estimate --data_dir DIR --backend ray --model_path Qwen/Qwen3-8B
+
+{ENV_NOTE} Details: docs/pipeline.md"""
 
 
 TABLE_HEAD = f"{'experiment':<40} {'prompts':>8} {'samples':>8} {'mean':>6} {'all-0':>6} {'all-1':>6} {'time':>7}"

@@ -1,24 +1,8 @@
 """Benchmark evaluation as the paper reports it: maj@k and unbiased pass@k, k = 1..n, with intervals.
 
-A validation-only verl run (method=eval, the machinery of ``spo estimate``) of one model on the benchmarks,
-n samples per problem at the preset's evaluation protocol (``formats/eval_protocol.py``: n = 32, temperature
-0.6, top-p 0.95, top-k 20 on the GPU presets; the same temperature and top-p on the cpu preset):
-
-    spo evaluate --preset paper --model_path Qwen/Qwen3-8B                       # the base model
-    spo evaluate --preset paper --model_path Qwen/Qwen3-8B --checkpoint runs/spo/spo_paper/checkpoints/global_step_500
-    spo evaluate --benchmarks AIME24=/data/aime24.parquet AIME25 --n 32
-    spo evaluate                                                                 # cpu: the world's held-out + probe
-
-Benchmarks (``formats/benchmarks.py``): the paper's five (AIME24 AIME25 BeyondAIME BRUMO25 HMMT25) by name or hub
-id, ``NAME=PATH`` for a local file shaped like the hub set, or a data file in the kit's schema. Each is written
-to ``<run>/benchmarks/<name>.parquet`` with its data source (the name given, for ``NAME=PATH``; a bare file keeps
-its own), so the dump and every table name it; a file without ground truths is refused, and ``--n`` is at least 1.
-A checkpoint (``global_step_N`` of either method) is loaded as verl resumes one (``trainer.resume_from_path``); its
-method is read from the run's ``config.yaml`` and names the result (``kit.evaluates``; ``BASE`` without one).
-
-Writes in the run folder: ``evaluation.csv`` (every benchmark, metric and k with its 95% bootstrap interval over
-problems), ``evaluation_maj.csv`` / ``evaluation_pass.csv`` (the paper's layout at k = n) and prints the maj@n
-table; the paper's rows stand beside it only when the protocol is the paper's.
+A validation-only verl run (method=eval, the machinery of ``spo estimate``) of one model or checkpoint at the
+preset's evaluation protocol (``formats/eval_protocol.py``); benchmarks from ``formats/benchmarks.py``. What it
+reads and writes: docs/pipeline.md.
 """
 
 from __future__ import annotations
@@ -31,10 +15,18 @@ from spo_helpers.errors import UserError
 from spo_helpers.formats.benchmarks import PAPER_BENCHMARK_NAMES, parse_benchmark, write_benchmarks
 from spo_helpers.formats.eval_protocol import protocol
 from spo_helpers.formats.layout import RunLayout
-from spo_helpers.run_settings import EvaluateSettings, add_flags, from_args
+from spo_helpers.run_settings import ENV_NOTE, EvaluateSettings, add_flags, from_args
 from spo_helpers.verl_stage import Defaults, DryRun, StageResult, run_verl_stage
 
 DEFAULT_EXP_NAME = "evaluation"
+
+USAGE = f"""\
+  spo evaluate                           # cpu: the CPU world's held-out set and probe
+  spo evaluate --preset paper --model_path Qwen/Qwen3-8B
+  spo evaluate --preset paper --model_path Qwen/Qwen3-8B --checkpoint RUN/checkpoints/global_step_N
+  spo evaluate --benchmarks AIME24=/data/aime24.parquet AIME25 --n 32
+
+{ENV_NOTE} Details: docs/pipeline.md"""
 
 
 def default_benchmarks(preset: str, defaults: Defaults) -> list[str]:

@@ -1,13 +1,5 @@
-"""Stage 05: every analysis figure the available data supports, with the CSV behind each.
-
-    spo figures runs/demo                          # a pipeline folder: its runs and offline values
-    spo figures OUT/spo/spo_s0 OUT/spo/grpo_s0 --output figs --formats png
-
-Each path is a run folder (the kit's or the official recipe's) or a pipeline folder holding several. Output
-goes to ``<first path>/figures/`` unless ``--output`` says otherwise: ``<stem>.png``, ``<stem>.pdf`` and
-``<stem>.csv`` per figure, plus ``results_table.csv`` (the paper's layout) and ``validation_table.csv``. Every
-file is written atomically. A figure whose inputs are missing is skipped with the reason; the summary lists
-what was written, what was skipped and the results table.
+"""Stage 05: every analysis figure the available data supports, with the CSV behind each (the files it writes:
+docs/pipeline.md).
 
 The figures are built by ``spo_helpers.analysis.figure_set``, whose builders notebook 05 calls too: this
 module is only the command (its arguments, the files and the report).
@@ -183,11 +175,23 @@ def print_report(report: FigureReport) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- command line
+USAGE = """\
+  spo figures runs/demo                  # a pipeline folder: its runs and offline values
+  spo figures OUT/spo/spo_s0 OUT/spo/grpo_s0 --output figs --formats png
+
+Details: docs/pipeline.md"""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", metavar="PATH", help="run folders or pipeline folders")
     parser.add_argument("--output", metavar="DIR", default=None, help="output folder (default: <first PATH>/figures)")
     parser.add_argument(
-        "--formats", nargs="+", choices=FORMATS, default=list(DEFAULT_FORMATS), help="image formats (default: png pdf)"
+        "--formats",
+        metavar="FMT",
+        nargs="+",
+        choices=FORMATS,
+        default=list(DEFAULT_FORMATS),
+        help=f"image formats: {', '.join(FORMATS)} (default: {' '.join(DEFAULT_FORMATS)})",
     )
     parser.add_argument("--no-simulation", action="store_true", help="skip the throughput-simulation figure")
 

@@ -2,19 +2,9 @@
 
 For every checkpoint ``global_step_k`` of a CPU run (and the initial model as ``k = 0``) this loads the tiny
 model with the checkpoint's weights and samples each prompt of training step ``k + 1`` (the step whose
-rollouts that policy generated) ``n`` times with the run's own sampling settings (temperature, top-p,
-response length; the kit's binary reward), so that the tracker's p̂ and GRPO's group means logged at that
-step can be compared with the truth (``analysis/baseline_error.py``):
-
-    t = successes / n,   SE(t) = sqrt(t(1-t)/n) <= 0.5/sqrt(n)   (n = 64: at most 0.0625)
-
-    spo ground-truth runs/bench_ground_truth/spo/spo_seed0 runs/bench_ground_truth/spo/grpo_seed0 [--n 64]
-    spo ground-truth RUN --prompts probe        # the world's fixed 200-prompt probe instead, at every checkpoint
-
-Writes ``<run>/ground_truth.parquet`` (``step, checkpoint, row, prompt_key, true_p, successes, n``, the
-sampling settings and ``sample_seed``); checkpoints already measured with the same ``n`` and prompts are kept
-(``--force`` measures again). Runs with tools, a ``</think>`` rule or top-k sampling are refused (the sampler
-here is plain single-turn sampling scored by the boxed answer).
+rollouts that policy generated) ``n`` times with the run's own sampling settings, so that the tracker's p̂ and
+GRPO's group means logged at that step can be compared with the truth (``analysis/baseline_error.py``). What it
+samples, writes and refuses: docs/pipeline.md.
 """
 
 from __future__ import annotations
@@ -231,18 +221,31 @@ def measure_run(
     return frame
 
 
+USAGE = """\
+  spo ground-truth runs/bench/spo/spo_seed0 runs/bench/spo/grpo_seed0 --n 64
+  spo ground-truth RUN --prompts probe   # the world's 200-prompt probe at every checkpoint
+
+Writes RUN/ground_truth.parquet. Details: docs/pipeline.md"""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("runs", nargs="+", help="run folders of `spo train` on the CPU world (with checkpoints)")
-    parser.add_argument("--n", type=int, default=DEFAULT_N, help=f"samples per prompt (default {DEFAULT_N})")
+    parser.add_argument(
+        "runs", metavar="RUN", nargs="+", help="run folders of `spo train` on the CPU world (with checkpoints)"
+    )
+    parser.add_argument(
+        "--n", metavar="N", type=int, default=DEFAULT_N, help=f"samples per prompt (default {DEFAULT_N})"
+    )
     parser.add_argument(
         "--prompts",
         choices=("steps", "probe"),
         default="steps",
-        help="the prompts of step k+1 for checkpoint k (default), or the world's fixed probe at every checkpoint",
+        help="steps (default): step k+1's prompts for checkpoint k; or probe",
     )
-    parser.add_argument("--checkpoints", type=int, nargs="+", default=None, help="only these checkpoint steps")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--assets", default=None, help="the CPU world's folder (default: runs/_assets)")
+    parser.add_argument(
+        "--checkpoints", metavar="STEP", type=int, nargs="+", default=None, help="only these checkpoint steps"
+    )
+    parser.add_argument("--seed", metavar="N", type=int, default=0, help="(default 0)")
+    parser.add_argument("--assets", metavar="DIR", default=None, help="the CPU world's folder (default: runs/_assets)")
     parser.add_argument("--force", action="store_true", help="measure again checkpoints already measured")
 
 

@@ -239,16 +239,30 @@ def print_merge_summary(result: MergeResult, file: IO[str] | None = None, output
         print(f"  wrote {output_file} and {stats_path_for(output_file)}", file=file)
 
 
+USAGE = """\
+  spo merge --input_dir OUT/spo --output_file values.json
+  spo merge --input_dir OUT/spo --output_file values.json --dataset DIR/subset_*.parquet
+
+Details: docs/pipeline.md"""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--input_dir", required=True, help="folder holding the stage-02 outputs")
-    parser.add_argument("--output_file", required=True, help="offline-values JSON to write")
+    parser.add_argument("--input_dir", metavar="DIR", required=True, help="folder holding the stage-02 outputs")
+    parser.add_argument("--output_file", metavar="FILE", required=True, help="offline-values JSON to write")
     parser.add_argument(
-        "--pattern", default=DEFAULT_PATTERN, help=f"glob under --input_dir (default: {DEFAULT_PATTERN})"
+        "--pattern",
+        metavar="GLOB",
+        default=DEFAULT_PATTERN,
+        help=f"glob under --input_dir (default: {DEFAULT_PATTERN})",
     )
     parser.add_argument(
-        "--max_scores_per_prompt", type=int, default=DEFAULT_MAX_SCORES, help="cap per prompt; 0 keeps all (default 8)"
+        "--max_scores_per_prompt",
+        metavar="N",
+        type=int,
+        default=DEFAULT_MAX_SCORES,
+        help="cap per prompt; 0 keeps all (default 8)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the per-prompt subsample (default 0)")
+    parser.add_argument("--seed", metavar="N", type=int, default=0, help="seed of the per-prompt subsample (default 0)")
     parser.add_argument(
         "--skip_bad_lines", action="store_true", help="skip and count bad dump lines instead of failing"
     )
@@ -261,7 +275,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="training data for a coverage report",
     )
     parser.add_argument(
-        "--workers", type=int, default=None, help=f"reader processes (default: min(cpus, {MAX_WORKERS}, files))"
+        "--workers",
+        metavar="N",
+        type=int,
+        default=None,
+        help=f"reader processes (default: min(cpus, {MAX_WORKERS}, files))",
     )
 
 

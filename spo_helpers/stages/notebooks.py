@@ -1,9 +1,5 @@
 """``spo notebooks``: the notebooks to explore in JupyterLab are copies of the kit's templates.
 
-    spo notebooks                  # runs/notebooks/01_split.ipynb ... 05_analysis.ipynb (existing copies kept)
-    spo notebooks DIR --force      # fresh copies over older ones
-    spo notebooks --check          # the templates hold nothing a JupyterLab session saved (CI runs this)
-
 The templates (``notebooks/`` in a checkout, the ``spo_helpers.notebooks`` package data of a wheel) are what
 ``spo pipeline`` runs. JupyterLab saves outputs and edited parameters into the file it has open, so exploring
 a template would change the next pipeline run; the copies are yours to run, edit and save. In the default
@@ -150,8 +146,19 @@ def template_warning(cwd: Path, templates: Path | None = None) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------- command line
+USAGE = """\
+  spo notebooks                          # into runs/notebooks/ (existing copies kept)
+  spo notebooks DIR --force              # fresh copies over older ones
+  spo notebooks --check                  # the templates hold nothing a notebook session saved
+  jupyter lab runs/notebooks
+
+Details: README.md (In JupyterLab)"""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dest", nargs="?", default=None, help=f"folder for the copies (default {DEFAULT_DEST})")
+    parser.add_argument(
+        "dest", metavar="DIR", nargs="?", default=None, help=f"folder for the copies (default {DEFAULT_DEST})"
+    )
     parser.add_argument("--force", action="store_true", help="replace copies that exist (your edits are lost)")
     parser.add_argument(
         "--check", action="store_true", help="only check that the templates hold no outputs or widget state"

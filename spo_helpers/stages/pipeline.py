@@ -1,22 +1,5 @@
-"""The whole pipeline, 01 -> 05, as papermill-executed notebooks.
-
-    spo pipeline                      # the CPU demo into runs/demo/
-    spo pipeline --name exp1 --config pipeline.yaml --force
-    spo pipeline --gpu --model_path Qwen/Qwen3-8B --dataset open-r1/DAPO-Math-17k-Processed
-
-Each stage runs its notebook with papermill into ``runs/<name>/notebooks/`` (the
-executed notebooks are the record of the run). A stage is skipped when its outputs
-exist and its inputs did not change: ``runs/<name>/pipeline.json`` records, per
-stage, the parameters and the checksums of its input files. ``--force`` reruns
-everything. A failing cell stops the pipeline with the notebook, the cell and the
-error, and exit code 1.
-
-The notebooks run on this Python interpreter (the one running ``spo``), whatever
-Jupyter kernels are installed; ``--kernel NAME`` picks an installed kernel instead.
-The notebook templates ship inside the package (``spo_helpers.notebooks``, from the
-repository's ``notebooks/``); ``SPO_NOTEBOOKS`` points at another folder of them. Templates
-that a notebook session saved into (outputs, widget state) are refused: users explore copies
-(``spo notebooks``), so what the pipeline runs is what was committed.
+"""The whole pipeline, 01 -> 05, as papermill-executed notebooks (how stages are skipped, resumed and rerun,
+and which kernel runs them: docs/pipeline.md).
 """
 
 from __future__ import annotations
@@ -123,23 +106,48 @@ def check_templates(folder: Path) -> None:
         )
 
 
-def interpreter_kernel_manager_class():
-    """A Jupyter kernel manager that starts ``INTERPRETER_KERNEL`` as ``sys.executable -m ipykernel_launcher``."""
+def encrypting_kernel_manager_class():
+    """jupyter_client's ``AsyncKernelManager``, giving the kernel CurveZMQ keys when its kernel spec declares support
+    (``metadata.supported_encryption``, as ipykernel's does) and jupyter_client and pyzmq can provision them.
+
+    A kernel on plain TCP logs ipykernel's warning "Kernel is running over TCP without encryption" into every
+    stage's output; an encrypted one does not. Older jupyter_client releases have no ``transport_encryption`` and
+    older ipykernel releases neither encrypt nor warn: this class is then the plain manager.
+    """
+    import zmq
     from jupyter_client import AsyncKernelManager
+    from traitlets import default
+
+    class EncryptingKernelManager(AsyncKernelManager):
+        if "transport_encryption" in AsyncKernelManager.class_trait_names() and zmq.has("curve"):
+
+            @default("transport_encryption")
+            def _encrypt_when_supported(self) -> str:
+                return "auto"
+
+    return EncryptingKernelManager
+
+
+def interpreter_kernel_manager_class():
+    """A kernel manager (``encrypting_kernel_manager_class``) that starts ``INTERPRETER_KERNEL`` as ipykernel's own
+    kernel spec for ``sys.executable`` (``sys.executable -m ipykernel_launcher``)."""
+    from ipykernel.kernelspec import get_kernel_dict
     from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
     from traitlets import default
 
     class InterpreterKernelSpecManager(KernelSpecManager):
         def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
             if kernel_name == INTERPRETER_KERNEL:
+                spec = get_kernel_dict()
                 return KernelSpec(
-                    argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                    argv=spec["argv"],
                     display_name=f"Python ({sys.executable})",
-                    language="python",
+                    language=spec["language"],
+                    metadata=spec.get("metadata", {}),
                 )
             return super().get_kernel_spec(kernel_name)
 
-    class InterpreterKernelManager(AsyncKernelManager):
+    class InterpreterKernelManager(encrypting_kernel_manager_class()):
         @default("kernel_spec_manager")
         def _interpreter_kernel_specs(self) -> KernelSpecManager:
             return InterpreterKernelSpecManager(data_dir=self.data_dir)
@@ -150,7 +158,7 @@ def interpreter_kernel_manager_class():
 def kernel_arguments(kernel: str | None) -> dict[str, Any]:
     """papermill's kernel arguments: ``kernel`` by name, or (None) this interpreter."""
     if kernel:
-        return {"kernel_name": kernel}
+        return {"kernel_name": kernel, "kernel_manager_class": encrypting_kernel_manager_class()}
     if importlib.util.find_spec("ipykernel") is None:
         raise UserError(
             f"ipykernel is not installed for {sys.executable}: install the notebooks extra "
@@ -331,28 +339,46 @@ def load_config_file(path: str | None) -> dict[str, Any]:
     return data
 
 
+USAGE = """\
+  spo pipeline                           # the CPU demo into runs/demo/
+  spo pipeline --name exp1 --config pipeline.yaml --force
+  spo pipeline --gpu --model_path Qwen/Qwen3-8B --dataset open-r1/DAPO-Math-17k-Processed
+
+Details: docs/pipeline.md"""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default=None, help="YAML file of pipeline parameters (flags win)")
-    parser.add_argument("--name", default=None, help="run name: outputs go to runs/<name>/ (default demo)")
-    parser.add_argument("--runs_dir", default=None)
+    d = PipelineConfig()
+    parser.add_argument("--config", metavar="FILE", default=None, help="YAML file of pipeline parameters (flags win)")
+    parser.add_argument("--name", default=None, help=f"run name: outputs go to runs/<name>/ (default {d.name})")
+    parser.add_argument("--runs_dir", metavar="DIR", default=None, help=f"(default {d.runs_dir})")
     parser.add_argument("--gpu", action="store_true", default=None, help="verl's Ray workers and the official presets")
-    parser.add_argument("--dataset", default=None)
-    parser.add_argument("--model_path", default=None)
-    parser.add_argument("--assets", default=None)
-    parser.add_argument("--num_subsets", type=int, default=None)
-    parser.add_argument("--n_val", type=int, default=None)
-    parser.add_argument("--methods", nargs="+", default=None)
-    parser.add_argument("--total_steps", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument(
+        "--dataset", metavar="ID_OR_PATH", default=None, help="(default: the CPU world's, or DAPO's with --gpu)"
+    )
+    parser.add_argument("--model_path", metavar="PATH", default=None, help="(default: the CPU world's)")
+    parser.add_argument("--assets", metavar="DIR", default=None, help="the CPU world's cache")
+    parser.add_argument("--num_subsets", metavar="N", type=int, default=None, help=f"(default {d.num_subsets})")
+    parser.add_argument("--n_val", metavar="N", type=int, default=None, help=f"(default {d.n_val})")
+    parser.add_argument("--methods", metavar="M", nargs="+", default=None, help=f"(default {' '.join(d.methods)})")
+    parser.add_argument("--total_steps", metavar="N", type=int, default=None, help=f"(default {d.total_steps})")
+    parser.add_argument("--seed", metavar="N", type=int, default=None, help=f"(default {d.seed})")
     parser.add_argument(
         "--tools", choices=("sandbox", "none"), default=None, help="stages 02 and 04; default: the preset's"
     )
-    parser.add_argument("--stages", nargs="+", choices=STAGES, default=None, help="run only these stages")
+    parser.add_argument(
+        "--stages",
+        metavar="STAGE",
+        nargs="+",
+        choices=STAGES,
+        default=None,
+        help=f"run only these ({STAGES[0]} ... {STAGES[-1]})",
+    )
     parser.add_argument("--force", action="store_true", help="rerun stages even when up to date")
     parser.add_argument(
-        "--kernel", default=None, help="installed Jupyter kernel to run the notebooks on (default: this Python)"
+        "--kernel", metavar="NAME", default=None, help="installed Jupyter kernel to run on (default: this Python)"
     )
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides for the training stage")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="Hydra overrides for the training stage")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,7 +1,5 @@
 """Prune a finished CPU pipeline folder to the small files the analysis needs, and make it portable.
 
-    spo pipeline --name reference && spo reference runs/reference
-
 Keeps, per training run: ``config.yaml``, ``metrics.jsonl``, ``steps.jsonl``,
 ``prompts.parquet``, and the validation dumps and tracker snapshots of every
 ``keep_every``-th validation step; plus the merged offline values. Drops
@@ -114,11 +112,23 @@ def make_portable(root: str | Path) -> dict[str, int]:
     return changed
 
 
+USAGE = """\
+  spo pipeline --name reference && spo reference runs/reference
+
+Details: runs/reference/README.md"""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "root", nargs="?", default="runs/reference", help="the pipeline folder (default runs/reference)"
+        "root", metavar="DIR", nargs="?", default="runs/reference", help="the pipeline folder (default runs/reference)"
     )
-    parser.add_argument("--keep_every", type=int, default=10, help="keep every N-th validation dump and snapshot")
+    parser.add_argument(
+        "--keep_every",
+        metavar="N",
+        type=int,
+        default=10,
+        help="keep every N-th validation dump and snapshot (default 10)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,11 +1,5 @@
-"""A local Sandbox Fusion server (``POST /run_code``) for tool-integrated runs, and a self-test of its isolation.
-
-    spo sandbox serve [--host 127.0.0.1] [--port 8080] [--workers N] [--run-timeout S] [--memory-mb M] ...
-    spo sandbox check [same limits]
-
-``serve`` answers verl's ``sandbox_fusion`` client and tools unchanged: point ``sandbox_fusion_url`` at
-``http://HOST:PORT/run_code``. ``check`` tries each way out once and prints what held; exit code 1 if a check
-failed. How the code is contained: docs/sandbox.md.
+"""A local Sandbox Fusion server (``POST /run_code``) for tool-integrated runs, and a self-test of its isolation:
+``sandbox.service`` on the ``spo`` command line (running it, pointing verl at it, its containment: docs/sandbox.md).
 """
 
 from __future__ import annotations
@@ -13,6 +7,13 @@ from __future__ import annotations
 import argparse
 
 from spo_helpers.sandbox import service
+
+USAGE = """\
+  spo sandbox serve                      # http://127.0.0.1:8080/run_code, one worker per CPU
+  spo sandbox serve --port 8080 --workers 8 --run-timeout 30 --memory-mb 1024
+  spo sandbox check                      # try every way out once; exit code 1 if a check failed
+
+Point verl's sandbox_fusion_url at http://HOST:PORT/run_code. Details: docs/sandbox.md"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

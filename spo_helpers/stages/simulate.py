@@ -31,6 +31,14 @@ def _floats(text: str) -> list[float]:
     return [float(x) for x in text.split(",") if x.strip()]
 
 
+USAGE = """\
+  spo simulate                           # one GRPO vs SPO comparison at the default settings
+  spo simulate --dist pareto --pareto-shape 1.5 --tool-calls 2
+  spo simulate --sweep --output sweep.csv
+
+The model and its assumptions: the docstring of spo_helpers/analysis/throughput.py"""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = SimConfig()
     p = parser.add_argument

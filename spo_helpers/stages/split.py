@@ -193,23 +193,37 @@ def print_split_summary(result: SplitResult, file: IO[str] | None = None) -> Non
         print(f"  warning: older subset files not part of this split remain in the folder: {names}", file=file)
 
 
+USAGE = f"""\
+  spo split --output_dir runs/splits     # the CPU world's training set into 5 subsets
+  spo split --dataset {OFFICIAL_DATASET} --output_dir DIR  # the official set
+  spo split --dataset data.parquet --output_dir DIR --num_subsets 3 --shuffle --seed 1
+
+Details: docs/pipeline.md"""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dataset",
+        metavar="ID_OR_PATH",
         default=None,
-        help=f"parquet/JSONL/JSON file, parquet folder or HF id, e.g. {OFFICIAL_DATASET} (default: the CPU world's)",
+        help="parquet/JSONL/JSON file, parquet folder or HF id (default: the CPU world's)",
     )
-    parser.add_argument("--output_dir", required=True, help="folder for subset_{i}.parquet and the manifest")
-    parser.add_argument("--num_subsets", type=int, default=DEFAULT_NUM_SUBSETS, help="number of subsets (default 5)")
+    parser.add_argument(
+        "--output_dir", metavar="DIR", required=True, help="folder for subset_{i}.parquet and the manifest"
+    )
+    parser.add_argument(
+        "--num_subsets", metavar="N", type=int, default=DEFAULT_NUM_SUBSETS, help="number of subsets (default 5)"
+    )
     parser.add_argument(
         "--config",
+        metavar="NAME",
         default=None,
-        help=f"HF dataset config (default: {OFFICIAL_DATASET_CONFIG!r} for {OFFICIAL_DATASET})",
+        help=f"HF dataset config (default: {OFFICIAL_DATASET_CONFIG!r} for the official set)",
     )
-    parser.add_argument("--split", default="train", help="HF dataset split (default: train)")
+    parser.add_argument("--split", metavar="NAME", default="train", help="HF dataset split (default: train)")
     parser.add_argument("--shuffle", action="store_true", help="apply a seeded permutation before splitting")
-    parser.add_argument("--seed", type=int, default=0, help="seed of --shuffle (default 0)")
-    parser.add_argument("--assets", default=None, help="where the CPU world is cached (default: runs/_assets)")
+    parser.add_argument("--seed", metavar="N", type=int, default=0, help="seed of --shuffle (default 0)")
+    parser.add_argument("--assets", metavar="DIR", default=None, help="the CPU world's cache (default: runs/_assets)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,17 +1,6 @@
-"""Stage 04: GRPO or SPO training through verl's trainer.
+"""Stage 04: GRPO or SPO training through verl's trainer (presets, backends and outputs: docs/training.md).
 
-    spo train --method SPO --train_data_dir DIR --offline_values DIR/offline_values.json
-    spo train --method GRPO --preset official --model_path Qwen/Qwen3-8B --train_data_dir DIR
-
-The official train.sh variables are flags (and environment variables): OUTPUT_DIR
-TRAIN_DATA_DIR MODEL_PATH EXP_NAME METHOD OFFLINE_VALUES RESPONSE_LENGTH N_TRAIN
-N_VAL DEBUG VAL_BEFORE_TRAIN. Presets: ``official`` (the final train.sh), ``paper``
-(256x8 vs 2048x1, 16K), ``cpu`` (the tiny world, in-process, or on verl's Ray
-workers on CPU with ``--backend ray --device cpu``). Anything else is a
-Hydra override passed to verl (``key=value``). Outputs, as the official recipe:
-``$OUTPUT_DIR/spo/$EXP_NAME/{checkpoints, validation_data, rollout_data,
-tensorboard}``, plus ``config.yaml``, ``metrics.jsonl`` and ``steps.jsonl``.
-Interrupted runs resume from their newest complete checkpoint (``resume_mode=auto``).
+``USAGE`` is what ``spo train --help`` shows; each flag defaults to the official train.sh variable of its name.
 """
 
 from __future__ import annotations
@@ -26,10 +15,17 @@ from spo_helpers.core.metric_names import SAMPLES_TOTAL, TRAIN_REWARD
 from spo_helpers.errors import UserError
 from spo_helpers.formats.layout import SUBSET_GLOB, RunLayout, subset_files
 from spo_helpers.formats.steplog import read_step_log
-from spo_helpers.run_settings import TrainSettings, add_flags, from_args
+from spo_helpers.run_settings import ENV_NOTE, TrainSettings, add_flags, from_args
 from spo_helpers.verl_stage import Defaults, DryRun, StageResult, run_verl_stage
 
 logger = logging.getLogger(__name__)
+
+USAGE = f"""\
+  spo train --method SPO --train_data_dir DIR --offline_values DIR/offline_values.json
+  spo train --method GRPO --preset official --model_path Qwen/Qwen3-8B --train_data_dir DIR
+  spo train --method SPO --train_data_dir DIR --offline_values none trainer.save_freq=5
+
+{ENV_NOTE} Details: docs/training.md"""
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,5 @@
 """Build the offline CPU world; ``--tools``: its tool-integrated (TIR) variant, checked through the agent loop.
 
-    spo world [--assets DIR] [--seed 0] [--num_train 3000] [--num_val 200] [--force] [--quiet]
-    spo world --tools [--tool_share 0.5] [--sandbox_url URL]   the TIR world, in <name>-tools/
-
 The world itself is built by ``world.build`` (task, tokenizer, tiny model, warm start). The TIR world's
 success rates need model-written code to run, which happens only in the kit's sandbox: this command
 samples the warm-started model through the real agent loop (``verl_glue.agent_loop.cpu_server``:
@@ -181,23 +178,33 @@ def build_tool_world(
     return paths
 
 
+USAGE = """\
+  spo world                              # the CPU world, cached in runs/_assets/
+  spo world --tools                      # its tool-integrated variant, checked in a sandbox
+  spo world --seed 1 --num_train 1000 --quiet
+
+Details: README.md (The CPU world), docs/tools.md (The CPU world with tools)"""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     world_build.add_arguments(parser)
     parser.add_argument(
         "--tools",
         action="store_true",
-        help="the tool-integrated variant: tool traces in the warm start, success measured with the sandbox",
+        help="the tool-integrated variant, its success measured in the sandbox",
     )
     parser.add_argument(
         "--tool_share",
+        metavar="X",
         type=float,
         default=None,
-        help=f"with --tools: share of warm-start targets that are tool traces (default {TOOL_SHARE})",
+        help=f"with --tools: share of tool traces in the warm start (default {TOOL_SHARE})",
     )
     parser.add_argument(
         "--sandbox_url",
+        metavar="URL",
         default=None,
-        help="with --tools: a running /run_code server for the check (default: start a local one)",
+        help="with --tools: a running /run_code server (default: start one)",
     )
 
 

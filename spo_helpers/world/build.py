@@ -529,10 +529,28 @@ def _tool_summary(paths: WorldPaths, m: dict[str, Any]) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--assets", default=None, help=f"assets folder (default: ${ASSETS_ENV} or ./runs/_assets)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num_train", "--num-train", dest="num_train", type=int, default=3000)
-    parser.add_argument("--num_val", "--num-val", dest="num_val", type=int, default=200)
+    parser.add_argument(
+        "--assets", metavar="DIR", default=None, help=f"assets folder (default: ${ASSETS_ENV} or ./runs/_assets)"
+    )
+    parser.add_argument("--seed", metavar="N", type=int, default=0, help="(default 0)")
+    parser.add_argument(
+        "--num_train",
+        "--num-train",
+        dest="num_train",
+        metavar="N",
+        type=int,
+        default=3000,
+        help="training prompts (default 3000)",
+    )
+    parser.add_argument(
+        "--num_val",
+        "--num-val",
+        dest="num_val",
+        metavar="N",
+        type=int,
+        default=200,
+        help="held-out prompts (default 200)",
+    )
     parser.add_argument("--force", action="store_true", help="rebuild even when a matching world exists")
     parser.add_argument("--quiet", action="store_true", help="print only the world's folder")
 

@@ -218,7 +218,43 @@ def test_kernel_option_picks_an_installed_kernel(notebooks, tmp_path, broken_pyt
     cfg = PipelineConfig(name="kernel", runs_dir=str(tmp_path / "runs"), kernel="python3")
     with pytest.raises(FileNotFoundError, match="no-such-python"):
         run_pipeline(cfg, stages=("01_split",))
-    assert kernel_arguments("python3") == {"kernel_name": "python3"}
+    assert kernel_arguments("python3")["kernel_name"] == "python3"
+
+
+# ipykernel's warning for a kernel on plain TCP; the kit's kernels are encrypted where the kernel supports it.
+UNENCRYPTED = "Kernel is running over TCP without encryption"
+ENCRYPTED = """
+from ipykernel.kernelapp import IPKernelApp
+(pathlib.Path(output_dir) / "encrypted.txt").write_text(str(IPKernelApp.instance().curve_secretkey is not None))
+"""
+
+
+@pytest.fixture
+def this_python_as_kernel(tmp_path, monkeypatch):
+    """An installed kernel by name (``--kernel``): ipykernel's own kernel spec for this interpreter."""
+    from ipykernel.kernelspec import get_kernel_dict
+
+    spec = tmp_path / "jupyter" / "kernels" / "this-python"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps(get_kernel_dict()))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    return "this-python"
+
+
+@pytest.mark.parametrize("by_name", [False, True], ids=["this-interpreter", "kernel-option"])
+def test_kernels_start_without_the_unencrypted_tcp_warning(notebooks, tmp_path, capfd, this_python_as_kernel, by_name):
+    import zmq
+    from ipykernel.kernelspec import get_kernel_dict
+    from jupyter_client import AsyncKernelManager
+
+    write_notebook(notebooks / "01_split.ipynb", PARAMETERS["01_split"], SPLIT, ENCRYPTED)
+    kernel = this_python_as_kernel if by_name else None
+    cfg = PipelineConfig(name="quiet", runs_dir=str(tmp_path / "runs"), kernel=kernel)
+    assert run_pipeline(cfg, stages=("01_split",)) == {"01_split": "ran"}
+    assert UNENCRYPTED not in capfd.readouterr().err  # the kernel's stderr is this process's
+    declared = "curve" in get_kernel_dict().get("metadata", {}).get("supported_encryption", [])
+    supported = declared and zmq.has("curve") and "transport_encryption" in AsyncKernelManager.class_trait_names()
+    assert (cfg.root / "splits" / "encrypted.txt").read_text() == str(supported)
 
 
 def test_missing_ipykernel_names_the_fix(monkeypatch):

@@ -50,7 +50,8 @@ from spo_helpers.stages.figures import write_figures
 from spo_helpers.stages.ground_truth import measure_run
 from spo_helpers.stages.merge import merge_dumps, write_merge
 from spo_helpers.stages.train import train
-from spo_helpers.world.build import PROBE_DATA_SOURCE, build_world
+from spo_helpers.world.build import build_world
+from spo_helpers.world.paths import PROBE_DATA_SOURCE
 
 HELD_OUT = "spo_arith"
 POOL = PROBE_DATA_SOURCE

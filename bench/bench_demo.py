@@ -40,8 +40,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 def world_state(assets: str | None) -> tuple[bool, float | None]:
     """(the default world is complete, its manifest's mtime)."""
-    from spo_helpers.world.build import WorldPaths, default_assets_dir, is_complete, world_name
     from spo_helpers.world.model import TinyModelConfig
+    from spo_helpers.world.paths import WorldPaths, default_assets_dir, is_complete, world_name
     from spo_helpers.world.warmstart import default_warm_start
 
     root = Path(assets) if assets else default_assets_dir()

@@ -35,8 +35,8 @@ from spo_helpers.formats.steplog import read_step_log
 from spo_helpers.stages.estimate import estimate_subset
 from spo_helpers.stages.merge import merge_dumps, write_merge
 from spo_helpers.stages.train import train
-from spo_helpers.world.build import PROBE_DATA_SOURCE as PROBE
 from spo_helpers.world.build import build_world
+from spo_helpers.world.paths import PROBE_DATA_SOURCE as PROBE
 
 HELD_OUT = "spo_arith"
 

@@ -12,6 +12,7 @@
 - ``curriculum``: which prompts each method trained on;
 - ``paper``: the paper's numbers;
 - ``throughput`` / ``throughput_sweep``: the rollout throughput simulation;
+- ``run_data``: the runs' frames behind the figures, each loaded once;
 - ``plots``, ``figure_set`` and ``explorers``: figures and widgets (matplotlib is imported only there).
 """
 

@@ -1,13 +1,15 @@
 """The analysis figures, one builder per figure: what ``spo figures`` writes is what notebook 05 shows.
 
     from spo_helpers.analysis import figure_set as F
-    data = F.RunData.from_paths(["runs/demo"])  # the runs' frames, loaded once, on first use
+    from spo_helpers.analysis.run_data import RunData
+    data = RunData.from_paths(["runs/demo"])  # the runs' frames, loaded once, on first use
     zero = F.zero_advantage_figure(data)  # zero.figure, zero.table (the CSV behind it), zero.stem
 
 Each builder takes a ``RunData`` and returns a ``BuiltFigure``: the stem of its files, the figure and the table
 it draws. A figure the data does not support comes back with ``figure`` None and the reason in ``skipped``:
-builders never raise ``MissingData``, so a notebook cell shows the reason instead of failing. ``FIGURES`` lists
-every figure in file order with its builder and arguments; ``spo figures`` (``spo_helpers.stages.figures``) builds
+builders never raise ``MissingData``, so a notebook cell shows the reason instead of failing. Each builder is
+entered into the set where it is defined (``@figure``: its stem and what it shows, once); ``FIGURES`` lists every
+figure in file order with its builder and arguments. ``spo figures`` (``spo_helpers.stages.figures``) builds
 exactly these and notebook 05 calls the same builders by name, so the two cannot draw different things.
 ``result_tables`` gives the results table (the paper's layout) and the validation table behind it.
 
@@ -20,11 +22,8 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -38,16 +37,9 @@ from spo_helpers.analysis.baselines import (
     zero_advantage_share,
 )
 from spo_helpers.analysis.curriculum import curriculum, visits_per_prompt
-from spo_helpers.analysis.metrics import load_runs, metric_series
-from spo_helpers.analysis.runs import RUN_COLUMNS, RunInfo, collect, find_runs
-from spo_helpers.analysis.steps import (
-    find_offline_values,
-    load_offline_values,
-    load_prompts,
-    load_steps,
-    load_tracker_snapshots,
-)
-from spo_helpers.analysis.validation import learning_curves, results_table, validation_table
+from spo_helpers.analysis.run_data import RunData
+from spo_helpers.analysis.runs import RUN_COLUMNS, collect
+from spo_helpers.analysis.validation import results_table
 from spo_helpers.core.metric_names import (
     TOOL_CALL_RATE,
     TOOL_REWARD_WITH_CALL,
@@ -62,108 +54,6 @@ logger = logging.getLogger(__name__)
 THROUGHPUT_SWEEP = {"group_sizes": (4, 8, 16), "batch_sizes": (256, 1024), "tails": (0.25, 0.5, 0.75, 1.0, 1.5)}
 """The grid of the throughput-sweep figure (lognormal tail weight sigma), simulated for ``THROUGHPUT_STEPS``."""
 THROUGHPUT_STEPS = 20
-
-
-# ---------------------------------------------------------------------------------------------- the runs' data
-class RunData:
-    """The runs' frames, each loaded once on first use; runs lacking a file are noted, not fatal.
-
-    ``roots`` are the folders given (run or pipeline folders; the offline values are looked up from them).
-    A frame no run has raises ``MissingData`` (``optional`` returns None instead).
-    """
-
-    def __init__(self, runs: list[RunInfo], roots: Sequence[Path]) -> None:
-        self.runs = runs
-        self.roots = list(roots)
-        self.notes: list[str] = []
-        self.built: dict[str, BuiltFigure] = {}  # figures built from these runs, by stem (each built once)
-
-    @classmethod
-    def from_paths(cls, paths: Iterable[str | os.PathLike] | str | os.PathLike) -> RunData:
-        """The training runs under ``paths`` (run folders or pipeline folders), as ``find_runs`` finds them."""
-        roots = [Path(paths)] if isinstance(paths, str | os.PathLike) else [Path(p) for p in paths]
-        return cls(find_runs(roots), roots)
-
-    def note(self, text: str) -> None:
-        """Record something left out of a figure (once, however often the figure is built)."""
-        if text not in self.notes:
-            self.notes.append(text)
-            logger.debug("%s", text)
-
-    def summary(self) -> pd.DataFrame:
-        """One row per run: its label, method, seed and kind (``kit`` or ``official``)."""
-        rows = [
-            {"run": r.title, "method": r.method, "seed": r.seed, "kind": r.kind, "path": str(r.path)} for r in self.runs
-        ]
-        return pd.DataFrame(rows, columns=["run", "method", "seed", "kind", "path"])
-
-    def _collect(self, loader: Callable[[RunInfo], pd.DataFrame], what: str) -> pd.DataFrame:
-        frame, missing = collect(self.runs, loader)
-        if missing and not frame.empty:
-            self.note(f"{what}: left out {', '.join(sorted(missing))} (missing)")
-        if frame.empty:
-            raise MissingData(f"no run has {what}")
-        return frame
-
-    @cached_property
-    def metrics(self) -> pd.DataFrame:
-        missing: dict[str, str] = {}
-        frame = load_runs(self.runs, missing=missing)
-        if missing:
-            self.note(f"metrics: left out {', '.join(sorted(missing))} (no metrics.jsonl or tensorboard)")
-        return frame
-
-    @cached_property
-    def validation_all_steps(self) -> pd.DataFrame:
-        """Every validation step at k = n (empty without dumps: curves then use the logged ``val-core`` keys)."""
-        try:
-            return validation_table(self.runs, ks="n")
-        except MissingData:
-            return pd.DataFrame()
-
-    @cached_property
-    def validation_last(self) -> pd.DataFrame:
-        """Each run's last validation step at the default ks."""
-        return validation_table(self.runs, ks=None, steps="last")
-
-    @cached_property
-    def curves(self) -> pd.DataFrame:
-        """``learning_curves`` of the metrics and the validation dumps (every step)."""
-        return learning_curves(self.metrics, self.validation_all_steps)
-
-    @cached_property
-    def steps(self) -> pd.DataFrame:
-        return self._collect(load_steps, "steps.jsonl")
-
-    @cached_property
-    def prompts(self) -> pd.DataFrame:
-        return self._collect(load_prompts, "prompts.parquet")
-
-    @cached_property
-    def snapshots(self) -> pd.DataFrame:
-        return self._collect(load_tracker_snapshots, "tracker snapshots")
-
-    def optional(self, name: str) -> pd.DataFrame | None:
-        """The frame ``name`` (``steps``, ``prompts``, ``snapshots``), or None when no run has it."""
-        try:
-            return getattr(self, name)
-        except MissingData:
-            return None
-
-    @cached_property
-    def offline(self) -> pd.DataFrame | None:
-        """Offline values p̂0 from ``offline_values.json`` near the roots, else from the first run's prompts."""
-        path = find_offline_values(self.roots)
-        if path is not None:
-            return load_offline_values(path)
-        prompts = self.optional("prompts")
-        if prompts is not None and prompts.get("has_offline_values", pd.Series(dtype=bool)).any():
-            first = prompts[prompts["run"] == prompts["run"].iloc[0]]
-            return first[first["has_offline_values"]][["prompt_key", "p_hat0"]]
-        return None
-
-    def metric(self, key: str, name: str = "value") -> pd.DataFrame:
-        return metric_series(self.metrics, key, name)
 
 
 # ---------------------------------------------------------------------------------------------- built figures
@@ -197,12 +87,47 @@ class BuiltFigure:
             display(self.figure)
 
 
-def figure_builder(stem: str) -> Callable[[Callable[..., tuple[Any, pd.DataFrame]]], Callable[..., BuiltFigure]]:
-    """Turn ``draw(data, ...) -> (figure, table)`` into a builder returning a ``BuiltFigure``.
+# ---------------------------------------------------------------------------------------------- entering the set
+@dataclass(frozen=True)
+class FigureSpec:
+    """One figure of the set: its file stem, what it shows, its builder and the builder's arguments."""
 
-    ``stem`` may name the builder's arguments (``"02_learning_curves_{x}"``). ``MissingData`` becomes a skipped
-    figure; a drawn figure is closed in pyplot (it can still be saved and displayed). A figure is built once per
-    ``RunData`` (kept in ``data.built``): notebook 05 shows the figures ``spo figures`` just wrote.
+    stem: str
+    description: str
+    builder: Callable[..., BuiltFigure]
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    simulation: bool = False  # drawn from the throughput simulation, not from the runs
+
+    def build(self, data: RunData) -> BuiltFigure:
+        return self.builder(data, **self.kwargs)
+
+
+_ENTERED: list[FigureSpec] = []  # the set so far, in the order the builders below are defined
+
+
+def _arguments(signature: inspect.Signature, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """A builder's arguments by name, defaults included (what its stem is filled in with)."""
+    bound = signature.bind(*args, **kwargs)
+    bound.apply_defaults()
+    return bound.arguments
+
+
+def figure(
+    stem: str,
+    description: str = "",
+    *,
+    variants: Sequence[tuple[Mapping[str, Any], str]] = (),
+    simulation: bool = False,
+) -> Callable[[Callable[..., tuple[Any, pd.DataFrame]]], Callable[..., BuiltFigure]]:
+    """Turn ``draw(data, ...) -> (figure, table)`` into a builder returning a ``BuiltFigure``, and enter it into
+    the set (``FIGURES``) under ``stem``.
+
+    ``stem`` may name the builder's arguments (``"02_learning_curves_{x}"``); ``variants`` lists the figures of
+    the set drawn by one builder, each as (its arguments, what it shows); without them the set holds one figure,
+    the builder with its defaults, showing ``description``. ``simulation``: drawn from the throughput simulation,
+    not from the runs. ``MissingData`` becomes a skipped figure; a drawn figure is closed in pyplot (it can still
+    be saved and displayed). A figure is built once per ``RunData`` (kept in ``data.built``): notebook 05 shows
+    the figures ``spo figures`` just wrote.
     """
 
     def decorate(draw: Callable[..., tuple[Any, pd.DataFrame]]) -> Callable[..., BuiltFigure]:
@@ -212,10 +137,9 @@ def figure_builder(stem: str) -> Callable[[Callable[..., tuple[Any, pd.DataFrame
         def build(*args: Any, **kwargs: Any) -> BuiltFigure:
             import matplotlib.pyplot as plt
 
-            bound = signature.bind(*args, **kwargs)
-            bound.apply_defaults()
-            name = stem.format(**bound.arguments)
-            data = bound.arguments.get("data")
+            arguments = _arguments(signature, args, kwargs)
+            name = stem.format(**arguments)
+            data = arguments.get("data")
             cache = data.built if isinstance(data, RunData) else {}
             if name in cache:
                 return cache[name]
@@ -230,6 +154,12 @@ def figure_builder(stem: str) -> Callable[[Callable[..., tuple[Any, pd.DataFrame
             cache[name] = built
             return built
 
+        for arguments, shows in variants or [({}, description)]:
+            name = stem.format(**_arguments(signature, [None], arguments))
+            entry = FigureSpec(name, shows, build, arguments, simulation)
+            if any(spec.stem == entry.stem for spec in _ENTERED):
+                raise ValueError(f"two figures of the set are named {entry.stem}")
+            _ENTERED.append(entry)
         return build
 
     return decorate
@@ -242,7 +172,7 @@ def _first_spo(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------------------------- builders
-@figure_builder("01_value_distributions")
+@figure("01_value_distributions", "offline p̂0 (histogram, ECDF) and the tracker's p̂ over training")
 def value_distributions_figure(data: RunData):
     """Offline p̂0 (histogram, ECDF) and the first SPO run's tracker p̂ at up to six snapshot steps."""
     from spo_helpers.analysis.plots import pick_steps, plot_value_distributions
@@ -260,7 +190,14 @@ def value_distributions_figure(data: RunData):
     return fig, pd.concat(parts, ignore_index=True)
 
 
-@figure_builder("02_learning_curves_{x}")
+@figure(
+    "02_learning_curves_{x}",
+    variants=[
+        ({"x": "step"}, "training reward and validation mean@n / maj@n / pass@n vs step"),
+        ({"x": "samples"}, "the same vs generated samples"),
+        ({"x": "tokens"}, "the same vs generated response tokens"),
+    ],
+)
 def learning_curves_figure(data: RunData, x: str = "step"):
     """Training reward and validation mean@n / maj@n / pass@n against ``x``: step, samples or tokens."""
     from spo_helpers.analysis.plots import plot_learning_curves
@@ -274,7 +211,7 @@ def learning_curves_figure(data: RunData, x: str = "step"):
     return plot_learning_curves(rows, x=x), rows
 
 
-@figure_builder("03_zero_advantage")
+@figure("03_zero_advantage", "share of zero-advantage samples, GRPO vs SPO (paper's 60-80% band)")
 def zero_advantage_figure(data: RunData):
     """Share of zero-advantage samples per step: the logged ``kit/zero_adv_frac``, else from steps.jsonl."""
     from spo_helpers.analysis.plots import plot_zero_advantage
@@ -289,7 +226,7 @@ def zero_advantage_figure(data: RunData):
     return plot_zero_advantage(logged), logged
 
 
-@figure_builder("04_advantages")
+@figure("04_advantages", "advantage variance and distributions before / after normalisation")
 def advantages_figure(data: RunData):
     """Advantage variance before / after normalisation (steps.jsonl, else the logged ``kit/adv_var_*``) and,
     from steps.jsonl, the advantage distributions."""
@@ -314,7 +251,7 @@ def advantages_figure(data: RunData):
     return fig, pd.concat(parts, ignore_index=True)
 
 
-@figure_builder("05_reliability")
+@figure("05_reliability", "reliability diagram of p̂ vs observed reward, with counts and the Brier score")
 def reliability_figure(data: RunData):
     """Reliability diagram of the tracker's p̂ against the observed reward, with the logged Brier score."""
     from spo_helpers.analysis.plots import plot_reliability
@@ -324,7 +261,7 @@ def reliability_figure(data: RunData):
     return plot_reliability(bins, calibration if not calibration.empty else None), bins
 
 
-@figure_builder("06_rho_drift")
+@figure("06_rho_drift", "SPO's ρ and drift D over training, ρ clip ratio, visits per prompt")
 def rho_drift_figure(data: RunData):
     """SPO's ρ and drift D per step window, the ρ clip ratio and visits per prompt (SPO runs only)."""
     from spo_helpers.analysis.plots import plot_rho_drift
@@ -341,7 +278,7 @@ def rho_drift_figure(data: RunData):
     return fig, rho_drift_summary(samples)
 
 
-@figure_builder("07_curriculum")
+@figure("07_curriculum", "share of sampled prompts per difficulty bin over training")
 def curriculum_figure(data: RunData):
     """Share of sampled prompts per difficulty bin over training, per method."""
     from spo_helpers.analysis.plots import plot_curriculum
@@ -353,7 +290,7 @@ def curriculum_figure(data: RunData):
     return plot_curriculum(frame), frame
 
 
-@figure_builder("08_throughput_sweep")
+@figure("08_throughput_sweep", "simulated SPO/GRPO throughput ratio vs tail weight (paper: 4.35x)", simulation=True)
 def throughput_sweep_figure(data: RunData | None = None):
     """Simulated SPO/GRPO rollout throughput ratio against the tail weight over ``THROUGHPUT_SWEEP`` (no run
     data needed; ``data`` is taken for a uniform signature)."""
@@ -373,7 +310,7 @@ TOOL_USE_SERIES = {
 }
 
 
-@figure_builder("09_tool_use")
+@figure("09_tool_use", "tool-call rate and accuracy with / without a code run (runs with tools)")
 def tool_use_figure(data: RunData):
     """Tool-integrated runs: the tool-call rate and the training accuracy with and without a code run, per step."""
     from spo_helpers.analysis.plots import plot_tool_use
@@ -389,7 +326,10 @@ def tool_use_figure(data: RunData):
     return plot_tool_use(frame), frame
 
 
-@figure_builder("10_ground_truth")
+@figure(
+    "10_ground_truth",
+    "baseline error vs true p (SPO p̂, GRPO group / leave-one-out mean), p̂ calibration vs truth",
+)
 def ground_truth_figure(data: RunData):
     """Baselines against the truth (``spo ground-truth`` runs only): SPO's p̂ and GRPO's group means minus each
     prompt's true success probability under the checkpoint that sampled it, and p̂'s calibration vs truth."""
@@ -411,7 +351,10 @@ def ground_truth_figure(data: RunData):
     return fig, error_summary(errors, resamples=500)
 
 
-@figure_builder("11_streaming")
+@figure(
+    "11_streaming",
+    "measured trainable samples/s per method and schedule beside the simulation, staleness (runs with tools)",
+)
 def streaming_figure(data: RunData):
     """Runs with tools: measured trainable samples per second per method and schedule (``kit.schedule``), beside the
     simulation's prediction for each synchronous run's measured shape, and the staleness of trained samples."""
@@ -440,67 +383,8 @@ def streaming_figure(data: RunData):
 
 
 # ---------------------------------------------------------------------------------------------- the set
-@dataclass(frozen=True)
-class FigureSpec:
-    """One figure of the set: its file stem, what it shows, its builder and the builder's arguments."""
-
-    stem: str
-    description: str
-    builder: Callable[..., BuiltFigure]
-    kwargs: Mapping[str, Any] = field(default_factory=dict)
-    simulation: bool = False  # drawn from the throughput simulation, not from the runs
-
-    def build(self, data: RunData) -> BuiltFigure:
-        return self.builder(data, **self.kwargs)
-
-
-FIGURES: tuple[FigureSpec, ...] = (
-    FigureSpec(
-        "01_value_distributions",
-        "offline p̂0 (histogram, ECDF) and the tracker's p̂ over training",
-        value_distributions_figure,
-    ),
-    FigureSpec(
-        "02_learning_curves_step",
-        "training reward and validation mean@n / maj@n / pass@n vs step",
-        learning_curves_figure,
-        {"x": "step"},
-    ),
-    FigureSpec("02_learning_curves_samples", "the same vs generated samples", learning_curves_figure, {"x": "samples"}),
-    FigureSpec(
-        "02_learning_curves_tokens", "the same vs generated response tokens", learning_curves_figure, {"x": "tokens"}
-    ),
-    FigureSpec(
-        "03_zero_advantage", "share of zero-advantage samples, GRPO vs SPO (paper's 60-80% band)", zero_advantage_figure
-    ),
-    FigureSpec("04_advantages", "advantage variance and distributions before / after normalisation", advantages_figure),
-    FigureSpec(
-        "05_reliability",
-        "reliability diagram of p̂ vs observed reward, with counts and the Brier score",
-        reliability_figure,
-    ),
-    FigureSpec("06_rho_drift", "SPO's ρ and drift D over training, ρ clip ratio, visits per prompt", rho_drift_figure),
-    FigureSpec("07_curriculum", "share of sampled prompts per difficulty bin over training", curriculum_figure),
-    FigureSpec(
-        "08_throughput_sweep",
-        "simulated SPO/GRPO throughput ratio vs tail weight (paper: 4.35x)",
-        throughput_sweep_figure,
-        simulation=True,
-    ),
-    FigureSpec(
-        "09_tool_use", "tool-call rate and accuracy with / without a code run (runs with tools)", tool_use_figure
-    ),
-    FigureSpec(
-        "10_ground_truth",
-        "baseline error vs true p (SPO p̂, GRPO group / leave-one-out mean), p̂ calibration vs truth",
-        ground_truth_figure,
-    ),
-    FigureSpec(
-        "11_streaming",
-        "measured trainable samples/s per method and schedule beside the simulation, staleness (runs with tools)",
-        streaming_figure,
-    ),
-)
+FIGURES: tuple[FigureSpec, ...] = tuple(_ENTERED)
+"""Every figure of the set, in file order: the builders above, each entered by its ``@figure``."""
 FIGURE_STEMS: dict[str, str] = {spec.stem: spec.description for spec in FIGURES}
 """Stem -> what the figure shows, in file order."""
 
@@ -541,3 +425,30 @@ def paired_table(data: RunData) -> pd.DataFrame | None:
     scores = scores[(scores["k"] == n) & scores["metric"].isin(["avg", "maj"])]
     paired = paired_comparison(scores)
     return paired if not paired.empty else None
+
+
+__all__ = [
+    "FIGURES",
+    "FIGURE_STEMS",
+    "INLINE_DPI",
+    "SAVED_DPI",
+    "THROUGHPUT_STEPS",
+    "THROUGHPUT_SWEEP",
+    "TOOL_USE_SERIES",
+    "BuiltFigure",
+    "FigureSpec",
+    "advantages_figure",
+    "curriculum_figure",
+    "figure",
+    "ground_truth_figure",
+    "learning_curves_figure",
+    "paired_table",
+    "reliability_figure",
+    "result_tables",
+    "rho_drift_figure",
+    "streaming_figure",
+    "throughput_sweep_figure",
+    "tool_use_figure",
+    "value_distributions_figure",
+    "zero_advantage_figure",
+]

@@ -17,7 +17,8 @@ from pathlib import Path
 import pandas as pd
 
 from spo_helpers.analysis import RunInfo
-from spo_helpers.analysis.figure_set import FIGURE_STEMS, FIGURES, SAVED_DPI, RunData, result_tables
+from spo_helpers.analysis.figure_set import FIGURES, SAVED_DPI, result_tables
+from spo_helpers.analysis.run_data import RunData
 from spo_helpers.errors import MissingData, UserError
 from spo_helpers.formats.atomic import atomic_write_bytes, atomic_write_text
 from spo_helpers.formats.layout import PipelineLayout
@@ -25,7 +26,6 @@ from spo_helpers.progress import progress_bar
 
 __all__ = [
     "DEFAULT_FORMATS",
-    "FIGURE_STEMS",
     "FORMATS",
     "FigureReport",
     "add_arguments",

@@ -97,7 +97,8 @@ def training_rows(config: dict[str, Any], run_dir: Path) -> tuple[dict[int, dict
 def probe_of(model_path: str, assets: str | None = None) -> Path:
     """The probe file of the world the run's model belongs to (``<world>/data/probe.parquet``), else the default
     world's."""
-    from spo_helpers.world.build import WorldPaths, build_world
+    from spo_helpers.world.build import build_world
+    from spo_helpers.world.paths import WorldPaths
 
     beside = WorldPaths.at(Path(model_path).parent).probe_file
     return beside if beside.is_file() else build_world(assets).probe_file

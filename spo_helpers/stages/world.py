@@ -19,7 +19,9 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from spo_helpers.world import build as world_build
+from spo_helpers.world.build import build_world, needs_tool_check, record_tool_check, tool_check_jobs
+from spo_helpers.world.paths import ASSETS_ENV, WorldPaths, read_manifest
+from spo_helpers.world.summary import summary
 from spo_helpers.world.task import row_answer
 from spo_helpers.world.traces import TOOL_PROMPT_LENGTH, TOOL_RESPONSE_LENGTH, TOOL_SHARE, ToolSamples
 
@@ -110,16 +112,16 @@ def sample_with_tools(
     )
 
 
-def check_tool_world(paths: world_build.WorldPaths, *, url: str | None = None, progress: bool = True) -> dict[str, Any]:
-    """Measure a TIR world's success with tools (``world_build.tool_check_jobs``) and record it in its manifest."""
+def check_tool_world(paths: WorldPaths, *, url: str | None = None, progress: bool = True) -> dict[str, Any]:
+    """Measure a TIR world's success with tools (``world.build.tool_check_jobs``) and record it in its manifest."""
     import torch
 
     from spo_helpers.world.model import load_model
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    seed = int((world_build.read_manifest(paths) or {}).get("seed", 0))
+    seed = int((read_manifest(paths) or {}).get("seed", 0))
     model, tokenizer = load_model(paths.model_dir)
-    jobs = world_build.tool_check_jobs(paths)
+    jobs = tool_check_jobs(paths)
     started = time.perf_counter()
     samples: dict[str, ToolSamples] = {}
     with sandbox_url(url) as served:
@@ -135,7 +137,7 @@ def check_tool_world(paths: world_build.WorldPaths, *, url: str | None = None, p
             samples[job.section] = sample_with_tools(
                 model, tokenizer, job.rows, url=served, n=job.n, temperature=job.temperature, top_p=job.top_p, seed=seed
             )
-    return world_build.record_tool_check(
+    return record_tool_check(
         paths, jobs, samples, response_length=TOOL_RESPONSE_LENGTH, seconds=time.perf_counter() - started
     )
 
@@ -153,13 +155,13 @@ def build_tool_world(
     model_config=None,
     url: str | None = None,
     check: bool = True,
-) -> world_build.WorldPaths:
-    """The TIR world (built or cached by ``world_build.build_world(..., tools=True)``), its tool check done.
+) -> WorldPaths:
+    """The TIR world (built or cached by ``world.build.build_world(..., tools=True)``), its tool check done.
 
     ``check=False`` skips the check (the manifest's ``spread`` stays ``null``); a later call with the
     default runs it on the cached world.
     """
-    paths = world_build.build_world(
+    paths = build_world(
         assets_dir,
         seed=seed,
         num_train=num_train,
@@ -171,10 +173,10 @@ def build_tool_world(
         tools=True,
         tool_share=tool_share,
     )
-    if check and world_build.needs_tool_check(paths):
+    if check and needs_tool_check(paths):
         check_tool_world(paths, url=url, progress=progress)
     if progress:
-        print(world_build.summary(paths), flush=True)
+        print(summary(paths), flush=True)
     return paths
 
 
@@ -187,7 +189,30 @@ Details: README.md (The CPU world), docs/tools.md (The CPU world with tools)"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    world_build.add_arguments(parser)
+    parser.add_argument(
+        "--assets", metavar="DIR", default=None, help=f"assets folder (default: ${ASSETS_ENV} or ./runs/_assets)"
+    )
+    parser.add_argument("--seed", metavar="N", type=int, default=0, help="(default 0)")
+    parser.add_argument(
+        "--num_train",
+        "--num-train",
+        dest="num_train",
+        metavar="N",
+        type=int,
+        default=3000,
+        help="training prompts (default 3000)",
+    )
+    parser.add_argument(
+        "--num_val",
+        "--num-val",
+        dest="num_val",
+        metavar="N",
+        type=int,
+        default=200,
+        help="held-out prompts (default 200)",
+    )
+    parser.add_argument("--force", action="store_true", help="rebuild even when a matching world exists")
+    parser.add_argument("--quiet", action="store_true", help="print only the world's folder")
     parser.add_argument(
         "--tools",
         action="store_true",
@@ -214,17 +239,25 @@ def run(args: argparse.Namespace) -> int:
             from spo_helpers.errors import UserError
 
             raise UserError("--tool_share and --sandbox_url apply to the tool world: add --tools")
-        return world_build.run(args)
-    paths = build_tool_world(
-        args.assets,
-        seed=args.seed,
-        num_train=args.num_train,
-        num_val=args.num_val,
-        tool_share=TOOL_SHARE if args.tool_share is None else args.tool_share,
-        force=args.force,
-        progress=not args.quiet,
-        url=args.sandbox_url,
-    )
+        paths = build_world(
+            args.assets,
+            seed=args.seed,
+            num_train=args.num_train,
+            num_val=args.num_val,
+            force=args.force,
+            progress=not args.quiet,
+        )
+    else:
+        paths = build_tool_world(
+            args.assets,
+            seed=args.seed,
+            num_train=args.num_train,
+            num_val=args.num_val,
+            tool_share=TOOL_SHARE if args.tool_share is None else args.tool_share,
+            force=args.force,
+            progress=not args.quiet,
+            url=args.sandbox_url,
+        )
     if args.quiet:
         print(paths.root)
     return 0

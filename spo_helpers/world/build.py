@@ -1,15 +1,11 @@
 """Build the offline CPU world: task data, tokenizer and a warm-started tiny Qwen3 model.
 
-Everything derives from ``--seed``; no network access is needed. The world is
-cached under ``<assets>/world-v2-seed<seed>-n<num_train>/`` (v: ``WORLD_VERSION``)::
-
-    data/train.parquet  data/val.parquet   the arithmetic task, DAPO/verl schema
-    model/                                 tokenizer + model + generation config (one MODEL_PATH)
-    manifest.json                          settings, measured success-rate spread, file hashes
+Everything derives from the seed; no network access is needed. Where a world lives, what it holds and when it
+counts as complete is ``world/paths.py``; its one-screen description is ``world/summary.py``.
 
 The folder is built under a temporary name and renamed when complete, so an
 interrupted build never leaves a folder that looks finished. A second call with
-the same settings returns the cached world at once; ``--force`` rebuilds it.
+the same settings returns the cached world at once; ``force=True`` rebuilds it.
 
 ``tools=True`` builds the tool-integrated (TIR) variant beside it, in ``<name>-tools/``: the same task
 data, a tokenizer that also learned the tool-block format, and a warm start in which a share of the
@@ -21,8 +17,6 @@ result into the manifest (``spread`` and ``val_accuracy``, with tool-use numbers
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import os
 import shutil
@@ -36,102 +30,24 @@ from typing import Any
 import numpy as np
 
 from spo_helpers.formats.atomic import atomic_write_json, current_umask, sha256_file
+from spo_helpers.world.paths import (
+    PROBE_DATA_SOURCE,
+    WORLD_VERSION,
+    WorldPaths,
+    default_assets_dir,
+    is_complete,
+    read_manifest,
+    world_name,
+)
+from spo_helpers.world.summary import summary
 
-WORLD_VERSION = 2
-ASSETS_ENV = "SPO_ASSETS"
 SPREAD_PROMPTS = 512
 SPREAD_SAMPLES = 8
 VAL_TEMPERATURE = 0.6
 VAL_SAMPLES = 4
 PROBE_PROMPTS = 200
-PROBE_DATA_SOURCE = "spo_arith_train"
-TOOLS_SUFFIX = "-tools"
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class WorldPaths:
-    """Where the parts of one world live."""
-
-    root: Path
-    train_file: Path
-    val_file: Path
-    model_dir: Path
-    manifest_file: Path
-    probe_file: Path  # a fixed sample of training prompts, validated as data source spo_arith_train
-
-    @classmethod
-    def at(cls, root: str | os.PathLike) -> WorldPaths:
-        r = Path(root)
-        data = r / "data"
-        return cls(
-            r, data / "train.parquet", data / "val.parquet", r / "model", r / "manifest.json", data / "probe.parquet"
-        )
-
-    @property
-    def validation_files(self) -> list[Path]:
-        """Held-out prompts (generalisation) and the training probe (the RL objective itself)."""
-        return [self.val_file, self.probe_file]
-
-
-def default_assets_dir() -> Path:
-    """``$SPO_ASSETS`` when set, else ``./runs/_assets``."""
-    env = os.environ.get(ASSETS_ENV)
-    return Path(env) if env else Path.cwd() / "runs" / "_assets"
-
-
-def world_name(seed: int, num_train: int, tools: bool = False) -> str:
-    return f"world-v{WORLD_VERSION}-seed{seed}-n{num_train}" + (TOOLS_SUFFIX if tools else "")
-
-
-def read_manifest(paths: WorldPaths) -> dict[str, Any] | None:
-    """The manifest of a world, or None when it is missing or unreadable."""
-    try:
-        return json.loads(paths.manifest_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def is_complete(
-    paths: WorldPaths,
-    *,
-    seed: int,
-    num_train: int,
-    num_val: int,
-    warm_cfg=None,
-    model_cfg=None,
-    tools: bool = False,
-    tool_share: float | None = None,
-) -> bool:
-    """True when ``paths`` holds a finished world built with these settings (configs checked when given).
-
-    A plain world's manifest has no ``tools`` key; a TIR world's has ``tools: true`` and its ``tool_share``.
-    """
-    manifest = read_manifest(paths)
-    if not isinstance(manifest, dict):
-        return False
-    wanted = {"world_version": WORLD_VERSION, "seed": seed, "num_train": num_train, "num_val": num_val}
-    if any(manifest.get(k) != v for k, v in wanted.items()):
-        return False
-    if bool(manifest.get("tools", False)) != tools:
-        return False
-    if tools and tool_share is not None and manifest.get("tool_share") != tool_share:
-        return False
-    for section, cfg in (("warm_start", warm_cfg), ("model", model_cfg)):
-        recorded = manifest.get(section)
-        if cfg is not None and (
-            not isinstance(recorded, dict) or any(recorded.get(k) != v for k, v in cfg.to_dict().items())
-        ):
-            return False
-    needed = [
-        paths.train_file,
-        paths.val_file,
-        paths.probe_file,
-        paths.model_dir / "config.json",
-        paths.model_dir / "tokenizer.json",
-    ]
-    return all(p.is_file() for p in needed) and any(paths.model_dir.glob("*.safetensors"))
 
 
 def _say(progress: bool, text: str) -> None:
@@ -460,128 +376,4 @@ def build_world(
     return paths
 
 
-def summary(paths: WorldPaths) -> str:
-    """A one-screen description of a built world."""
-    m = read_manifest(paths) or {}
-    if m.get("tools"):
-        return _tool_summary(paths, m)
-    s, v, tok, mod = m.get("spread", {}), m.get("val_accuracy", {}), m.get("tokenizer", {}), m.get("model", {})
-    lines = [
-        f"world    {paths.root}",
-        f"data     {m.get('num_train')} train / {m.get('num_val')} val prompts   {paths.train_file.parent}",
-        f"         difficulty mix (train) {m.get('task', {}).get('difficulty_train')}",
-        f"model    {paths.model_dir}   (MODEL_PATH: tokenizer + Qwen3, {mod.get('parameters', 0):,} params)",
-        f"tokens   vocab {tok.get('vocab_size')}, prompt <= {tok.get('max_prompt_tokens')}, "
-        f"response <= {tok.get('max_response_tokens')}",
-        f"spread   {s.get('prompts')} train prompts x {s.get('n')} samples at T=1: mean success "
-        f"{s.get('mean_success', float('nan')):.3f}, all-fail {s.get('share_all_fail', float('nan')):.2f}, "
-        f"mixed {s.get('share_mixed', float('nan')):.2f}, all-pass {s.get('share_all_pass', float('nan')):.2f}",
-        f"         by difficulty {s.get('mean_by_difficulty')}",
-        f"val      accuracy at T={v.get('temperature')}: {v.get('mean_success', float('nan')):.3f}",
-        f"time     {m.get('build_seconds')}s (warm start {m.get('warm_start_seconds')}s)",
-    ]
-    return "\n".join(lines)
-
-
-def _rate(value: Any) -> str:
-    return "-" if value is None else f"{value:.2f}"
-
-
-def _by_level(values: dict[str, Any] | None) -> str:
-    return " ".join(f"{k}:{_rate(v)}" for k, v in (values or {}).items()) or "-"
-
-
-def _tool_summary(paths: WorldPaths, m: dict[str, Any]) -> str:
-    """The one-screen description of a TIR world: the plain lines plus tool use by difficulty."""
-    s, v, tok, mod = m.get("spread") or {}, m.get("val_accuracy") or {}, m.get("tokenizer", {}), m.get("model", {})
-    marks = tok.get("tool_marker_tokens", {})
-    lines = [
-        f"world    {paths.root}   (with tools: {m.get('tool_share', 0):.0%} of warm-start targets are tool traces)",
-        f"data     {m.get('num_train')} train / {m.get('num_val')} val prompts   {paths.train_file.parent}",
-        f"model    {paths.model_dir}   (MODEL_PATH: tokenizer + Qwen3, {mod.get('parameters', 0):,} params)",
-        f"tokens   vocab {tok.get('vocab_size')}, prompt <= {tok.get('max_prompt_tokens')}, tool trace <= "
-        f"{tok.get('max_response_tokens')}, response budget {m.get('tool_response_length')}; markers {marks}",
-    ]
-    if not s:
-        lines.append("spread   not measured yet: spo world --tools runs it through the agent loop and the sandbox")
-    else:
-        lines += [
-            f"spread   {s.get('prompts')} train prompts x {s.get('n')} samples at T=1 with tools: mean success "
-            f"{s.get('mean_success', float('nan')):.3f}, all-fail {s.get('share_all_fail', float('nan')):.2f}, "
-            f"mixed {s.get('share_mixed', float('nan')):.2f}, all-pass {s.get('share_all_pass', float('nan')):.2f}",
-            f"         by difficulty         {_by_level(s.get('mean_by_difficulty'))}",
-            f"tools    call rate {_rate(s.get('tool_call_rate'))}, success with a call "
-            f"{_rate(s.get('success_with_tool'))}, without {_rate(s.get('success_without_tool'))}; "
-            f"longest response {s.get('max_response_tokens')} tokens, {s.get('share_out_of_budget', 0):.1%} "
-            "out of budget",
-            f"         call rate             {_by_level(s.get('tool_call_rate_by_difficulty'))}",
-            f"         success with a call   {_by_level(s.get('success_with_tool_by_difficulty'))}",
-            f"         success without       {_by_level(s.get('success_without_tool_by_difficulty'))}",
-        ]
-    if v:
-        lines.append(
-            f"val      accuracy at T={v.get('temperature')} with tools: {v.get('mean_success', float('nan')):.3f}, "
-            f"call rate {_rate(v.get('tool_call_rate'))}"
-        )
-    check = f", tool check {m['tool_check_seconds']}s" if "tool_check_seconds" in m else ""
-    lines.append(f"time     {m.get('build_seconds')}s (warm start {m.get('warm_start_seconds')}s){check}")
-    return "\n".join(lines)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--assets", metavar="DIR", default=None, help=f"assets folder (default: ${ASSETS_ENV} or ./runs/_assets)"
-    )
-    parser.add_argument("--seed", metavar="N", type=int, default=0, help="(default 0)")
-    parser.add_argument(
-        "--num_train",
-        "--num-train",
-        dest="num_train",
-        metavar="N",
-        type=int,
-        default=3000,
-        help="training prompts (default 3000)",
-    )
-    parser.add_argument(
-        "--num_val",
-        "--num-val",
-        dest="num_val",
-        metavar="N",
-        type=int,
-        default=200,
-        help="held-out prompts (default 200)",
-    )
-    parser.add_argument("--force", action="store_true", help="rebuild even when a matching world exists")
-    parser.add_argument("--quiet", action="store_true", help="print only the world's folder")
-
-
-def run(args: argparse.Namespace) -> int:
-    paths = build_world(
-        args.assets,
-        seed=args.seed,
-        num_train=args.num_train,
-        num_val=args.num_val,
-        force=args.force,
-        progress=not args.quiet,
-    )
-    if args.quiet:
-        print(paths.root)
-    return 0
-
-
-__all__ = [
-    "TOOLS_SUFFIX",
-    "ToolCheckJob",
-    "WorldPaths",
-    "add_arguments",
-    "build_world",
-    "default_assets_dir",
-    "is_complete",
-    "needs_tool_check",
-    "read_manifest",
-    "record_tool_check",
-    "run",
-    "summary",
-    "tool_check_jobs",
-    "world_name",
-]
+__all__ = ["ToolCheckJob", "build_world", "needs_tool_check", "record_tool_check", "tool_check_jobs"]

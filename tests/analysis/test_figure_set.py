@@ -1,4 +1,5 @@
-"""spo_helpers.analysis.figure_set: one builder per figure, and ``spo figures`` and notebook 05 use the same ones."""
+"""spo_helpers.analysis.figure_set: one builder per figure, each named once, and ``spo figures`` and notebook 05
+use the same ones."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from test_analysis import write_kit_run, write_official_run, write_pipeline
 from test_notebooks import notebook_code
 
 from spo_helpers.analysis import figure_set as F
-from spo_helpers.stages.figures import FIGURE_STEMS, build_figures, save_figure
+from spo_helpers.analysis.figure_set import FIGURE_STEMS
+from spo_helpers.analysis.run_data import RunData
+from spo_helpers.stages.figures import build_figures, save_figure
 
 BUILDERS = {spec.builder.__name__: spec.builder for spec in F.FIGURES}
 
@@ -30,6 +33,36 @@ def pipeline(tmp_path_factory):
 def close_figures():
     yield
     plt.close("all")
+
+
+# ------------------------------------------------------------------------------------------ the set
+def test_the_set_is_in_file_order_and_each_name_is_its_files_name(tmp_path):
+    stems = [spec.stem for spec in F.FIGURES]
+    numbers = [stem.split("_")[0] for stem in stems]
+    assert numbers == sorted(numbers) and len(set(stems)) == len(stems)
+    assert list(FIGURE_STEMS) == stems and all(FIGURE_STEMS.values())
+    assert [spec.stem for spec in F.FIGURES if spec.simulation] == ["08_throughput_sweep"]
+    data = RunData.from_paths(write_official_run(tmp_path / "spo" / "SPO_official"))
+    for spec in F.FIGURES:
+        if not spec.simulation:
+            assert spec.build(data).stem == spec.stem  # built or skipped, under the name the set gives it
+
+
+def test_one_builder_draws_several_figures_of_the_set():
+    curves = [spec for spec in F.FIGURES if spec.builder is F.learning_curves_figure]
+    assert [(spec.stem, dict(spec.kwargs)) for spec in curves] == [
+        ("02_learning_curves_step", {"x": "step"}),
+        ("02_learning_curves_samples", {"x": "samples"}),
+        ("02_learning_curves_tokens", {"x": "tokens"}),
+    ]
+
+
+def test_a_name_enters_the_set_once():
+    with pytest.raises(ValueError, match="03_zero_advantage"):
+
+        @F.figure("03_zero_advantage", "again")
+        def again(data):
+            raise AssertionError("never drawn")
 
 
 # ------------------------------------------------------------------------------------------ the notebooks' calls
@@ -110,7 +143,7 @@ def test_command_writes_what_the_notebook_calls_draw(pipeline, tmp_path, monkeyp
     assert set(report.skipped) == conditional
     assert set(report.written) - {"results_table", "paired_table"} == set(FIGURE_STEMS) - conditional
 
-    data = F.RunData.from_paths([pipeline])  # what notebook 05 loads, then draws with the builders
+    data = RunData.from_paths([pipeline])  # what notebook 05 loads, then draws with the builders
     for name, args, kwargs in calls:
         built = getattr(F, name)(data, *args, **kwargs)
         if built.stem in conditional:
@@ -124,7 +157,7 @@ def test_command_writes_what_the_notebook_calls_draw(pipeline, tmp_path, monkeyp
 
 
 def test_the_command_can_write_the_notebooks_loaded_data(pipeline, tmp_path):
-    data = F.RunData.from_paths(pipeline)
+    data = RunData.from_paths(pipeline)
     shown = F.zero_advantage_figure(data)
     report = build_figures(data, tmp_path, formats=["png"], simulation=False)
     assert report.runs == data.runs and "03_zero_advantage" in report.written
@@ -133,7 +166,7 @@ def test_the_command_can_write_the_notebooks_loaded_data(pipeline, tmp_path):
 
 # ------------------------------------------------------------------------------------------ builders
 def test_builders_skip_with_the_reason_instead_of_raising(tmp_path):
-    data = F.RunData.from_paths(write_official_run(tmp_path / "spo" / "SPO_official"))
+    data = RunData.from_paths(write_official_run(tmp_path / "spo" / "SPO_official"))
     samples = F.learning_curves_figure(data, x="samples")
     assert samples.stem == "02_learning_curves_samples" and samples.figure is None
     assert "no samples counts logged" in samples.skipped
@@ -143,7 +176,7 @@ def test_builders_skip_with_the_reason_instead_of_raising(tmp_path):
 
 
 def test_built_figures_are_detached_from_pyplot(pipeline):
-    data = F.RunData.from_paths(pipeline)
+    data = RunData.from_paths(pipeline)
     plt.close("all")
     built = F.reliability_figure(data)
     assert built.figure is not None and built.figure.axes and not plt.get_fignums()
@@ -153,22 +186,17 @@ def test_notes_once_however_often_a_figure_is_built(tmp_path):
     run = write_kit_run(tmp_path / "spo" / "grpo_only", "GRPO", 0)
     other = write_kit_run(tmp_path / "spo" / "spo_only", "SPO", 0)
     (run / "prompts.parquet").unlink()
-    data = F.RunData.from_paths([run, other])
+    data = RunData.from_paths([run, other])
     for _ in range(2):
         assert F.curriculum_figure(data).figure is not None
     assert sum("grpo_only" in note for note in data.notes) == 2  # prompts.parquet missing; curriculum left it out
     assert len(data.notes) == len(set(data.notes))
 
 
-def test_run_summary(pipeline):
-    summary = F.RunData.from_paths(pipeline).summary()
-    assert set(summary["method"]) == {"GRPO", "SPO"} and len(summary) == 4
-
-
 def test_notebook_05_shows_the_files_the_command_just_wrote(pipeline, tmp_path, monkeypatch):
     import IPython.display
 
-    data = F.RunData.from_paths(pipeline)
+    data = RunData.from_paths(pipeline)
     report = build_figures(data, tmp_path, formats=["png"], simulation=False)
     built = F.zero_advantage_figure(data)  # what the notebook's cell calls after write_figures
     assert built is data.built["03_zero_advantage"]  # built once
@@ -203,7 +231,7 @@ def _tool_run(root, method, rates):
 def test_tool_use_figure_draws_runs_with_tools_and_skips_others(tmp_path):
     _tool_run(tmp_path / "tools", "SPO", [0.5, 0.7, 0.9])
     _tool_run(tmp_path / "tools", "GRPO", [0.5, 0.6, 0.6])
-    built = F.tool_use_figure(F.RunData.from_paths([tmp_path / "tools"]))
+    built = F.tool_use_figure(RunData.from_paths([tmp_path / "tools"]))
     assert built.figure is not None, built.skipped
     table = built.table
     assert set(table["metric"]) == {"call rate", "accuracy", "accuracy, ran code", "accuracy, no code"}
@@ -216,5 +244,5 @@ def test_tool_use_figure_draws_runs_with_tools_and_skips_others(tmp_path):
     plain.mkdir(parents=True)
     (plain / "config.yaml").write_text("kit:\n  method: GRPO\n  seed: 0\n")
     (plain / "metrics.jsonl").write_text('{"step": 1, "data": {"critic/score/mean": 0.5}}\n')
-    skipped = F.tool_use_figure(F.RunData.from_paths([tmp_path / "plain"]))
+    skipped = F.tool_use_figure(RunData.from_paths([tmp_path / "plain"]))
     assert skipped.figure is None and "tool/call_rate" in skipped.skipped

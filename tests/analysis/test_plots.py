@@ -14,8 +14,9 @@ from test_analysis import VAL_SOURCES, write_kit_run, write_official_run, write_
 
 from spo_helpers import analysis as A
 from spo_helpers.analysis import plots as P
+from spo_helpers.analysis.figure_set import FIGURE_STEMS
 from spo_helpers.cli import main
-from spo_helpers.stages.figures import FIGURE_STEMS, build_figures, write_figures
+from spo_helpers.stages.figures import build_figures, write_figures
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import pytest
 from spo_helpers.formats.atomic import sha256_file
 from spo_helpers.formats.keys import key_from_dump_input, prompt_key
 from spo_helpers.world import build as world_build
+from spo_helpers.world.paths import PROBE_DATA_SOURCE, WORLD_VERSION, WorldPaths, is_complete
 from spo_helpers.world.task import (
     ANSWER_FORMAT,
     evaluate,
@@ -114,7 +115,7 @@ def test_reference_responses_score_one(rows):
 def test_world_layout_and_manifest(world):
     for p in (world.train_file, world.val_file, world.probe_file, world.manifest_file, world.model_dir / "config.json"):
         assert p.is_file()
-    assert world.root.name == f"world-v{world_build.WORLD_VERSION}-seed0-n{NUM_TRAIN}"
+    assert world.root.name == f"world-v{WORLD_VERSION}-seed0-n{NUM_TRAIN}"
     manifest = json.loads(world.manifest_file.read_text())
     assert manifest["seed"] == 0 and manifest["num_train"] == NUM_TRAIN and manifest["num_val"] == NUM_VAL
     assert manifest["files"]["data/train.parquet"] == sha256_file(world.train_file)
@@ -123,7 +124,7 @@ def test_world_layout_and_manifest(world):
     train_keys = {r["extra_info"]["prompt_key"] for r in read_rows(world.train_file)}
     probe = read_rows(world.probe_file)
     assert len(probe) == min(world_build.PROBE_PROMPTS, NUM_TRAIN)
-    assert all(r["data_source"] == world_build.PROBE_DATA_SOURCE for r in probe)
+    assert all(r["data_source"] == PROBE_DATA_SOURCE for r in probe)
     assert {r["extra_info"]["prompt_key"] for r in probe} <= train_keys
     assert manifest["tokenizer"]["max_prompt_tokens"] < 64 and manifest["tokenizer"]["max_response_tokens"] <= 16
     assert "tools" not in manifest and "tool_share" not in manifest  # the plain world (the TIR one: <name>-tools)
@@ -183,19 +184,19 @@ def test_second_build_is_cached(world):
 
 def test_incomplete_folders_are_not_worlds(world, tmp_path):
     settings = {"seed": 0, "num_train": NUM_TRAIN, "num_val": NUM_VAL}
-    assert world_build.is_complete(world, **settings)
-    assert not world_build.is_complete(world, seed=0, num_train=NUM_TRAIN, num_val=NUM_VAL + 1)
+    assert is_complete(world, **settings)
+    assert not is_complete(world, seed=0, num_train=NUM_TRAIN, num_val=NUM_VAL + 1)
     # A leftover temporary build (a crash before the rename) never counts as the world.
     leftover = tmp_path / f".{world.root.name}.abc123.tmp"
     shutil.copytree(world.root, leftover)
-    assert not world_build.is_complete(world_build.WorldPaths.at(tmp_path / world.root.name), **settings)
+    assert not is_complete(WorldPaths.at(tmp_path / world.root.name), **settings)
     # Missing or corrupt manifests do not count either.
-    copy = world_build.WorldPaths.at(tmp_path / "copy")
+    copy = WorldPaths.at(tmp_path / "copy")
     shutil.copytree(world.root, copy.root)
     copy.manifest_file.unlink()
-    assert not world_build.is_complete(copy, **settings)
+    assert not is_complete(copy, **settings)
     copy.manifest_file.write_text("{not json")
-    assert not world_build.is_complete(copy, **settings)
+    assert not is_complete(copy, **settings)
 
 
 def test_crash_leaves_no_world(tmp_path, monkeypatch):
@@ -210,20 +211,33 @@ def test_crash_leaves_no_world(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_default_assets_dir(monkeypatch, tmp_path):
-    monkeypatch.setenv("SPO_ASSETS", str(tmp_path / "elsewhere"))
-    assert world_build.default_assets_dir() == tmp_path / "elsewhere"
-    monkeypatch.delenv("SPO_ASSETS")
-    monkeypatch.chdir(tmp_path)
-    assert world_build.default_assets_dir() == tmp_path / "runs" / "_assets"
-
-
 def test_cli_reuses_the_world(world, capsys):
     from spo_helpers.cli import main
 
     args = ["world", "--assets", str(world.root.parent), "--num_train", str(NUM_TRAIN), "--num_val", str(NUM_VAL)]
     assert main([*args, "--quiet"]) == 0
     assert capsys.readouterr().out.strip() == str(world.root)
+
+
+def test_cli_passes_its_flags_to_the_build(monkeypatch, tmp_path, capsys):
+    """`spo world` without --tools: its flags (either spelling) go to build_world; --quiet prints the folder only."""
+    from spo_helpers.cli import main
+    from spo_helpers.stages import world as world_stage
+
+    calls = []
+
+    def fake_build(assets, **kwargs):
+        calls.append((assets, kwargs))
+        return WorldPaths.at(tmp_path / "w")
+
+    monkeypatch.setattr(world_stage, "build_world", fake_build)
+    args = ["world", "--assets", str(tmp_path), "--seed", "3", "--num-train", "50", "--num_val", "5", "--force"]
+    assert main([*args, "--quiet"]) == 0
+    assert calls == [(str(tmp_path), {"seed": 3, "num_train": 50, "num_val": 5, "force": True, "progress": False})]
+    assert capsys.readouterr().out.strip() == str(tmp_path / "w")
+    assert main(["world"]) == 0
+    assert calls[-1] == (None, {"seed": 0, "num_train": 3000, "num_val": 200, "force": False, "progress": True})
+    assert capsys.readouterr().out == ""
 
 
 def test_sampled_success_rates_spread(world):

@@ -11,6 +11,7 @@ import pytest
 from spo_helpers.formats import tool_blocks
 from spo_helpers.world import build as world_build
 from spo_helpers.world import warmstart
+from spo_helpers.world.paths import WORLD_VERSION, is_complete, world_name
 from spo_helpers.world.task import make_task, row_answer, row_content
 from spo_helpers.world.tokenizer import chat_text
 from spo_helpers.world.traces import (
@@ -237,8 +238,8 @@ def tool_world(tmp_path_factory):
 
 def test_the_tool_world_builds_beside_the_plain_one(tool_world, rows):
     paths = tool_world
-    assert paths.root.name == f"world-v{world_build.WORLD_VERSION}-seed0-n{NUM_TRAIN}-tools"
-    assert world_build.world_name(0, NUM_TRAIN) == f"world-v{world_build.WORLD_VERSION}-seed0-n{NUM_TRAIN}"
+    assert paths.root.name == f"world-v{WORLD_VERSION}-seed0-n{NUM_TRAIN}-tools"
+    assert world_name(0, NUM_TRAIN) == f"world-v{WORLD_VERSION}-seed0-n{NUM_TRAIN}"
     manifest = json.loads(paths.manifest_file.read_text())
     assert manifest["tools"] is True and manifest["tool_share"] == 0.5
     assert manifest["tool_response_length"] == TOOL_RESPONSE_LENGTH
@@ -247,9 +248,9 @@ def test_the_tool_world_builds_beside_the_plain_one(tool_world, rows):
     assert set(manifest["tokenizer"]["tool_marker_tokens"].values()) == {1}
     assert manifest["tokenizer"]["max_response_tokens"] <= TOOL_RESPONSE_LENGTH
     settings = {"seed": 0, "num_train": NUM_TRAIN, "num_val": NUM_VAL}
-    assert world_build.is_complete(paths, **settings, tools=True, tool_share=0.5)
-    assert not world_build.is_complete(paths, **settings, tools=True, tool_share=0.25)
-    assert not world_build.is_complete(paths, **settings)  # not a plain world
+    assert is_complete(paths, **settings, tools=True, tool_share=0.5)
+    assert not is_complete(paths, **settings, tools=True, tool_share=0.25)
+    assert not is_complete(paths, **settings)  # not a plain world
     from spo_helpers.world.task import read_rows
 
     assert read_rows(paths.train_file) + read_rows(paths.val_file) == rows  # the same task rows

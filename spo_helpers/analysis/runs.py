@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from spo_helpers.analysis.scalars import logged_scalars
 from spo_helpers.errors import MissingData, UserError
 from spo_helpers.formats.layout import ESTIMATION_EXP_NAME, RUNS_SUBDIR, RunLayout
 
@@ -34,6 +35,10 @@ class RunInfo:
     @property
     def title(self) -> str:
         return self.label or self.name
+
+    def __fspath__(self) -> str:
+        """A run stands for its folder wherever a path is taken (``open``, ``Path``, the readers of ``formats``)."""
+        return os.fspath(self.path)
 
 
 def is_run_folder(path: str | os.PathLike) -> bool:
@@ -103,10 +108,8 @@ def _describe_run(folder: Path, pipeline: Path | None) -> RunInfo | None:
     if not method:
         method = method_from_name(name) or method_from_name(folder.name)
     if not method:
-        from spo_helpers.analysis.metrics import load_metrics  # metrics tags frames with runs: import here
-
         try:
-            tags = load_metrics(folder)["key"]
+            tags = logged_scalars(folder)["key"]
             method = "SPO" if tags.astype(str).str.startswith("spo/").any() else "GRPO"
         except MissingData:
             method = "unknown"

@@ -31,7 +31,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from spo_helpers.errors import UserError
+from spo_helpers.errors import USER_ERRORS, UserError, report_error
 from spo_helpers.formats.notebook_templates import packaged_notebooks, restore_hint, template_names, template_problems
 
 logger = logging.getLogger(__name__)
@@ -142,9 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(parser)
     try:
         return run(parser.parse_args(argv))
-    except UserError as err:
-        print(f"spo notebooks: error: {err}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as err:
+        return report_error("spo notebooks", err)
 
 
 if __name__ == "__main__":

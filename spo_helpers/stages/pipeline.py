@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spo_helpers.errors import UserError
+from spo_helpers.errors import UserError, report_error
 from spo_helpers.formats.atomic import atomic_write_json
 from spo_helpers.formats.layout import PipelineLayout
 from spo_helpers.formats.notebook_templates import STAGES, notebooks_dir, restore_hint, template_problems
@@ -322,8 +322,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         status = run_pipeline(cfg, force=args.force, stages=tuple(args.stages or STAGES), report=print)
     except PipelineStageFailed as err:
-        print(f"spo pipeline: error: {err}", file=sys.stderr)
-        return 1
+        return report_error("spo pipeline", err, exit_code=1)
     elapsed = time.perf_counter() - start
     print(f"\npipeline {cfg.name}: {', '.join(f'{k} {v}' for k, v in status.items())} in {elapsed / 60:.1f} min")
     print(f"executed notebooks: {cfg.layout.notebooks}")

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from spo_helpers.errors import UserError
+from spo_helpers.errors import USER_ERRORS, UserError, report_error
 from spo_helpers.formats.layout import RunLayout
 
 
@@ -175,9 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         result = greedy_agreement(args.run_dir, args.step, args.limit)
-    except UserError as err:
-        print(f"rollout_check: error: {err}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as err:
+        return report_error("rollout_check", err)
     print(result.summary())
     for diff in result.differences:
         print(f"  differs: {diff['prompt'][-60:]!r}: rollout {diff['rollout']!r}, generate {diff['generate']!r}")

@@ -44,7 +44,6 @@ from spo_helpers.analysis.runs import (
     as_runs,
     by_run,
     collect,
-    config_value,
     find_runs,
     is_run_folder,
     load_config,
@@ -73,6 +72,7 @@ from spo_helpers.analysis.validation import (
     validation_table,
 )
 from spo_helpers.errors import MissingData
+from spo_helpers.formats.run_config import config_value
 
 __all__ = [
     "PAPER_BENCHMARKS",

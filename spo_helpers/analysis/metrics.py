@@ -14,7 +14,6 @@ from spo_helpers.analysis.runs import (
     RUN_COLUMNS,
     RunInfo,
     as_runs,
-    config_value,
     load_config,
     run_path,
     tag_run,
@@ -22,6 +21,7 @@ from spo_helpers.analysis.runs import (
 from spo_helpers.analysis.scalars import logged_scalars
 from spo_helpers.core.metric_names import RESPONSE_TOKENS_TOTAL, SAMPLES_TOTAL
 from spo_helpers.errors import MissingData
+from spo_helpers.formats.run_config import config_value
 
 
 # ---------------------------------------------------------------------------------------------- metrics

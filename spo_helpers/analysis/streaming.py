@@ -21,8 +21,9 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from spo_helpers.analysis.runs import RUN_COLUMNS, RunInfo, config_value, load_config
+from spo_helpers.analysis.runs import RUN_COLUMNS, RunInfo, load_config
 from spo_helpers.analysis.throughput import SimConfig, simulate
+from spo_helpers.formats.run_config import config_value
 
 SCHEDULE_COLUMNS = (*RUN_COLUMNS, "schedule", "arm")
 SIM_SEEDS = 3

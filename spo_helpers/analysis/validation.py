@@ -19,7 +19,6 @@ from spo_helpers.analysis.runs import (
     RUN_COLUMNS,
     RunInfo,
     collect,
-    config_value,
     load_config,
     run_path,
 )
@@ -27,6 +26,7 @@ from spo_helpers.core.metric_names import TRAIN_REWARD
 from spo_helpers.errors import MissingData, UserError
 from spo_helpers.formats.dumps import DumpFile, describe_bad, dump_step, read_dump, step_dumps
 from spo_helpers.formats.layout import RunLayout
+from spo_helpers.formats.run_config import config_value
 
 logger = logging.getLogger(__name__)
 

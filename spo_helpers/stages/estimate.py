@@ -164,7 +164,7 @@ def estimate_subset(
     start = time.perf_counter()
     if target.is_file() and not force:
         return EstimateSummary(exp_name, target, **summarise_dump(target), seconds=0.0, skipped=True)
-    start_run(config, {"stage": "estimate", "data_file": str(data_file)}, fresh=force)
+    start_run(config, "estimate", {"data_file": str(data_file)}, fresh=force)
     if not target.is_file():
         raise UserError(f"the validation run finished without writing {target}")
     return EstimateSummary(exp_name, target, **summarise_dump(target), seconds=time.perf_counter() - start)

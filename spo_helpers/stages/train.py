@@ -206,7 +206,7 @@ def train(
     if dry_run:
         return dry_run_text(spec, config)
     start = time.perf_counter()
-    start_run(config, {"stage": "train"}, fresh=fresh)
+    start_run(config, "train", fresh=fresh)
     return summarise_run(method, spec.run_dir, time.perf_counter() - start)
 
 

@@ -87,7 +87,7 @@ def run(config: DictConfig) -> None:
         return
     from spo_helpers.verl_glue.run_guard import start_run
 
-    start_run(config, {"stage": "estimate" if config.kit.method == "EVAL" else "train"})
+    start_run(config, "estimate" if config.kit.method == "EVAL" else "train")
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name=CONFIG_NAME, version_base=None)

@@ -35,11 +35,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol
 
-# The block format lives in formats.tool_blocks (the CPU world's traces use it too); re-exported here.
-from spo_helpers.formats.tool_blocks import CODE_STOP as CODE_STOP
-from spo_helpers.formats.tool_blocks import INTERPRETER_CLOSE as INTERPRETER_CLOSE
-from spo_helpers.formats.tool_blocks import INTERPRETER_OPEN as INTERPRETER_OPEN
-from spo_helpers.formats.tool_blocks import interpreter_block as interpreter_block
+from spo_helpers.formats.tool_blocks import CODE_STOP, interpreter_block
 
 logger = logging.getLogger(__name__)
 

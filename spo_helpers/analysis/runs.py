@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 from spo_helpers.analysis.scalars import logged_scalars
+from spo_helpers.core.metric_names import SPO_PREFIX
 from spo_helpers.errors import MissingData, UserError
 from spo_helpers.formats.layout import ESTIMATION_EXP_NAME, RUNS_SUBDIR, RunLayout
 from spo_helpers.formats.run_config import (
@@ -95,7 +96,7 @@ def _describe_run(folder: Path, pipeline: Path | None) -> RunInfo | None:
     if not method:
         try:
             tags = logged_scalars(folder)["key"]
-            method = "SPO" if tags.astype(str).str.startswith("spo/").any() else "GRPO"
+            method = "SPO" if tags.astype(str).str.startswith(SPO_PREFIX).any() else "GRPO"
         except MissingData:
             method = "unknown"
     seed = config_value(config, SEED)

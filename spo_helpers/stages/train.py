@@ -25,7 +25,7 @@ from pathlib import Path
 
 from spo_helpers.backends import resolve_backend
 from spo_helpers.cli_options import add_common_arguments, env_bool, env_int, parse_bool
-from spo_helpers.core.metric_names import SAMPLES_TOTAL, TRAIN_REWARD
+from spo_helpers.core.metric_names import SAMPLES_TOTAL, TRAIN_REWARD, VAL_CORE_PREFIX
 from spo_helpers.errors import UserError
 from spo_helpers.formats.layout import SUBSET_GLOB, RunLayout, subset_files
 from spo_helpers.formats.steplog import read_step_log
@@ -101,7 +101,7 @@ def summarise_run(method: str, run_dir: Path, seconds: float) -> TrainSummary:
     train = [r for r in records if TRAIN_REWARD in r["data"]]
     validation = {}
     for record in records:
-        validation.update({k: v for k, v in record["data"].items() if k.startswith("val-core/")})
+        validation.update({k: v for k, v in record["data"].items() if k.startswith(VAL_CORE_PREFIX)})
     last = train[-1]["data"] if train else {}
     return TrainSummary(
         method=method,

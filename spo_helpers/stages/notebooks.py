@@ -40,7 +40,6 @@ DEFAULT_DEST = Path("runs") / "notebooks"
 LAB_SETTINGS = {"@jupyter-widgets/jupyterlab-manager:plugin": {"saveState": True}}
 """The kit's JupyterLab defaults, as ``jupyter/spo-helpers.json`` holds them."""
 LAB_SETTINGS_FILE = Path("share") / "jupyter" / "lab" / "settings" / "overrides.d" / "spo-helpers.json"
-SAVED_BY_A_SESSION = ("outputs", "execution counts", "widget state")
 
 
 @dataclass

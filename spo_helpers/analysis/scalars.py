@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -21,7 +22,7 @@ _TB_CACHE: dict[tuple, pd.DataFrame] = {}
 
 def tensorboard_scalars(run: str | os.PathLike) -> pd.DataFrame:
     """Every scalar of ``tensorboard/events.out.tfevents.*`` as ``(step, key, value)``; later files win."""
-    layout = RunLayout(os.fspath(run))
+    layout = RunLayout(Path(run))
     files = sorted(layout.tensorboard_events())
     if not files:
         raise MissingData(f"{layout.tensorboard}: no tensorboard event files")
@@ -59,7 +60,7 @@ def logged_scalars(run: str | os.PathLike) -> pd.DataFrame:
     Read from ``metrics.jsonl``, or from the tensorboard events when there is none (official runs); ``MissingData``
     when the folder has neither.
     """
-    layout = RunLayout(os.fspath(run))
+    layout = RunLayout(Path(run))
     records = read_step_log(layout.metrics, damaged="warn")
     if records:
         rows = [

@@ -52,8 +52,9 @@ from spo_helpers.stages.merge import merge_dumps, write_merge
 from spo_helpers.stages.train import train
 from spo_helpers.world.build import build_world
 from spo_helpers.world.paths import PROBE_DATA_SOURCE
+from spo_helpers.world.task import DATA_SOURCE
 
-HELD_OUT = "spo_arith"
+HELD_OUT = DATA_SOURCE
 POOL = PROBE_DATA_SOURCE
 REGIME = "regime=paper"
 POOL_ROWS = 200  # the world's training probe, the regime's pool

@@ -32,6 +32,15 @@ import numpy as np
 from results_line import emit
 
 from spo_helpers.analysis.throughput import SimConfig, simulate
+from spo_helpers.core.metric_names import (
+    TIMING_GEN,
+    TOOL_ASSISTANT_TURNS_MAX,
+    TOOL_ASSISTANT_TURNS_MEAN,
+    TOOL_CALL_RATE,
+    TOOL_CALLS_MEAN,
+    TOOL_SANDBOX_LATENCY_MEAN,
+    TRAIN_REWARD,
+)
 from spo_helpers.formats.steplog import read_step_log
 from spo_helpers.stages.train import train
 from spo_helpers.world.build import build_world
@@ -58,7 +67,7 @@ def run_method(method: str, world, output: Path, steps: int) -> dict[str, float]
     )
     wall = time.perf_counter() - start
     records = [r["data"] for r in read_step_log(output / "spo" / f"{method.lower()}_tools" / "metrics.jsonl")]
-    records = [r for r in records if "timing_s/gen" in r]
+    records = [r for r in records if TIMING_GEN in r]
 
     def mean(key: str) -> float:
         return float(np.mean([r[key] for r in records if key in r])) if records else float("nan")
@@ -67,16 +76,16 @@ def run_method(method: str, world, output: Path, steps: int) -> dict[str, float]
         return float(records[index].get(key, float("nan"))) if records else float("nan")
 
     return {
-        "first_call_rate": at(0, "tool/call_rate"),
-        "last_call_rate": at(-1, "tool/call_rate"),
-        "first_reward": at(0, "critic/score/mean"),
-        "last_reward": at(-1, "critic/score/mean"),
-        "gen_seconds": mean("timing_s/gen"),
-        "calls": mean("tool/calls/mean"),
-        "call_rate": mean("tool/call_rate"),
-        "latency": mean("tool/sandbox_latency/mean"),
-        "assistant_turns": mean("tool/assistant_turns/mean"),
-        "rounds": mean("tool/assistant_turns/max"),
+        "first_call_rate": at(0, TOOL_CALL_RATE),
+        "last_call_rate": at(-1, TOOL_CALL_RATE),
+        "first_reward": at(0, TRAIN_REWARD),
+        "last_reward": at(-1, TRAIN_REWARD),
+        "gen_seconds": mean(TIMING_GEN),
+        "calls": mean(TOOL_CALLS_MEAN),
+        "call_rate": mean(TOOL_CALL_RATE),
+        "latency": mean(TOOL_SANDBOX_LATENCY_MEAN),
+        "assistant_turns": mean(TOOL_ASSISTANT_TURNS_MEAN),
+        "rounds": mean(TOOL_ASSISTANT_TURNS_MAX),
         "wall": wall,
     }
 

@@ -46,9 +46,20 @@ from results_line import emit
 
 from spo_helpers.analysis.intervals import fieller_ratio, t_mean
 from spo_helpers.analysis.throughput import SimConfig, simulate
+from spo_helpers.core.metric_names import (
+    STREAM_DROPPED_TOTAL,
+    STREAM_SLOT_UTILISATION,
+    TIMING_GEN,
+    TIMING_STEP,
+    TOOL_ASSISTANT_TURNS_MAX,
+    TOOL_CALLS_MEAN,
+    TOOL_SANDBOX_LATENCY_MEAN,
+    VAL_CORE_PREFIX,
+)
 from spo_helpers.formats.steplog import read_step_log
 from spo_helpers.stages.train import train
 from spo_helpers.world.build import build_world
+from spo_helpers.world.task import DATA_SOURCE
 
 SAMPLES = 128
 POLICIES = {
@@ -58,7 +69,7 @@ POLICIES = {
     "SPO stream": ("SPO", "stream", ["kit.schedule.slots=128", "kit.schedule.max_staleness=4"]),
     "SPO overprovision": ("SPO", "overprovision", ["kit.schedule.overprovision=0.5"]),
 }
-HELD_OUT = "val-core/spo_arith/acc/mean@2"
+HELD_OUT = f"{VAL_CORE_PREFIX}{DATA_SOURCE}/acc/mean@2"
 
 
 def slug(name: str) -> str:
@@ -103,26 +114,26 @@ def measure(run_dir: Path) -> dict[str, float]:
     train_records = [records[s] for s in steps]
     seconds = 0.0
     for r in train_records:  # verl's fit() and SPO's loop both time validation and checkpoints outside the step
-        seconds += r["timing_s/step"]
+        seconds += r[TIMING_STEP]
     samples = SAMPLES * len(steps)
     step_log = [r["data"] for r in read_step_log(run_dir / "steps.jsonl")]
     calls = np.concatenate([np.asarray(d.get("tool_calls", []), dtype=float) for d in step_log])
     staleness = np.concatenate([np.asarray(d.get("staleness", [0] * len(d["reward"])), dtype=float) for d in step_log])
     rewards = [float(np.mean(d["reward"])) for d in step_log[-3:]]
-    gen = [r["timing_s/gen"] for r in train_records]
-    rounds = [r.get("tool/assistant_turns/max", 1.0) for r in train_records]
+    gen = [r[TIMING_GEN] for r in train_records]
+    rounds = [r.get(TOOL_ASSISTANT_TURNS_MAX, 1.0) for r in train_records]
     return {
         "samples_per_s": samples / seconds,
         "step_s": seconds / len(steps),
         "gen_s": float(np.mean(gen)),
         "round_s": float(np.mean([g / max(k, 1.0) for g, k in zip(gen, rounds, strict=True)])),
-        "update_s": float(np.mean([r["timing_s/step"] - r["timing_s/gen"] for r in train_records])),
-        "calls_per_sample": float(np.mean([r.get("tool/calls/mean", 0.0) for r in train_records])),
-        "sandbox_s": float(np.mean([r.get("tool/sandbox_latency/mean", 0.0) for r in train_records])),
-        "utilisation": float(np.mean([r.get("stream/slot_utilisation", math.nan) for r in train_records])),
+        "update_s": float(np.mean([r[TIMING_STEP] - r[TIMING_GEN] for r in train_records])),
+        "calls_per_sample": float(np.mean([r.get(TOOL_CALLS_MEAN, 0.0) for r in train_records])),
+        "sandbox_s": float(np.mean([r.get(TOOL_SANDBOX_LATENCY_MEAN, 0.0) for r in train_records])),
+        "utilisation": float(np.mean([r.get(STREAM_SLOT_UTILISATION, math.nan) for r in train_records])),
         "staleness_mean": float(staleness.mean()) if staleness.size else 0.0,
         "stale_share": float((staleness > 0).mean()) if staleness.size else 0.0,
-        "dropped": float(train_records[-1].get("stream/dropped_total", 0.0)),
+        "dropped": float(train_records[-1].get(STREAM_DROPPED_TOTAL, 0.0)),
         "tool_share": float((calls > 0).mean()) if calls.size else math.nan,
         "train_reward": float(np.mean(rewards)),
         "held_out_before": float(records[0].get(HELD_OUT, math.nan)),

@@ -140,19 +140,20 @@ def bench_generation(world, batch: int, new_tokens: int, repeats: int, naive_pro
 
 # ---------------------------------------------------------------- (b) training
 def step_figures(run_dir: Path, warmup: int) -> dict[str, float]:
+    from spo_helpers.core.metric_names import RESPONSE_TOKENS_TOTAL, TIMING_PREFIX, TIMING_STEP
     from spo_helpers.formats.steplog import read_step_log
 
-    records = [r for r in read_step_log(run_dir / "metrics.jsonl") if "timing_s/step" in r["data"]]
+    records = [r for r in read_step_log(run_dir / "metrics.jsonl") if TIMING_STEP in r["data"]]
     records.sort(key=lambda r: r["step"])
-    totals = [float(r["data"].get("kit/response_tokens_total", np.nan)) for r in records]
+    totals = [float(r["data"].get(RESPONSE_TOKENS_TOTAL, np.nan)) for r in records]
     per_step = np.diff([0.0, *totals])
     kept = [(r["data"], tokens) for r, tokens in zip(records, per_step, strict=True) if r["step"] > warmup]
     if not kept:
         raise SystemExit(f"{run_dir}: no step after the {warmup} warm-up step(s); raise --steps")
     out = {"steps": float(len(kept))}
-    out["step"] = float(np.mean([d["timing_s/step"] for d, _ in kept]))
+    out["step"] = float(np.mean([d[TIMING_STEP] for d, _ in kept]))
     for phase in PHASES:
-        out[phase] = float(np.mean([d.get(f"timing_s/{phase}", 0.0) for d, _ in kept]))
+        out[phase] = float(np.mean([d.get(f"{TIMING_PREFIX}{phase}", 0.0) for d, _ in kept]))
     out["other"] = out["step"] - sum(out[p] for p in PHASES)
     out["tokens"] = float(np.mean([t for _, t in kept]))
     out["tokens/s"] = out["tokens"] / out["step"]

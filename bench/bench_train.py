@@ -31,14 +31,16 @@ import numpy as np
 import pandas as pd
 
 from spo_helpers.analysis.intervals import fieller_ratio, paired_t_difference
+from spo_helpers.core.metric_names import ADV_VAR_BEFORE_NORM, SAMPLES_TOTAL, VAL_CORE_PREFIX, ZERO_ADV_FRAC
 from spo_helpers.formats.steplog import read_step_log
 from spo_helpers.stages.estimate import estimate_subset
 from spo_helpers.stages.merge import merge_dumps, write_merge
 from spo_helpers.stages.train import train
 from spo_helpers.world.build import build_world
 from spo_helpers.world.paths import PROBE_DATA_SOURCE as PROBE
+from spo_helpers.world.task import DATA_SOURCE
 
-HELD_OUT = "spo_arith"
+HELD_OUT = DATA_SOURCE
 
 
 def offline_values(world, output: Path) -> Path:
@@ -56,17 +58,17 @@ def curve(run_dir: Path) -> pd.DataFrame:
     rows, samples = [], 0.0
     for record in read_step_log(run_dir / "metrics.jsonl"):
         data = record["data"]
-        samples = data.get("kit/samples_total", samples)
-        probe = [v for k, v in data.items() if k.startswith(f"val-core/{PROBE}/acc/mean@")]
-        held_out = [v for k, v in data.items() if k.startswith(f"val-core/{HELD_OUT}/acc/mean@")]
+        samples = data.get(SAMPLES_TOTAL, samples)
+        probe = [v for k, v in data.items() if k.startswith(f"{VAL_CORE_PREFIX}{PROBE}/acc/mean@")]
+        held_out = [v for k, v in data.items() if k.startswith(f"{VAL_CORE_PREFIX}{HELD_OUT}/acc/mean@")]
         rows.append(
             {
                 "step": record["step"],
                 "samples": samples if record["step"] > 0 else 0.0,
                 "val_acc": float(np.mean(probe)) if probe else np.nan,
                 "held_out_acc": float(np.mean(held_out)) if held_out else np.nan,
-                "zero_adv": data.get("kit/zero_adv_frac", np.nan),
-                "adv_var": data.get("kit/adv_var_before_norm", np.nan),
+                "zero_adv": data.get(ZERO_ADV_FRAC, np.nan),
+                "adv_var": data.get(ADV_VAR_BEFORE_NORM, np.nan),
             }
         )
     return pd.DataFrame(rows)

@@ -4,7 +4,8 @@ Each verb lives in its own module, which provides ``add_arguments(parser)``,
 ``run(args) -> int`` and ``USAGE`` (plain-text examples that ``spo <verb> --help`` shows under
 the verb's line from ``VERBS``); modules are imported only when their subcommand runs, so
 ``spo --help`` stays fast. Errors the user can fix (bad input, wrong paths) are
-raised as ``UserError`` or the I/O errors below and printed as one line, exit code 2.
+raised as ``UserError`` or a missing or unreadable path, and printed as one line, exit code 2
+(``errors.report_error``).
 Every long flag takes both spellings (``--output_dir`` / ``--output-dir``). Library
 code reports through ``logging``; the command shows INFO and above on stderr
 (``SPO_LOG_LEVEL=DEBUG`` for more).
@@ -20,7 +21,7 @@ import sys
 
 from spo_helpers import cpu_threads
 from spo_helpers.cli_options import StageHelpFormatter, StageParser
-from spo_helpers.errors import UserError
+from spo_helpers.errors import USER_ERRORS, report_error
 from spo_helpers.process_tree import die_with_parent
 from spo_helpers.stages import VERBS, stage_module
 
@@ -66,11 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     die_with_parent()
     try:
         return int(module.run(args) or 0)
-    except (UserError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as err:
-        # One line, even when the message quotes a multi-line error (Hydra's override errors, for example).
-        message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
-        print(f"spo {name}: error: {message}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as err:
+        return report_error(f"spo {name}", err)
 
 
 if __name__ == "__main__":

@@ -140,7 +140,7 @@ def run_verl_stage(stage: VerlStage, settings: VerlSettings, *, resolved: bool =
     if done is not None:
         return done
     start = time.perf_counter()
-    start_run(config, {"stage": stage.name, **stage.record(settings)}, fresh=stage.fresh(settings))
+    start_run(config, stage.name, stage.record(settings), fresh=stage.fresh(settings))
     return stage.result(settings, spec, time.perf_counter() - start)
 
 

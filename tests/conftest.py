@@ -35,7 +35,7 @@ def small_tool_world(tmp_path_factory):
 def wait_for_checkpoint_of(proc, checkpoints, step, log_path, timeout=300.0):
     """Poll until step ``step``'s checkpoint in ``checkpoints`` is complete (its marker written) while ``proc``
     trains; returns the time it was seen. Fails with the log's tail if the process ends first or time runs out."""
-    from spo_helpers.verl_glue.checkpoint import COMPLETE_MARKER
+    from spo_helpers.formats.checkpoints import COMPLETE_MARKER
 
     marker = checkpoints / f"global_step_{step}" / COMPLETE_MARKER
     deadline = time.monotonic() + timeout

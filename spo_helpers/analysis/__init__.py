@@ -4,6 +4,7 @@
     runs = A.find_runs("runs/demo"); metrics = A.load_runs(runs)
 
 - ``runs``: which runs exist and what defines them;
+- ``scalars``: a run folder's logged scalars as read from disk (``metrics.jsonl``, TensorBoard);
 - ``metrics``: how the logged metrics evolved (steps, samples, tokens);
 - ``passk``: per-prompt avg@n, pass@k and maj@k;
 - ``validation``: how accurate each run is (dumps, tables, learning curves);
@@ -28,7 +29,7 @@ from spo_helpers.analysis.baselines import (
     zero_advantage_share,
 )
 from spo_helpers.analysis.curriculum import curriculum, difficulty_bins, visits_per_prompt
-from spo_helpers.analysis.metrics import load_metrics, load_runs, metric_series, tensorboard_scalars, x_axes
+from spo_helpers.analysis.metrics import load_metrics, load_runs, metric_series, x_axes
 from spo_helpers.analysis.paper import (
     PAPER_BENCHMARKS,
     PAPER_MAJ32,
@@ -44,7 +45,6 @@ from spo_helpers.analysis.runs import (
     as_runs,
     by_run,
     collect,
-    config_value,
     find_runs,
     is_run_folder,
     load_config,
@@ -52,6 +52,7 @@ from spo_helpers.analysis.runs import (
     run_path,
     tag_run,
 )
+from spo_helpers.analysis.scalars import logged_scalars, tensorboard_scalars
 from spo_helpers.analysis.steps import (
     find_offline_values,
     load_offline_values,
@@ -72,6 +73,7 @@ from spo_helpers.analysis.validation import (
     validation_table,
 )
 from spo_helpers.errors import MissingData
+from spo_helpers.formats.run_config import config_value
 
 __all__ = [
     "PAPER_BENCHMARKS",
@@ -107,6 +109,7 @@ __all__ = [
     "load_steps",
     "load_tracker_snapshots",
     "load_validation",
+    "logged_scalars",
     "logger",
     "maj_at_k",
     "method_from_name",

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from spo_helpers.analysis.intervals import Interval, fieller_ratio, paired_t_difference, t_mean
+from spo_helpers.core.metric_names import VAL_CORE_PREFIX
 from spo_helpers.core.tracker import TrackerConfig
 
 BOUND_TOLERANCE = 1e-6  # rho stored in the step log is rounded; within this of a bound counts as at it
@@ -38,7 +39,7 @@ def first_and_last_accuracy(records: Iterable[Mapping], sources: Mapping[str, st
     out: dict[str, float] = {}
     records = sorted(records, key=lambda r: r["step"])
     for label, source in sources.items():
-        prefix = f"val-core/{source}/acc/mean@"
+        prefix = f"{VAL_CORE_PREFIX}{source}/acc/mean@"
         values = [float(v) for r in records for k, v in r["data"].items() if k.startswith(prefix)]
         if values:
             out[f"{label} initial"], out[label] = values[0], values[-1]

@@ -25,10 +25,11 @@ import pandas as pd
 
 from spo_helpers.analysis.intervals import DEFAULT_LEVEL, DEFAULT_RESAMPLES, interval_of, resampled_means
 from spo_helpers.analysis.paper import PAPER_BENCHMARKS, canonical_benchmark, paper_table
-from spo_helpers.analysis.runs import RunInfo, collect, config_value, load_config, run_path
+from spo_helpers.analysis.runs import RunInfo, collect, load_config, run_path
 from spo_helpers.analysis.validation import load_validation, prompt_scores
 from spo_helpers.errors import MissingData
 from spo_helpers.formats.eval_protocol import applied_top_k, same_as_paper
+from spo_helpers.formats.run_config import config_value
 
 AVG = "avg"
 VAL_KWARGS = "actor_rollout_ref.rollout.val_kwargs"

@@ -34,6 +34,7 @@ import pandas as pd
 
 from spo_helpers import analysis as A
 from spo_helpers.analysis.plots import X_LABELS, panels, shared_legend
+from spo_helpers.core.metric_names import TRAIN_REWARD
 from spo_helpers.errors import MissingData
 from spo_helpers.formats.dumps import describe_bad, dump_step, read_dump, step_dumps
 from spo_helpers.formats.layout import RunLayout
@@ -180,7 +181,7 @@ def _draw_metrics(metrics: pd.DataFrame, runs: Sequence[str], keys: Sequence[str
 
 
 def metric_explorer(
-    metrics: pd.DataFrame, keys: Sequence[str] = ("critic/score/mean",), x: str = "step", interactive: bool = True
+    metrics: pd.DataFrame, keys: Sequence[str] = (TRAIN_REWARD,), x: str = "step", interactive: bool = True
 ) -> Explorer:
     """Runs x metrics over training; ``metrics`` is ``analysis.load_runs(...)`` (``RunData.metrics``)."""
     name = "metric explorer"

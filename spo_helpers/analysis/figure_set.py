@@ -41,6 +41,11 @@ from spo_helpers.analysis.run_data import RunData
 from spo_helpers.analysis.runs import RUN_COLUMNS, collect
 from spo_helpers.analysis.validation import results_table
 from spo_helpers.core.metric_names import (
+    ADV_VAR_AFTER_NORM,
+    ADV_VAR_BEFORE_NORM,
+    CALIBRATION_BRIER,
+    SPO_RHO_CLIP_RATIO,
+    TIMING_STEP,
     TOOL_CALL_RATE,
     TOOL_REWARD_WITH_CALL,
     TOOL_REWARD_WITHOUT_CALL,
@@ -236,7 +241,7 @@ def advantages_figure(data: RunData):
     frames = []
     if steps is not None:
         frames.append(advantage_variance(steps))
-    for stage, key in (("before norm", "kit/adv_var_before_norm"), ("after norm", "kit/adv_var_after_norm")):
+    for stage, key in (("before norm", ADV_VAR_BEFORE_NORM), ("after norm", ADV_VAR_AFTER_NORM)):
         logged = data.metric(key, "variance").assign(stage=stage)[[*RUN_COLUMNS, "step", "stage", "variance"]]
         done = set(frames[0]["run"]) if frames else set()
         frames.append(logged[~logged["run"].isin(done)])
@@ -257,7 +262,7 @@ def reliability_figure(data: RunData):
     from spo_helpers.analysis.plots import plot_reliability
 
     bins = reliability(data.steps.dropna(subset=["p_hat"]))
-    calibration = data.metric("kit/calibration/brier", "brier")
+    calibration = data.metric(CALIBRATION_BRIER, "brier")
     return plot_reliability(bins, calibration if not calibration.empty else None), bins
 
 
@@ -268,7 +273,7 @@ def rho_drift_figure(data: RunData):
 
     samples = rho_drift(data.steps)
     spo_runs = set(samples["run"])
-    clip = data.metric("spo/rho_clip_ratio")
+    clip = data.metric(SPO_RHO_CLIP_RATIO)
     clip = clip[clip["run"].isin(spo_runs)]
     snapshots = data.optional("snapshots")
     snapshots = snapshots[snapshots["run"].isin(spo_runs)] if snapshots is not None else None
@@ -373,7 +378,7 @@ def streaming_figure(data: RunData):
     schedules = run_schedules([r for r in data.runs if r.title in tool_runs])
     throughput = step_throughput(data.metrics, data.steps, schedules)
     if throughput.empty:
-        raise MissingData("no run with tools logged timing_s/step beside steps.jsonl")
+        raise MissingData(f"no run with tools logged {TIMING_STEP} beside steps.jsonl")
     predicted = simulated_throughput(data.metrics, schedules)
     fig = plot_streaming(throughput, staleness_distribution(data.steps, schedules), predicted)
     table = throughput.groupby(list(SCHEDULE_COLUMNS), dropna=False)["samples_per_s"].mean().reset_index()

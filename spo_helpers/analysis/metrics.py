@@ -14,74 +14,23 @@ from spo_helpers.analysis.runs import (
     RUN_COLUMNS,
     RunInfo,
     as_runs,
-    config_value,
     load_config,
     run_path,
     tag_run,
 )
+from spo_helpers.analysis.scalars import logged_scalars
 from spo_helpers.core.metric_names import RESPONSE_TOKENS_TOTAL, SAMPLES_TOTAL
 from spo_helpers.errors import MissingData
-from spo_helpers.formats.layout import RunLayout
-from spo_helpers.formats.steplog import read_step_log
+from spo_helpers.formats.run_config import config_value
+
 
 # ---------------------------------------------------------------------------------------------- metrics
-_TB_CACHE: dict[tuple, pd.DataFrame] = {}
-
-
-def tensorboard_scalars(run: RunInfo | str | os.PathLike) -> pd.DataFrame:
-    """Every scalar of ``tensorboard/events.out.tfevents.*`` as ``(step, key, value)``; later files win."""
-    layout = RunLayout(run_path(run))
-    files = sorted(layout.tensorboard_events())
-    if not files:
-        raise MissingData(f"{layout.tensorboard}: no tensorboard event files")
-    signature = tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files)
-    if signature not in _TB_CACHE:
-        try:
-            from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-        except ImportError:
-            raise MissingData(f"{layout.tensorboard}: reading event files needs the tensorboard package") from None
-
-        rows = []
-        for order, path in enumerate(files):
-            events = EventAccumulator(str(path), size_guidance={"scalars": 0})
-            events.Reload()
-            for tag in events.Tags().get("scalars", []):
-                rows.extend((order, e.wall_time, e.step, tag, e.value) for e in events.Scalars(tag))
-        frame = pd.DataFrame(rows, columns=["order", "wall_time", "step", "key", "value"])
-        frame = frame.sort_values(["order", "wall_time"], kind="stable")
-        frame = frame.drop_duplicates(["step", "key"], keep="last")[["step", "key", "value"]]
-        _TB_CACHE[signature] = frame.sort_values(["step", "key"]).reset_index(drop=True)
-    return _TB_CACHE[signature].copy()
-
-
-def _numeric(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, int | float) and math.isfinite(value):
-        return float(value)
-    return None
-
-
 def load_metrics(run: RunInfo | str | os.PathLike, wide: bool = False) -> pd.DataFrame:
     """Logged scalars: long ``(step, key, value)``, or one row per step and one column per key (``wide``).
 
     Read from ``metrics.jsonl``, or from the tensorboard events when there is none (official runs).
     """
-    folder = run_path(run)
-    records = read_step_log(RunLayout(folder).metrics, damaged="warn")
-    if records:
-        rows = [
-            (int(r["step"]), str(key), number)
-            for r in records
-            for key, value in (r.get("data") or {}).items()
-            if (number := _numeric(value)) is not None
-        ]
-        long = pd.DataFrame(rows, columns=["step", "key", "value"]).drop_duplicates(["step", "key"], keep="last")
-    elif RunLayout(folder).has_tensorboard_events():
-        long = tensorboard_scalars(folder)
-    else:
-        raise MissingData(f"{folder}: neither metrics.jsonl nor tensorboard events")
-    long = long.sort_values(["step", "key"]).reset_index(drop=True)
+    long = logged_scalars(run_path(run))
     if wide:
         return long.pivot(index="step", columns="key", values="value").reset_index().rename_axis(columns=None)
     return long

@@ -4,15 +4,27 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from spo_helpers.analysis.scalars import logged_scalars
+from spo_helpers.core.metric_names import SPO_PREFIX
 from spo_helpers.errors import MissingData, UserError
 from spo_helpers.formats.layout import ESTIMATION_EXP_NAME, RUNS_SUBDIR, RunLayout
+from spo_helpers.formats.run_config import (
+    SEED,
+    TRAIN_STAGE,
+    config_section,
+    config_value,
+    read_run_config,
+    read_run_record,
+    run_method,
+    run_stage,
+)
 
 RUN_COLUMNS = ("run", "method", "seed")
 """The columns that tag every frame with its run."""
@@ -35,6 +47,10 @@ class RunInfo:
     def title(self) -> str:
         return self.label or self.name
 
+    def __fspath__(self) -> str:
+        """A run stands for its folder wherever a path is taken (``open``, ``Path``, the readers of ``formats``)."""
+        return os.fspath(self.path)
+
 
 def is_run_folder(path: str | os.PathLike) -> bool:
     """A folder with metrics.jsonl, config.yaml or tensorboard event files."""
@@ -49,32 +65,7 @@ def is_run_folder(path: str | os.PathLike) -> bool:
 
 def load_config(run: RunInfo | str | os.PathLike) -> dict[str, Any]:
     """The ``config`` section of ``config.yaml`` (empty for official runs)."""
-    record = _read_run_yaml(run_path(run))
-    section = record.get("config")
-    return section if isinstance(section, dict) else {}
-
-
-def _read_run_yaml(folder: Path) -> dict[str, Any]:
-    import yaml
-
-    path = RunLayout(folder).config
-    if not path.is_file():
-        return {}
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    try:
-        record = yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
-    except yaml.YAMLError as err:
-        raise UserError(f"{path}: not valid YAML ({err})") from None
-    return record if isinstance(record, dict) else {}
-
-
-def config_value(config: Mapping[str, Any], dotted: str, default: Any = None) -> Any:
-    node: Any = config
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return default
-        node = node[part]
-    return node
+    return read_run_config(run_path(run))
 
 
 def method_from_name(name: str) -> str | None:
@@ -93,24 +84,22 @@ def _seed_from_name(name: str) -> int | None:
 
 
 def _describe_run(folder: Path, pipeline: Path | None) -> RunInfo | None:
-    record = _read_run_yaml(folder)
-    config = record.get("config") if isinstance(record.get("config"), dict) else {}
-    if folder.name.startswith(ESTIMATION_EXP_NAME) or record.get("stage", "train") != "train":
+    record = read_run_record(folder)
+    config = config_section(record)
+    if folder.name.startswith(ESTIMATION_EXP_NAME) or run_stage(record) != TRAIN_STAGE:
         return None
     name = str(config_value(config, "trainer.experiment_name") or folder.name)
-    method = config_value(config, "kit.method")
+    method = run_method(config)
     kind = "kit" if (record or RunLayout(folder).metrics.is_file()) else "official"
     if not method:
         method = method_from_name(name) or method_from_name(folder.name)
     if not method:
-        from spo_helpers.analysis.metrics import load_metrics  # metrics tags frames with runs: import here
-
         try:
-            tags = load_metrics(folder)["key"]
-            method = "SPO" if tags.astype(str).str.startswith("spo/").any() else "GRPO"
+            tags = logged_scalars(folder)["key"]
+            method = "SPO" if tags.astype(str).str.startswith(SPO_PREFIX).any() else "GRPO"
         except MissingData:
             method = "unknown"
-    seed = config_value(config, "kit.seed")
+    seed = config_value(config, SEED)
     seed = int(seed) if seed is not None else _seed_from_name(name)
     return RunInfo(path=folder, name=name, method=str(method).upper(), seed=seed, kind=kind, pipeline=pipeline)
 

@@ -21,8 +21,16 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from spo_helpers.analysis.runs import RUN_COLUMNS, RunInfo, config_value, load_config
+from spo_helpers.analysis.runs import RUN_COLUMNS, RunInfo, load_config
 from spo_helpers.analysis.throughput import SimConfig, simulate
+from spo_helpers.core.metric_names import (
+    TIMING_GEN,
+    TIMING_STEP,
+    TOOL_ASSISTANT_TURNS_MAX,
+    TOOL_CALLS_MEAN,
+    TOOL_SANDBOX_LATENCY_MEAN,
+)
+from spo_helpers.formats.run_config import config_value
 
 SCHEDULE_COLUMNS = (*RUN_COLUMNS, "schedule", "arm")
 SIM_SEEDS = 3
@@ -54,7 +62,7 @@ def run_schedules(runs: list[RunInfo]) -> pd.DataFrame:
 def step_throughput(metrics: pd.DataFrame, steps: pd.DataFrame, schedules: pd.DataFrame) -> pd.DataFrame:
     """Per run and training step: ``samples``, ``seconds`` (``timing_s/step``), ``samples_per_s``, with the run's
     schedule and arm. ``metrics``: the long metrics frame (``run, step, key, value``); ``steps``: ``load_steps``."""
-    timing = metrics[metrics["key"] == "timing_s/step"][["run", "step", "value"]].rename(columns={"value": "seconds"})
+    timing = metrics[metrics["key"] == TIMING_STEP][["run", "step", "value"]].rename(columns={"value": "seconds"})
     counts = steps.groupby(["run", "step"]).size().rename("samples").reset_index()
     frame = timing.merge(counts, on=["run", "step"], how="inner")
     frame = frame[frame["seconds"] > 0]
@@ -86,11 +94,11 @@ def simulated_throughput(metrics: pd.DataFrame, schedules: pd.DataFrame) -> pd.D
         latency = schedule.latency
         if schedule.schedule != "sync" or str(latency.get("dist", "none")) != "lognormal" or schedule.batch_size < 1:
             continue
-        calls = _mean_metric(metrics, schedule.run, "tool/calls/mean")
-        gen = _mean_metric(metrics, schedule.run, "timing_s/gen")
-        step = _mean_metric(metrics, schedule.run, "timing_s/step")
-        rounds = _mean_metric(metrics, schedule.run, "tool/assistant_turns/max")
-        sandbox = _mean_metric(metrics, schedule.run, "tool/sandbox_latency/mean")
+        calls = _mean_metric(metrics, schedule.run, TOOL_CALLS_MEAN)
+        gen = _mean_metric(metrics, schedule.run, TIMING_GEN)
+        step = _mean_metric(metrics, schedule.run, TIMING_STEP)
+        rounds = _mean_metric(metrics, schedule.run, TOOL_ASSISTANT_TURNS_MAX)
+        sandbox = _mean_metric(metrics, schedule.run, TOOL_SANDBOX_LATENCY_MEAN)
         if not all(math.isfinite(v) for v in (calls, gen, step, rounds, sandbox)) or calls <= 0:
             continue
         mu, sigma = float(latency.get("mu", 0.0)), float(latency.get("sigma", 1.0))

@@ -19,18 +19,20 @@ from spo_helpers.analysis.runs import (
     RUN_COLUMNS,
     RunInfo,
     collect,
-    config_value,
     load_config,
     run_path,
 )
-from spo_helpers.core.metric_names import TRAIN_REWARD
+from spo_helpers.core.metric_names import TRAIN_REWARD, VAL_CORE_PREFIX
 from spo_helpers.errors import MissingData, UserError
 from spo_helpers.formats.dumps import DumpFile, describe_bad, dump_step, read_dump, step_dumps
 from spo_helpers.formats.layout import RunLayout
+from spo_helpers.formats.run_config import config_value
 
 logger = logging.getLogger(__name__)
 
-_VAL_CORE = re.compile(r"^val-core/(?P<ds>[^/]+)/(?P<var>[^/]+)/(?P<stat>mean@\d+|maj@\d+/mean|best@\d+/mean)$")
+_VAL_CORE = re.compile(
+    "^" + re.escape(VAL_CORE_PREFIX) + r"(?P<ds>[^/]+)/(?P<var>[^/]+)/(?P<stat>mean@\d+|maj@\d+/mean|best@\d+/mean)$"
+)
 
 
 # ---------------------------------------------------------------------------------------------- validation dumps

@@ -13,6 +13,13 @@ from __future__ import annotations
 import numpy as np
 
 from spo_helpers.core.advantages import zero_advantage_fraction, zero_fraction
+from spo_helpers.core.metric_names import (
+    ADV_VAR_AFTER_NORM,
+    ADV_VAR_BEFORE_NORM,
+    CALIBRATION_BRIER,
+    ZERO_ADV_FRAC,
+    ZERO_ADV_FRAC_REALISED,
+)
 
 
 def _variance(x: np.ndarray) -> float:
@@ -37,17 +44,17 @@ def calibration(p_hat: np.ndarray, rewards: np.ndarray) -> dict[str, float]:
         "kit/calibration/p_hat_mean": float(p.mean()),
         "kit/calibration/reward_mean": float(r.mean()),
         "kit/calibration/gap": float(p.mean() - r.mean()),
-        "kit/calibration/brier": float(np.mean((p - r) ** 2)),
+        CALIBRATION_BRIER: float(np.mean((p - r) ** 2)),
     }
 
 
 def grpo_diagnostics(rewards: np.ndarray, group_ids, advantages: np.ndarray) -> dict[str, float]:
     r = np.asarray(rewards, dtype=np.float64)
     return {
-        "kit/zero_adv_frac": zero_advantage_fraction(r, group_ids),
-        "kit/zero_adv_frac_realised": zero_fraction(advantages),
-        "kit/adv_var_before_norm": _variance(grpo_centred(r, group_ids)),
-        "kit/adv_var_after_norm": _variance(np.asarray(advantages, dtype=np.float64)),
+        ZERO_ADV_FRAC: zero_advantage_fraction(r, group_ids),
+        ZERO_ADV_FRAC_REALISED: zero_fraction(advantages),
+        ADV_VAR_BEFORE_NORM: _variance(grpo_centred(r, group_ids)),
+        ADV_VAR_AFTER_NORM: _variance(np.asarray(advantages, dtype=np.float64)),
     }
 
 
@@ -56,10 +63,10 @@ def spo_diagnostics(rewards: np.ndarray, p_hat: np.ndarray, advantages: np.ndarr
     raw = r - np.asarray(p_hat, dtype=np.float64)
     zero = zero_fraction(advantages)  # no groups: the structural and the realised share coincide
     return {
-        "kit/zero_adv_frac": zero,
-        "kit/zero_adv_frac_realised": zero,
-        "kit/adv_var_before_norm": _variance(raw),
-        "kit/adv_var_after_norm": _variance(np.asarray(advantages, dtype=np.float64)),
+        ZERO_ADV_FRAC: zero,
+        ZERO_ADV_FRAC_REALISED: zero,
+        ADV_VAR_BEFORE_NORM: _variance(raw),
+        ADV_VAR_AFTER_NORM: _variance(np.asarray(advantages, dtype=np.float64)),
     }
 
 

@@ -1,8 +1,11 @@
-"""A checkpoint folder on disk: which ``global_step_N`` folders are complete, and whether one still holds what was
-written (``verl_glue.checkpoint`` writes them; every command that loads one checks it here).
+"""A checkpoint folder on disk: its file names, which ``global_step_N`` folders are complete, and whether one still
+holds what was written (``verl_glue.checkpoint`` writes them; every command that loads one checks it here).
 
-``global_step_N/kit_complete.json``, written last, records the size and SHA-256 of every other file of the folder;
-a folder without it is incomplete (a crash mid-save), one whose files no longer match it is damaged.
+``<checkpoints>/global_step_N/`` holds ``kit_state/state.pt`` (the kit's state), verl's ``actor/`` (on the CPU
+backend ``actor/cpu_worker.pt``: weights, optimiser, scheduler and sampling RNG) and ``data.pt``, and last
+``kit_complete.json``, which records the size and SHA-256 of every other file of the folder; a folder without it
+is incomplete (a crash mid-save), one whose files no longer match it is damaged. verl's
+``latest_checkpointed_iteration.txt`` beside the step folders names the step to resume from.
 """
 
 from __future__ import annotations
@@ -15,13 +18,38 @@ from typing import Any
 from spo_helpers.errors import UserError
 from spo_helpers.formats.atomic import sha256_file
 
+STEP_PREFIX = "global_step_"
 COMPLETE_MARKER = "kit_complete.json"
 KIT_STATE_DIR = "kit_state"
+KIT_STATE_FILE = "state.pt"
+ACTOR_DIR = "actor"
+CPU_WORKER_FILE = "cpu_worker.pt"
+"""The CPU backend's actor checkpoint (``verl_glue.cpu_backend``), in ``actor/``."""
 LATEST_FILE = "latest_checkpointed_iteration.txt"
 
 
-def _step_of(path: Path) -> int:
-    return int(path.name.split("_")[-1])
+def step_dir(root: str | os.PathLike, step: int) -> Path:
+    """``<root>/global_step_<step>``: the checkpoint of one step."""
+    return Path(root) / f"{STEP_PREFIX}{int(step)}"
+
+
+def is_step_dir(path: Path) -> bool:
+    return path.name.startswith(STEP_PREFIX) and path.name[len(STEP_PREFIX) :].isdigit()
+
+
+def step_of(path: Path) -> int:
+    """``N`` of ``global_step_N``."""
+    return int(path.name[len(STEP_PREFIX) :])
+
+
+def step_dirs(root: str | os.PathLike) -> list[Path]:
+    """Every ``global_step_N`` folder under ``root``, complete or not, oldest first."""
+    return sorted((p for p in Path(root).glob(f"{STEP_PREFIX}*") if is_step_dir(p)), key=step_of)
+
+
+def kit_state_file(step_folder: Path) -> Path:
+    """``<global_step_N>/kit_state/state.pt``: the kit's state of that step."""
+    return step_folder / KIT_STATE_DIR / KIT_STATE_FILE
 
 
 def complete_checkpoints(root: str | os.PathLike) -> list[Path]:
@@ -29,12 +57,8 @@ def complete_checkpoints(root: str | os.PathLike) -> list[Path]:
     folder = Path(root)
     if not folder.is_dir():
         return []
-    complete = [
-        p
-        for p in folder.glob("global_step_*")
-        if p.name.split("_")[-1].isdigit() and (p / COMPLETE_MARKER).is_file() and (p / "actor").is_dir()
-    ]
-    return sorted(complete, key=_step_of, reverse=True)
+    complete = [p for p in step_dirs(folder) if (p / COMPLETE_MARKER).is_file() and (p / ACTOR_DIR).is_dir()]
+    return sorted(complete, key=step_of, reverse=True)
 
 
 def newest_complete_checkpoint(root: str | os.PathLike) -> Path | None:

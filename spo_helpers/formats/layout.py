@@ -91,6 +91,11 @@ class RunLayout:
         return self.root / "tensorboard"
 
     @property
+    def sandbox_tool_config(self) -> Path:
+        """The run's copy of its tool file with the sandbox URL put in (``verl_glue.tool_sandbox``)."""
+        return self.root / "sandbox_tool_config.yaml"
+
+    @property
     def verl_log(self) -> Path:
         return self.root / "verl.log"
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import re
 
-_CODE_BLOCK = re.compile(r"<code>(.*?)</code>", re.DOTALL)
+from spo_helpers.formats.tool_blocks import CODE_BLOCK
+
 _OPENING_FENCE = re.compile(r"^```(?:python)?\s*\n?")
 _CLOSING_FENCE = re.compile(r"\n?```\s*$")
 
@@ -37,7 +38,7 @@ def extract_code_blocks(text: str) -> list[str]:
     >>> extract_code_blocks("a <code>\\n```python\\n1+1\\n```\\n</code> b <code>print(3)</code>")
     ['1+1', 'print(3)']
     """
-    return [strip_fences(block) for block in _CODE_BLOCK.findall(text)]
+    return [strip_fences(block) for block in CODE_BLOCK.findall(text)]
 
 
 def wrap_last_line_in_print(code: str) -> str:

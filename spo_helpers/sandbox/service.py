@@ -172,16 +172,15 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m spo_helpers.sandbox.service``: the same as ``spo sandbox``, without the ``spo`` entry point."""
-    from spo_helpers.errors import UserError
+    from spo_helpers.errors import USER_ERRORS, report_error
 
     parser = argparse.ArgumentParser(prog="python -m spo_helpers.sandbox.service", description=__doc__.splitlines()[0])
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:
         return run(args)
-    except UserError as err:
-        print(f"spo sandbox: error: {err}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as err:
+        return report_error("spo sandbox", err)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from spo_helpers.errors import UserError
 from spo_helpers.formats.benchmarks import PAPER_BENCHMARK_NAMES, parse_benchmark, write_benchmarks
 from spo_helpers.formats.eval_protocol import protocol
 from spo_helpers.formats.layout import RunLayout
+from spo_helpers.formats.run_config import read_run_config, run_method
 from spo_helpers.run_settings import ENV_NOTE, EvaluateSettings, add_flags, from_args
 from spo_helpers.verl_stage import Defaults, DryRun, StageResult, run_verl_stage
 
@@ -39,16 +40,10 @@ def default_benchmarks(preset: str, defaults: Defaults) -> list[str]:
 
 def checkpoint_method(checkpoint: str | Path) -> str:
     """The method of the run a ``global_step_N`` folder belongs to (its run's ``config.yaml``), else ``CHECKPOINT``."""
-    import yaml
-
     path = Path(checkpoint).resolve()
     for parent in path.parents:
-        record = parent / "config.yaml"
-        if record.is_file():
-            data = yaml.safe_load(record.read_text(encoding="utf-8")) or {}
-            config = data.get("config", data) if isinstance(data, dict) else {}
-            method = (config.get("kit") or {}).get("method") if isinstance(config, dict) else None
-            return str(method or "CHECKPOINT").upper()
+        if RunLayout(parent).config.is_file():
+            return run_method(read_run_config(parent)) or "CHECKPOINT"
     return "CHECKPOINT"
 
 

@@ -16,21 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from spo_helpers.errors import UserError
-from spo_helpers.formats.checkpoints import complete_checkpoints, verified
+from spo_helpers.formats.checkpoints import ACTOR_DIR, CPU_WORKER_FILE, complete_checkpoints, step_of, verified
 from spo_helpers.formats.layout import RunLayout
+from spo_helpers.formats.run_config import read_run_config
 
 DEFAULT_N = 64
-CHECKPOINT_FILE = "cpu_worker.pt"  # verl_glue.cpu_backend.CHECKPOINT_FILE (not imported: it pulls in verl)
-
-
-def run_config(run_dir: Path) -> dict[str, Any]:
-    import yaml
-
-    path = RunLayout(run_dir).config
-    if not path.is_file():
-        raise UserError(f"{path}: missing; pass a run folder written by `spo train`")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    return data.get("config", data)
 
 
 def sampling_settings(config: dict[str, Any]) -> dict[str, Any]:
@@ -55,8 +45,8 @@ def checkpoint_steps(run_dir: Path) -> dict[int, Path | None]:
     marker written, its weights file there), plus ``{0: None}`` (the initial model). Not yet verified."""
     found: dict[int, Path | None] = {0: None}
     for path in complete_checkpoints(RunLayout(run_dir).checkpoints):
-        if (path / "actor" / CHECKPOINT_FILE).is_file():
-            found[int(path.name.rsplit("_", 1)[-1])] = path / "actor"
+        if (path / ACTOR_DIR / CPU_WORKER_FILE).is_file():
+            found[step_of(path)] = path / ACTOR_DIR
     return dict(sorted(found.items()))
 
 
@@ -112,7 +102,7 @@ def load_policy(model_path: str, checkpoint: Path | None):
 
     model, tokenizer = load_model(model_path)
     if checkpoint is not None:
-        state = torch.load(checkpoint / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+        state = torch.load(checkpoint / CPU_WORKER_FILE, map_location="cpu", weights_only=False)
         model.load_state_dict(state["model"])
         model.eval()
     return model, tokenizer
@@ -140,7 +130,7 @@ def measure_run(
     from spo_helpers.world.warmstart import model_success_rates
 
     root = Path(run_dir)
-    config = run_config(root)
+    config = read_run_config(root, required=True)
     settings = sampling_settings(config)
     model_path = str(config["actor_rollout_ref"]["model"]["path"])
     if not Path(model_path).exists() and (Path.cwd() / model_path).exists():

@@ -27,8 +27,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from spo_helpers.errors import UserError
-from spo_helpers.stages.pipeline import STAGES, packaged_notebooks
+from spo_helpers.errors import USER_ERRORS, UserError, report_error
+from spo_helpers.formats.notebook_templates import packaged_notebooks, restore_hint, template_names, template_problems
 
 logger = logging.getLogger(__name__)
 
@@ -36,51 +36,6 @@ DEFAULT_DEST = Path("runs") / "notebooks"
 LAB_SETTINGS = {"@jupyter-widgets/jupyterlab-manager:plugin": {"saveState": True}}
 """The kit's JupyterLab defaults, as ``jupyter/spo-helpers.json`` holds them."""
 LAB_SETTINGS_FILE = Path("share") / "jupyter" / "lab" / "settings" / "overrides.d" / "spo-helpers.json"
-SAVED_BY_A_SESSION = ("outputs", "execution counts", "widget state")
-
-
-def template_names() -> list[str]:
-    return [f"{stage}.ipynb" for stage in STAGES]
-
-
-def saved_state(path: Path) -> list[str]:
-    """What a JupyterLab session left in the notebook ``path``: cells with outputs or execution counts, widget
-    state in its metadata. Empty for a clean template."""
-    try:
-        notebook = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        return [f"unreadable ({err})"]
-    cells = [c for c in notebook.get("cells", []) if c.get("cell_type") == "code"]
-    found = []
-    with_outputs = sum(bool(c.get("outputs")) for c in cells)
-    if with_outputs:
-        found.append(f"{with_outputs} cell(s) with outputs")
-    counted = sum(c.get("execution_count") is not None for c in cells)
-    if counted:
-        found.append(f"{counted} execution count(s)")
-    if notebook.get("metadata", {}).get("widgets"):
-        found.append("saved widget state")
-    return found
-
-
-def template_problems(folder: Path | None = None) -> list[str]:
-    """One line per template in ``folder`` (default: the packaged templates) that a session saved into."""
-    folder = Path(folder) if folder is not None else packaged_notebooks()
-    problems = []
-    for name in template_names():
-        if not (folder / name).exists():
-            continue  # a missing template is the pipeline's error, named when its stage runs
-        found = saved_state(folder / name)
-        if found:
-            problems.append(f"{folder / name}: {', '.join(found)}")
-    return problems
-
-
-def restore_hint(folder: Path) -> str:
-    """How to get clean templates back: git in a checkout, a reinstall otherwise."""
-    if (folder.parent / ".git").exists():
-        return f"restore them with `git checkout -- {folder.name}/` (or clear their outputs and widget state)"
-    return "reinstall spo-helpers (or clear their outputs and widget state)"
 
 
 @dataclass
@@ -167,14 +122,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.check:
-        problems = template_problems()
+        templates = packaged_notebooks()
+        problems = template_problems(templates)
         if problems:
             print("notebook templates saved from a session:", file=sys.stderr)
             for line in problems:
                 print(f"  {line}", file=sys.stderr)
-            print(f"  {restore_hint(packaged_notebooks())}", file=sys.stderr)
+            print(f"  {restore_hint(templates)}", file=sys.stderr)
             return 1
-        print(f"notebook templates clean: {packaged_notebooks()}")
+        print(f"notebook templates clean: {templates}")
         return 0
     report = copy_templates(args.dest, force=args.force)
     if report.copied:
@@ -192,9 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(parser)
     try:
         return run(parser.parse_args(argv))
-    except UserError as err:
-        print(f"spo notebooks: error: {err}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as err:
+        return report_error("spo notebooks", err)
 
 
 if __name__ == "__main__":

@@ -14,20 +14,16 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from spo_helpers.errors import UserError
+from spo_helpers.errors import UserError, report_error
 from spo_helpers.formats.atomic import atomic_write_json
-from spo_helpers.formats.layout import PIPELINE_RECORD, PipelineLayout
+from spo_helpers.formats.layout import PipelineLayout
+from spo_helpers.formats.notebook_templates import STAGES, notebooks_dir, restore_hint, template_problems
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("01_split", "02_estimate", "03_merge", "04_train", "05_analysis")
-RECORD = PIPELINE_RECORD
-NOTEBOOKS_PACKAGE = "spo_helpers.notebooks"
-NOTEBOOKS_ENV = "SPO_NOTEBOOKS"
 INTERPRETER_KERNEL = "spo-interpreter"
 """The kernel name that stands for this Python interpreter (no installed kernelspec needed)."""
 
@@ -68,36 +64,9 @@ class PipelineConfig:
         return "ray" if self.gpu else "cpu"
 
 
-def packaged_notebooks() -> Path:
-    """The notebook templates installed with the package (``spo_helpers.notebooks``, a data-only package).
-
-    In an editable install or a bare checkout the package is the source tree, where the templates are the
-    repository's ``notebooks/`` (setuptools' editable finder cannot map a data-only subpackage elsewhere).
-    """
-    try:
-        # A data-only package is a namespace package: join a file name to get a real path.
-        return Path(str(files(NOTEBOOKS_PACKAGE) / f"{STAGES[0]}.ipynb")).parent
-    except ModuleNotFoundError:
-        return Path(__file__).resolve().parents[2] / "notebooks"
-
-
-def notebooks_dir() -> Path:
-    """``$SPO_NOTEBOOKS`` when set, else the packaged templates."""
-    env = os.environ.get(NOTEBOOKS_ENV)
-    folder = Path(env) if env else packaged_notebooks()
-    if not (folder / f"{STAGES[0]}.ipynb").is_file():
-        raise UserError(
-            f"pipeline notebooks not found in {folder} (set {NOTEBOOKS_ENV} to a folder holding "
-            f"{STAGES[0]}.ipynb ... {STAGES[-1]}.ipynb, or reinstall spo-helpers)"
-        )
-    return folder
-
-
 def check_templates(folder: Path) -> None:
     """Refuse templates a JupyterLab session saved into (outputs, execution counts, widget state): the pipeline
     would run whatever was edited and saved there. Users explore copies (``spo notebooks``)."""
-    from spo_helpers.stages.notebooks import restore_hint, template_problems
-
     problems = template_problems(folder)
     if problems:
         raise UserError(
@@ -392,8 +361,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         status = run_pipeline(cfg, force=args.force, stages=tuple(args.stages or STAGES), report=print)
     except PipelineStageFailed as err:
-        print(f"spo pipeline: error: {err}", file=sys.stderr)
-        return 1
+        return report_error("spo pipeline", err, exit_code=1)
     elapsed = time.perf_counter() - start
     print(f"\npipeline {cfg.name}: {', '.join(f'{k} {v}' for k, v in status.items())} in {elapsed / 60:.1f} min")
     print(f"executed notebooks: {cfg.layout.notebooks}")

@@ -99,7 +99,7 @@ def make_portable(root: str | Path) -> dict[str, int]:
     project = project_folder(root)
     changed = {}
     records = [root / stats_path_for(OFFLINE_VALUES_FILE).name]  # the merge's stats name its input folder
-    for config in sorted(PipelineLayout(root).runs.glob("*/config.yaml")):
+    for config in sorted(PipelineLayout(root).runs.glob(f"*/{_RUN.config.name}")):
         changed[config.parent.name] = name_data_sources(config.parent)
         records.append(config)
     for record in records:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from spo_helpers.core.metric_names import SAMPLES_TOTAL, TRAIN_REWARD
+from spo_helpers.core.metric_names import SAMPLES_TOTAL, TRAIN_REWARD, VAL_CORE_PREFIX
 from spo_helpers.errors import UserError
 from spo_helpers.formats.layout import SUBSET_GLOB, RunLayout, subset_files
 from spo_helpers.formats.steplog import read_step_log
@@ -104,7 +104,7 @@ def summarise_run(method: str, run_dir: Path, seconds: float) -> TrainSummary:
     train = [r for r in records if TRAIN_REWARD in r["data"]]
     validation = {}
     for record in records:
-        validation.update({k: v for k, v in record["data"].items() if k.startswith("val-core/")})
+        validation.update({k: v for k, v in record["data"].items() if k.startswith(VAL_CORE_PREFIX)})
     last = train[-1]["data"] if train else {}
     return TrainSummary(
         method=method,

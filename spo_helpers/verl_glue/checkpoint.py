@@ -34,16 +34,17 @@ from omegaconf import open_dict
 
 from spo_helpers.errors import UserError
 from spo_helpers.formats.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
-from spo_helpers.formats.checkpoints import (  # re-exported: the trainers' and tests' names
+from spo_helpers.formats.checkpoints import (
     COMPLETE_MARKER,
-    KIT_STATE_DIR,
     LATEST_FILE,
     checkpoint_problems,
-    complete_checkpoints,
     describe,
     file_digests,
+    kit_state_file,
     newest_complete_checkpoint,
     newest_verified_checkpoint,
+    step_dir,
+    step_of,
 )
 
 logger = logging.getLogger(__name__)
@@ -55,15 +56,7 @@ def _torch_bytes(obj: Any) -> bytes:
     return buffer.getvalue()
 
 
-__all__ = [
-    "COMPLETE_MARKER",
-    "KIT_STATE_DIR",
-    "LATEST_FILE",
-    "CheckpointMixin",
-    "RunStopped",
-    "complete_checkpoints",
-    "newest_complete_checkpoint",
-]
+__all__ = ["CheckpointMixin", "RunStopped", "write_failure"]
 
 
 DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
@@ -113,28 +106,28 @@ class CheckpointMixin:
         step's partial folder, which would never be resumed from, and stops the run with one line: the file, the
         free space, the fix, and the checkpoint it resumes from."""
         root = Path(self.config.trainer.default_local_dir)
-        step_dir = root / f"global_step_{self.global_steps}"
-        (step_dir / COMPLETE_MARKER).unlink(missing_ok=True)
+        folder = step_dir(root, self.global_steps)
+        (folder / COMPLETE_MARKER).unlink(missing_ok=True)
         try:
-            state_dir = step_dir / KIT_STATE_DIR
-            state_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(state_dir / "state.pt", _torch_bytes(self._kit_state()))
+            state_file = kit_state_file(folder)
+            state_file.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(state_file, _torch_bytes(self._kit_state()))
             super()._save_checkpoint()
         except Exception as err:
             failure = write_failure(err)
             if failure is None:
                 raise
-            shutil.rmtree(step_dir, ignore_errors=True)
+            shutil.rmtree(folder, ignore_errors=True)
             newest = newest_complete_checkpoint(root)
             free = shutil.disk_usage(root if root.is_dir() else root.parent).free / 2**30
             raise UserError(
-                f"{step_dir}: the checkpoint of step {self.global_steps} could not be written ({failure}; "
+                f"{folder}: the checkpoint of step {self.global_steps} could not be written ({failure}; "
                 f"{free:.1f} GiB free there); its partial folder was removed; free disk space (or lower "
                 "trainer.max_actor_ckpt_to_keep) and run the same command again: it resumes from "
                 f"{newest.name if newest else 'the start'}"
             ) from None
-        record = {"global_step": self.global_steps, "time": time.time(), "files": file_digests(step_dir)}
-        atomic_write_json(step_dir / COMPLETE_MARKER, record)
+        record = {"global_step": self.global_steps, "time": time.time(), "files": file_digests(folder)}
+        atomic_write_json(folder / COMPLETE_MARKER, record)
         atomic_write_text(root / LATEST_FILE, str(self.global_steps))
         stop_after = self.config.kit.get("stop_after_step")
         if stop_after is not None and self.global_steps >= int(stop_after):
@@ -145,8 +138,8 @@ class CheckpointMixin:
         root = Path(trainer_cfg.default_local_dir)
         if trainer_cfg.resume_mode == "auto":
             newest, rejected = newest_verified_checkpoint(root)
-            for step_dir, problems in rejected:
-                logger.warning("damaged checkpoint skipped: %s", describe(step_dir, problems))
+            for folder, problems in rejected:
+                logger.warning("damaged checkpoint skipped: %s", describe(folder, problems))
             latest = root / LATEST_FILE
             if newest is None and rejected:
                 raise UserError(
@@ -158,7 +151,7 @@ class CheckpointMixin:
             else:
                 if rejected:
                     logger.warning("resuming from %s instead", newest)
-                atomic_write_text(latest, newest.name.split("_")[-1])
+                atomic_write_text(latest, str(step_of(newest)))
         elif trainer_cfg.resume_mode == "resume_path" and trainer_cfg.resume_from_path:
             chosen = Path(trainer_cfg.resume_from_path)
             problems = checkpoint_problems(chosen) if (chosen / COMPLETE_MARKER).is_file() else []
@@ -166,16 +159,14 @@ class CheckpointMixin:
                 raise UserError(f"trainer.resume_from_path does not verify: {describe(chosen, problems)}")
         result = super()._load_checkpoint()
         if self.global_steps > 0:
-            step_dir = (
+            folder = (
                 Path(trainer_cfg.resume_from_path)
                 if trainer_cfg.resume_mode == "resume_path"
-                else root / f"global_step_{self.global_steps}"
+                else step_dir(root, self.global_steps)
             )
-            state_file = step_dir / KIT_STATE_DIR / "state.pt"
+            state_file = kit_state_file(folder)
             if not state_file.is_file():
-                raise UserError(
-                    f"{step_dir}: checkpoint has no kit state ({state_file}); it was not written by the kit"
-                )
+                raise UserError(f"{folder}: checkpoint has no kit state ({state_file}); it was not written by the kit")
             self._load_kit_state(torch.load(state_file, map_location="cpu", weights_only=False))
             if not trainer_cfg.get("val_only", False):  # an evaluation of a checkpoint is that validation
                 with open_dict(trainer_cfg):

@@ -33,9 +33,8 @@ from omegaconf import DictConfig, open_dict
 
 from spo_helpers.core.latency import LatencyModel
 from spo_helpers.formats.atomic import atomic_write_text
+from spo_helpers.formats.checkpoints import CPU_WORKER_FILE, step_dirs
 from spo_helpers.verl_glue.agent_loop.cpu_server import torch_rng
-
-CHECKPOINT_FILE = "cpu_worker.pt"
 
 
 def ensure_cpu_runtime() -> None:
@@ -372,7 +371,7 @@ class CPUActorRolloutWorkerGroup:
         staging = target.with_name(target.name + ".partial")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
-        torch.save(self.state_dict(), staging / CHECKPOINT_FILE)
+        torch.save(self.state_dict(), staging / CPU_WORKER_FILE)
         self.module.config.save_pretrained(staging / "huggingface")
         self.tokenizer.save_pretrained(staging / "huggingface")
         atomic_write_text(staging / "global_step.txt", f"{int(global_step)}\n")
@@ -385,19 +384,14 @@ class CPUActorRolloutWorkerGroup:
     def _prune(target: Path, keep: int) -> None:
         """Keep the newest ``keep`` sibling ``global_step_*`` folders (verl's layout: step/actor)."""
         step_dir = target.parent
-        root = step_dir.parent
-        steps = sorted(
-            (p for p in root.glob("global_step_*") if p.name.split("_")[-1].isdigit()),
-            key=lambda p: int(p.name.split("_")[-1]),
-        )
-        for old in steps[:-keep]:
+        for old in step_dirs(step_dir.parent)[:-keep]:
             if old != step_dir:
                 shutil.rmtree(old, ignore_errors=True)
 
     def load_checkpoint(self, local_path, hdfs_path=None, del_local_after_load=False) -> None:
         if local_path is None:
             return
-        state = torch.load(Path(local_path) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+        state = torch.load(Path(local_path) / CPU_WORKER_FILE, map_location="cpu", weights_only=False)
         self.module.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])

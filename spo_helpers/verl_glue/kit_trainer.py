@@ -23,7 +23,6 @@ from verl import DataProto
 from spo_helpers.core.metric_names import (
     RESPONSE_TOKENS_TOTAL,
     SAMPLES_TOTAL,
-    TOOL_PREFIX,
     TOOL_REWARD_WITH_CALL,
     TOOL_REWARD_WITHOUT_CALL,
 )
@@ -253,7 +252,7 @@ class KitTrainerMixin(CheckpointMixin):
         calls = self._tool_calls(batch)
         if calls is None:
             return {}
-        metrics = summarize(list(batch.non_tensor_batch["tool_metrics"]), prefix=TOOL_PREFIX)
+        metrics = summarize(list(batch.non_tensor_batch["tool_metrics"]))
         used = calls > 0
         if used.any():
             metrics[TOOL_REWARD_WITH_CALL] = float(np.mean(rewards[used]))

@@ -19,13 +19,12 @@ preset uses the CPU world's (built on first use, like ``spo train``).
 from __future__ import annotations
 
 import logging
-import sys
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from spo_helpers import cpu_threads
-from spo_helpers.errors import UserError
+from spo_helpers.errors import USER_ERRORS, report_error
 from spo_helpers.verl_glue.config import CONFIG_DIR, CONFIG_NAME, finalise
 
 logger = logging.getLogger(__name__)
@@ -88,22 +87,20 @@ def run(config: DictConfig) -> None:
         return
     from spo_helpers.verl_glue.run_guard import start_run
 
-    start_run(config, {"stage": "estimate" if config.kit.method == "EVAL" else "train"})
+    start_run(config, "estimate" if config.kit.method == "EVAL" else "train")
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name=CONFIG_NAME, version_base=None)
 def main(config: DictConfig) -> None:
     """``python -m spo_helpers.verl_glue.main``: compose, resolve, train.
 
-    A ``UserError`` (a config the kit refuses, such as ``trainer.device=cpu`` with a GPU preset) is printed as
-    the one line ``spo`` prints, and the app exits with code 2.
+    A ``UserError`` (a config the kit refuses, such as ``trainer.device=cpu`` with a GPU preset) or a missing
+    path is printed as the one line ``spo`` prints (``errors.report_error``), and the app exits with code 2.
     """
     try:
         run(config)
-    except UserError as err:
-        message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
-        print(f"{APP}: error: {message}", file=sys.stderr)
-        raise SystemExit(2) from None
+    except USER_ERRORS as err:
+        raise SystemExit(report_error(APP, err)) from None
 
 
 if __name__ == "__main__":

@@ -26,10 +26,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from spo_helpers.formats.keys import reward_key
+from spo_helpers.formats.tool_blocks import TOOL_MARKERS
 
 TAIL_CHARS = 300
 THINK_END = "</think>"
-TOOL_MARKERS = ("<code>", "<interpreter>")
 
 
 def _as_text(value: Any) -> str:

@@ -32,8 +32,11 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from spo_helpers.errors import UserError
+from spo_helpers.errors import USER_ERRORS, UserError, report_error
+from spo_helpers.formats.checkpoints import ACTOR_DIR
+from spo_helpers.formats.checkpoints import step_dir as checkpoint_step_dir
 from spo_helpers.formats.layout import RunLayout
+from spo_helpers.formats.run_config import read_run_config
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,7 @@ def merge_actor(step_dir: Path, target: Path) -> Path:
     from verl.model_merger.base_model_merger import ModelMergerConfig
     from verl.model_merger.fsdp_model_merger import FSDPModelMerger
 
-    actor = step_dir / "actor"
+    actor = step_dir / ACTOR_DIR
     if not (actor / "huggingface").is_dir():
         raise UserError(f"{actor}: not a verl FSDP checkpoint (no huggingface/ folder)")
     config = ModelMergerConfig(
@@ -107,7 +110,7 @@ def greedy_agreement(run_dir: str | Path, step: int | None = None, limit: int = 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     layout = RunLayout(Path(run_dir))
-    config = OmegaConf.create(OmegaConf.load(layout.config)["config"])
+    config = OmegaConf.create(read_run_config(layout.root, required=True))
     val = config.actor_rollout_ref.rollout.val_kwargs
     if float(val.temperature) != 0.0 or int(val.n) != 1:
         raise UserError(
@@ -121,7 +124,7 @@ def greedy_agreement(run_dir: str | Path, step: int | None = None, limit: int = 
             raise UserError(f"{layout.validation_data}: no validation dump")
         step = int(dumps[-1].stem)
     dump = layout.validation_data / f"{step}.jsonl"
-    step_dir = layout.checkpoints / f"global_step_{step}"
+    step_dir = checkpoint_step_dir(layout.checkpoints, step)
     if not dump.is_file() or not step_dir.is_dir():
         raise UserError(f"{layout.root}: step {step} needs both {dump.name} and checkpoints/{step_dir.name}")
     lines = [json.loads(line) for line in dump.read_text(encoding="utf-8").splitlines() if line.strip()][:limit]
@@ -175,9 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         result = greedy_agreement(args.run_dir, args.step, args.limit)
-    except UserError as err:
-        print(f"rollout_check: error: {err}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as err:
+        return report_error("rollout_check", err)
     print(result.summary())
     for diff in result.differences:
         print(f"  differs: {diff['prompt'][-60:]!r}: rollout {diff['rollout']!r}, generate {diff['generate']!r}")

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from spo_helpers.formats.checkpoints import newest_complete_checkpoint
 from spo_helpers.formats.run_lock import LOCK_FILE, run_lock
-from spo_helpers.verl_glue.checkpoint import newest_complete_checkpoint
 from spo_helpers.verl_glue.run_identity import check_identity
-from spo_helpers.verl_glue.runner import run_training, write_run_config
+from spo_helpers.verl_glue.runner import record_run_config, run_training
 
 
 def clear_run_folder(run_dir: Path) -> None:
@@ -29,8 +29,9 @@ def clear_run_folder(run_dir: Path) -> None:
         shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
 
 
-def start_run(config: DictConfig, extra: dict | None = None, *, fresh: bool = False) -> None:
-    """Lock, (optionally) clear, check identity, write ``config.yaml``, train; see the module doc."""
+def start_run(config: DictConfig, stage: str, extra: dict | None = None, *, fresh: bool = False) -> None:
+    """Lock, (optionally) clear, check identity, write ``config.yaml`` (``stage``: ``train``, ``estimate`` or
+    ``evaluate``, with the command's ``extra`` keys), train; see the module doc."""
     run_dir = Path(config.kit.run_dir)
     with run_lock(run_dir):
         if fresh:
@@ -40,5 +41,5 @@ def start_run(config: DictConfig, extra: dict | None = None, *, fresh: bool = Fa
             and newest_complete_checkpoint(config.trainer.default_local_dir) is not None
         )
         check_identity(config, resuming)
-        write_run_config(config, extra)
+        record_run_config(config, stage, extra)
         run_training(config)

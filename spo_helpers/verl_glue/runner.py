@@ -22,8 +22,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from spo_helpers.errors import UserError
-from spo_helpers.formats.atomic import atomic_write_text
 from spo_helpers.formats.layout import RunLayout
+from spo_helpers.formats.run_config import write_run_config
 from spo_helpers.process_tree import die_with_parent
 from spo_helpers.verl_glue.ray_cpu.settings import RayCPUSettings, is_ray_cpu
 
@@ -156,9 +156,9 @@ def build_trainer(config: DictConfig, init_workers: bool = True):
     return trainer
 
 
-def write_run_config(config: DictConfig, extra: dict | None = None) -> Path:
-    """``$run_dir/config.yaml``: the resolved config, seeds, package versions and the thread policy it runs with
-    (``threads``: this process's, and the Ray CPU workers' where it has them)."""
+def record_run_config(config: DictConfig, stage: str, extra: dict | None = None) -> Path:
+    """``$run_dir/config.yaml`` (``formats.run_config``): the resolved config, seeds, package versions and the
+    thread policy it runs with (``threads``: this process's, and the Ray CPU workers' where it has them)."""
     from importlib.metadata import PackageNotFoundError, version
 
     from spo_helpers import cpu_threads
@@ -174,18 +174,14 @@ def write_run_config(config: DictConfig, extra: dict | None = None) -> Path:
         from spo_helpers.verl_glue.ray_cpu.launch import worker_thread_env
 
         workers = worker_thread_env(RayCPUSettings.from_config(config))
-    threads = cpu_threads.record(workers=workers)
-    record = OmegaConf.create(
-        {
-            "config": OmegaConf.to_container(config, resolve=True),
-            "versions": versions,
-            "threads": threads,
-            **(extra or {}),
-        }
+    return write_run_config(
+        config.kit.run_dir,
+        OmegaConf.to_container(config, resolve=True, enum_to_str=True),
+        stage=stage,
+        versions=versions,
+        threads=cpu_threads.record(workers=workers),
+        extra=extra,
     )
-    path = RunLayout(Path(config.kit.run_dir)).config
-    atomic_write_text(path, OmegaConf.to_yaml(record))
-    return path
 
 
 @contextlib.contextmanager

@@ -37,6 +37,7 @@ from verl.utils.metric import reduce_metrics
 from spo_helpers.core.advantages import spo_advantages
 from spo_helpers.core.diagnostics import calibration, quantiles, spo_diagnostics
 from spo_helpers.core.drift import ResponseStore
+from spo_helpers.core.metric_names import SPO_RHO_CLIP_RATIO
 from spo_helpers.core.sampler import PrioritizedSampler, SamplerConfig
 from spo_helpers.errors import UserError
 from spo_helpers.verl_glue.drift_pass import drift_and_store
@@ -433,7 +434,7 @@ class SPOTrainer(KitTrainerMixin, RayPPOTrainer):
             "spo/D": float(drift.mean()),
             "spo/rho": float(np.mean(raw_rho)),
             "spo/rho_clipped": float(rho.mean()),
-            "spo/rho_clip_ratio": float(np.mean(raw_rho != rho)),
+            SPO_RHO_CLIP_RATIO: float(np.mean(raw_rho != rho)),
             "spo/first_sampled_ratio": float(first_ratio),
             "spo/cur_sampled_number/min": float(visits.min()),
             "spo/cur_sampled_number/max": float(visits.max()),

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from verl import DataProto
 
+from spo_helpers.core.metric_names import STREAM_DROPPED_TOTAL, STREAM_SLOT_UTILISATION
 from spo_helpers.core.streaming import ScheduleConfig, StreamScheduler
 from spo_helpers.errors import UserError
 
@@ -200,15 +201,15 @@ class StreamedBatches:
             "stream/staleness/max": float(max(staleness, default=0)),
             "stream/stale_share": float(np.mean(np.asarray(staleness) > 0)) if staleness else 0.0,
             "stream/dropped": float(len(closed.dropped)),
-            "stream/dropped_total": float(self.dropped),
+            STREAM_DROPPED_TOTAL: float(self.dropped),
             "stream/aborted": float(len(closed.aborted)),
             "stream/starved": float(stats.starved),
             "stream/in_flight": float(self.scheduler.in_flight),
-            "stream/slot_utilisation": stats.utilisation(slots, now),
+            STREAM_SLOT_UTILISATION: stats.utilisation(slots, now),
             "stream/samples_per_second": len(samples) / elapsed if elapsed > 0 else 0.0,
             "stream/step_wait_seconds": float(elapsed),
             "stream/version": float(closed.version),
         }
-        if not math.isfinite(metrics["stream/slot_utilisation"]):
-            metrics["stream/slot_utilisation"] = 0.0
+        if not math.isfinite(metrics[STREAM_SLOT_UTILISATION]):
+            metrics[STREAM_SLOT_UTILISATION] = 0.0
         return batch, keys, metrics, staleness

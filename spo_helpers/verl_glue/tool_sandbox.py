@@ -171,7 +171,7 @@ def sandbox_for_run(config: DictConfig) -> Iterator[str | None]:
 
             url = stack.enter_context(local_sandbox())
             logger.info("tools: a local sandbox for this run at %s", url)
-        copy = RunLayout(Path(config.kit.run_dir)).root / "sandbox_tool_config.yaml"
+        copy = RunLayout(Path(config.kit.run_dir)).sandbox_tool_config
         atomic_write_text(copy, with_url(tool_file or TOOL_CONFIG, str(url)))
         with open_dict(config):
             multi_turn.tool_config_path = str(copy)

@@ -11,8 +11,7 @@ import pandas as pd
 import pytest
 
 from spo_helpers import notebook as N
-from spo_helpers.stages.notebooks import saved_state
-from spo_helpers.stages.pipeline import STAGES, notebooks_dir
+from spo_helpers.formats.notebook_templates import STAGES, notebooks_dir, saved_state
 
 SETUP_CELL = "from spo_helpers.notebook import setup_notebook\n\nsetup_notebook()"
 

@@ -9,7 +9,8 @@ import pytest
 pytest.importorskip("verl")
 pytest.importorskip("papermill")
 
-from spo_helpers.stages.pipeline import STAGES, PipelineConfig, run_pipeline
+from spo_helpers.formats.notebook_templates import STAGES
+from spo_helpers.stages.pipeline import PipelineConfig, run_pipeline
 
 
 @pytest.mark.slow

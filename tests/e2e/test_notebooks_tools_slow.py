@@ -19,7 +19,7 @@ pytest.importorskip("verl")
 papermill = pytest.importorskip("papermill")
 pytest.importorskip("nbval")
 
-from spo_helpers.stages.pipeline import notebooks_dir  # noqa: E402
+from spo_helpers.formats.notebook_templates import notebooks_dir  # noqa: E402
 
 REPO_ASSETS = Path(__file__).resolve().parents[2] / "runs" / "_assets"  # the worlds `make demo` caches
 

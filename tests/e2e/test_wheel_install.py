@@ -88,7 +88,7 @@ def test_wheel_has_every_module_of_every_package(installed):
 
 def test_package_files_resolve_from_the_install(installed, outside):
     script = (
-        "import spo_helpers; from spo_helpers.stages.pipeline import notebooks_dir; "
+        "import spo_helpers; from spo_helpers.formats.notebook_templates import notebooks_dir; "
         "from spo_helpers.verl_glue.config import CONFIG_DIR; "
         "print(spo_helpers.__file__); print(notebooks_dir()); print(CONFIG_DIR)"
     )

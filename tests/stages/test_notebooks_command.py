@@ -10,8 +10,8 @@ import pytest
 
 from spo_helpers import notebook as N
 from spo_helpers.errors import UserError
+from spo_helpers.formats import notebook_templates as T
 from spo_helpers.stages import notebooks as C
-from spo_helpers.stages.pipeline import packaged_notebooks
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 
@@ -21,8 +21,8 @@ def templates(tmp_path):
     """A project folder with clean copies of the real templates in notebooks/."""
     folder = tmp_path / "project" / "notebooks"
     folder.mkdir(parents=True)
-    for name in C.template_names():
-        (folder / name).write_bytes((packaged_notebooks() / name).read_bytes())
+    for name in T.template_names():
+        (folder / name).write_bytes((T.packaged_notebooks() / name).read_bytes())
     return folder
 
 
@@ -37,7 +37,7 @@ def session_saved(path: Path) -> None:
 
 
 def test_the_committed_templates_are_clean():
-    assert C.template_problems() == []
+    assert T.template_problems() == []
     assert C.main(["--check"]) == 0
 
 
@@ -45,10 +45,10 @@ def test_copies_are_made_once_and_kept(templates, tmp_path, monkeypatch):
     monkeypatch.setattr(C, "install_lab_settings", lambda: None)
     dest = tmp_path / "mine"
     report = C.copy_templates(dest, templates=templates)
-    assert report.copied == C.template_names() and not report.kept
+    assert report.copied == T.template_names() and not report.kept
     (dest / "04_train.ipynb").write_text("my edits")
     again = C.copy_templates(dest, templates=templates)
-    assert again.kept == C.template_names() and (dest / "04_train.ipynb").read_text() == "my edits"
+    assert again.kept == T.template_names() and (dest / "04_train.ipynb").read_text() == "my edits"
     C.copy_templates(dest, force=True, templates=templates)
     assert (dest / "04_train.ipynb").read_bytes() == (templates / "04_train.ipynb").read_bytes()
     with pytest.raises(UserError, match="is the templates folder"):
@@ -57,7 +57,7 @@ def test_copies_are_made_once_and_kept(templates, tmp_path, monkeypatch):
 
 def test_a_template_saved_by_a_session_is_found(templates):
     session_saved(templates / "04_train.ipynb")
-    (problem,) = C.template_problems(templates)
+    (problem,) = T.template_problems(templates)
     assert "04_train.ipynb: 1 cell(s) with outputs, 1 execution count(s), saved widget state" in problem
 
 
@@ -73,7 +73,7 @@ def test_a_kernel_in_the_templates_folder_gets_copies_and_links(templates, monke
     monkeypatch.setattr(C, "install_lab_settings", lambda: None)
     text = C.template_warning(templates, templates=templates)
     copies = templates.parent / "runs" / "notebooks"
-    assert sorted(p.name for p in copies.glob("*.ipynb")) == C.template_names()
+    assert sorted(p.name for p in copies.glob("*.ipynb")) == T.template_names()
     assert "[05_analysis.ipynb](../runs/notebooks/05_analysis.ipynb)" in text
     assert C.template_warning(copies, templates=templates) is None
 

@@ -13,14 +13,13 @@ import nbformat  # papermill depends on it
 
 from spo_helpers.cli import main
 from spo_helpers.errors import UserError
+from spo_helpers.formats.layout import PIPELINE_RECORD
+from spo_helpers.formats.notebook_templates import STAGES, notebooks_dir
 from spo_helpers.stages.pipeline import (
-    RECORD,
-    STAGES,
     PipelineConfig,
     PipelineStageFailed,
     kernel_arguments,
     load_config_file,
-    notebooks_dir,
     run_pipeline,
     stage_outputs,
 )
@@ -92,7 +91,7 @@ def test_failing_cell_stops_the_pipeline_with_stage_cell_and_error(notebooks, tm
     assert err[0].startswith("spo pipeline: error: stage 02_estimate failed in cell ")
     assert f"cell [{failed[0].execution_count}]" in err[0]
     assert "02_estimate.ipynb" in err[0] and "ValueError: no dumps today" in err[0]
-    record = json.loads((tmp_path / "runs" / "fail" / RECORD).read_text())
+    record = json.loads((tmp_path / "runs" / "fail" / PIPELINE_RECORD).read_text())
     assert "fingerprint" in record["01_split"] and "fingerprint" not in record["02_estimate"]
 
 

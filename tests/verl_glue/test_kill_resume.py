@@ -20,10 +20,10 @@ import torch
 
 pytest.importorskip("verl")
 
+from spo_helpers.formats.checkpoints import COMPLETE_MARKER, newest_complete_checkpoint
 from spo_helpers.formats.offline_values import write_offline_values
 from spo_helpers.formats.steplog import read_step_log
 from spo_helpers.stages.train import train
-from spo_helpers.verl_glue.checkpoint import COMPLETE_MARKER, newest_complete_checkpoint
 from spo_helpers.verl_glue.config import RunSpec, all_overrides
 from spo_helpers.world.task import read_rows
 

@@ -30,10 +30,10 @@ pytest.importorskip("ray")
 
 import torch
 
+from spo_helpers.formats.checkpoints import KIT_STATE_DIR, newest_complete_checkpoint
 from spo_helpers.formats.layout import RunLayout
 from spo_helpers.formats.steplog import read_step_log
 from spo_helpers.stages.train import train
-from spo_helpers.verl_glue.checkpoint import KIT_STATE_DIR, newest_complete_checkpoint
 from spo_helpers.verl_glue.config import RunSpec, all_overrides
 from spo_helpers.verl_glue.ray_cpu import ROLLOUT_NAME, RayCPUSettings
 from spo_helpers.verl_glue.ray_cpu.launch import worker_thread_env

@@ -14,10 +14,10 @@ pytest.importorskip("verl")
 from verl import DataProto
 
 from spo_helpers.errors import UserError
+from spo_helpers.formats.checkpoints import complete_checkpoints
 from spo_helpers.formats.offline_values import write_offline_values
 from spo_helpers.formats.steplog import read_step_log
 from spo_helpers.stages.train import train
-from spo_helpers.verl_glue.checkpoint import complete_checkpoints
 from spo_helpers.verl_glue.config import RunSpec, build_config
 from spo_helpers.verl_glue.spo_trainer import ProfileSteps, fit_path_refusals, rollout_correction
 from spo_helpers.world.task import read_rows

@@ -13,10 +13,11 @@ import torch
 pytest.importorskip("verl")
 
 from spo_helpers.errors import UserError
+from spo_helpers.formats.checkpoints import newest_complete_checkpoint
 from spo_helpers.formats.offline_values import read_offline_values, write_offline_values
 from spo_helpers.formats.steplog import read_step_log
 from spo_helpers.stages.train import train
-from spo_helpers.verl_glue.checkpoint import RunStopped, newest_complete_checkpoint
+from spo_helpers.verl_glue.checkpoint import RunStopped
 from spo_helpers.world.task import read_rows
 
 FAST = ["actor_rollout_ref.rollout.val_kwargs.n=2", "trainer.save_freq=2", "trainer.test_freq=2"]

@@ -14,9 +14,10 @@ import torch
 
 pytest.importorskip("verl")
 
+from spo_helpers.formats.checkpoints import COMPLETE_MARKER, newest_complete_checkpoint
 from spo_helpers.formats.steplog import read_step_log
 from spo_helpers.stages.train import train
-from spo_helpers.verl_glue.checkpoint import COMPLETE_MARKER, RunStopped, newest_complete_checkpoint
+from spo_helpers.verl_glue.checkpoint import RunStopped
 from spo_helpers.verl_glue.config import RunSpec, all_overrides
 
 FAST = ["actor_rollout_ref.rollout.val_kwargs.n=2", "trainer.save_freq=2", "trainer.test_freq=2"]

@@ -19,9 +19,9 @@ import torch
 
 pytest.importorskip("vllm")
 
+from spo_helpers.formats.checkpoints import KIT_STATE_DIR
 from spo_helpers.formats.layout import RunLayout
 from spo_helpers.formats.steplog import read_step_log
-from spo_helpers.verl_glue.checkpoint import KIT_STATE_DIR
 
 pytestmark = [
     pytest.mark.vllm,

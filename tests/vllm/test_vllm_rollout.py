@@ -37,10 +37,10 @@ pytest.importorskip("vllm")
 
 from spo_helpers.core.sampler import PrioritizedSampler, SamplerConfig
 from spo_helpers.core.tracker import ValueTracker
+from spo_helpers.formats.checkpoints import KIT_STATE_DIR, newest_complete_checkpoint
 from spo_helpers.formats.layout import RunLayout
 from spo_helpers.formats.steplog import read_step_log
 from spo_helpers.stages.train import train
-from spo_helpers.verl_glue.checkpoint import KIT_STATE_DIR, newest_complete_checkpoint
 from spo_helpers.verl_glue.config import RunSpec, all_overrides
 from spo_helpers.verl_glue.ray_cpu.settings import VLLM, RayCPUSettings
 from spo_helpers.verl_glue.rollout_check import greedy_agreement

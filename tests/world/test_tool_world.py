@@ -65,10 +65,7 @@ def sandbox_url():
 def test_the_agent_loop_reads_the_block_format_from_formats():
     from spo_helpers.verl_glue.agent_loop import turns
 
-    assert turns.CODE_STOP == tool_blocks.CODE_STOP == "</code>"
-    assert turns.INTERPRETER_OPEN == tool_blocks.INTERPRETER_OPEN
-    assert turns.INTERPRETER_CLOSE == tool_blocks.INTERPRETER_CLOSE
-    assert turns.interpreter_block is tool_blocks.interpreter_block
+    assert tool_blocks.CODE_STOP == "</code>"
     assert turns.TurnConfig(response_length=8).stop == (tool_blocks.CODE_STOP,)
     assert tool_blocks.interpreter_block("7\n") == "<interpreter>\n7\n\n</interpreter>\n\n"
 

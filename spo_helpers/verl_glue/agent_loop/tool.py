@@ -29,7 +29,7 @@ What the official recipe's tool does, on the kit's own client (``spo_helpers.san
   ``num_workers`` threads (``CodeInterpreter.executor``), not Python's default pool.
 
 Cutting that text to ``max_tool_response_length`` characters and wrapping it in ``<interpreter>`` is
-the agent loop's part (``turns.truncate_tool_output``, ``turns.interpreter_block``), configured by
+the agent loop's part (``turns.truncate_tool_output``, ``formats.tool_blocks.interpreter_block``), configured by
 verl's ``rollout.multi_turn.*`` as in the official loop. The tool only reports what the sandbox said.
 """
 

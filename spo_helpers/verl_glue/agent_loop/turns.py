@@ -35,11 +35,15 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol
 
-# The block format lives in formats.tool_blocks (the CPU world's traces use it too); re-exported here.
-from spo_helpers.formats.tool_blocks import CODE_STOP as CODE_STOP
-from spo_helpers.formats.tool_blocks import INTERPRETER_CLOSE as INTERPRETER_CLOSE
-from spo_helpers.formats.tool_blocks import INTERPRETER_OPEN as INTERPRETER_OPEN
-from spo_helpers.formats.tool_blocks import interpreter_block as interpreter_block
+from spo_helpers.core.metric_names import (
+    TOOL_ASSISTANT_TURNS_MAX,
+    TOOL_ASSISTANT_TURNS_MEAN,
+    TOOL_CALL_RATE,
+    TOOL_CALLS_MEAN,
+    TOOL_PREFIX,
+    TOOL_SANDBOX_LATENCY_MEAN,
+)
+from spo_helpers.formats.tool_blocks import CODE_STOP, interpreter_block
 
 logger = logging.getLogger(__name__)
 
@@ -367,8 +371,9 @@ async def run_turns(
 
 
 # ---------------------------------------------------------------------------------------------- batch view
-def summarize(metrics: Sequence[TurnMetrics | dict[str, Any]], prefix: str = "tool/") -> dict[str, float]:
-    """Batch metrics for the trainer's log: means per sample, rates per code run, stop reasons' shares.
+def summarize(metrics: Sequence[TurnMetrics | dict[str, Any]]) -> dict[str, float]:
+    """Batch metrics for the trainer's log (``tool/...``, ``core.metric_names``): means per sample, rates per
+    code run, stop reasons' shares.
 
     ``calls/mean``, ``call_rate`` (share of samples with a code run), ``assistant_turns/mean`` and ``/max``,
     ``user_turns/mean``; ``error_rate``, ``timeout_rate``,
@@ -386,17 +391,18 @@ def summarize(metrics: Sequence[TurnMetrics | dict[str, Any]], prefix: str = "to
 
     calls = total("tool_calls")
     tokens = total("response_tokens")
+    prefix = TOOL_PREFIX
     out = {
-        f"{prefix}calls/mean": calls / n,
-        f"{prefix}call_rate": sum(float(r.get("tool_calls", 0) or 0) > 0 for r in rows) / n,
-        f"{prefix}assistant_turns/mean": total("assistant_turns") / n,
-        f"{prefix}assistant_turns/max": max(float(r.get("assistant_turns", 0) or 0) for r in rows),
+        TOOL_CALLS_MEAN: calls / n,
+        TOOL_CALL_RATE: sum(float(r.get("tool_calls", 0) or 0) > 0 for r in rows) / n,
+        TOOL_ASSISTANT_TURNS_MEAN: total("assistant_turns") / n,
+        TOOL_ASSISTANT_TURNS_MAX: max(float(r.get("assistant_turns", 0) or 0) for r in rows),
         f"{prefix}user_turns/mean": total("user_turns") / n,
         f"{prefix}error_rate": total("tool_errors") / calls if calls else 0.0,
         f"{prefix}timeout_rate": total("tool_timeouts") / calls if calls else 0.0,
         f"{prefix}sandbox_error_rate": total("sandbox_errors") / calls if calls else 0.0,
         f"{prefix}truncated_output_rate": total("tool_outputs_truncated") / calls if calls else 0.0,
-        f"{prefix}sandbox_latency/mean": total("sandbox_seconds") / calls if calls else 0.0,
+        TOOL_SANDBOX_LATENCY_MEAN: total("sandbox_seconds") / calls if calls else 0.0,
         f"{prefix}tool_token_share": total("tool_tokens") / tokens if tokens else 0.0,
     }
     for reason in StopReason:

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from spo_helpers.formats.tool_blocks import CODE_STOP, interpreter_block
 from spo_helpers.verl_glue.agent_loop.prompt import (
     RETOOL_INSTRUCTION,
     check_prompt_length,
@@ -14,14 +15,12 @@ from spo_helpers.verl_glue.agent_loop.prompt import (
     retool_messages,
 )
 from spo_helpers.verl_glue.agent_loop.turns import (
-    CODE_STOP,
     Generation,
     StopReason,
     ToolResult,
     ToolStatus,
     ToolTurns,
     TurnConfig,
-    interpreter_block,
     run_turns,
     summarize,
     truncate_tool_output,

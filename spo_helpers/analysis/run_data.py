@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import pandas as pd
 
@@ -31,9 +31,6 @@ from spo_helpers.analysis.steps import (
 from spo_helpers.analysis.validation import learning_curves, validation_table
 from spo_helpers.errors import MissingData
 
-if TYPE_CHECKING:
-    from spo_helpers.analysis.figure_set import BuiltFigure
-
 logger = logging.getLogger(__name__)
 
 
@@ -48,7 +45,7 @@ class RunData:
         self.runs = runs
         self.roots = list(roots)
         self.notes: list[str] = []
-        self.built: dict[str, BuiltFigure] = {}  # figures built from these runs, by stem (figure_set builds each once)
+        self.built: dict[str, Any] = {}  # figure_set's BuiltFigure of these runs, by stem (each built once)
 
     @classmethod
     def from_paths(cls, paths: Iterable[str | os.PathLike] | str | os.PathLike) -> RunData:

@@ -20,6 +20,8 @@ from spo_helpers.verl_glue.config import RunSpec, all_overrides
 
 TOOLS = {"tools": "sandbox"}
 """A short run (the default short settings) with the code tool and a sandbox started for the run."""
+SPO_TOOLS = {**TOOLS, "offline_values": "none"}
+"""The same for SPO, from the uninformative prior."""
 
 
 def test_the_tool_world_fits_the_cpu_tool_preset():
@@ -57,12 +59,10 @@ def test_grpo_with_tools(small_tool_world, tmp_path, train_small, stable_metrics
 
 @pytest.mark.slow  # about 35 s (make test-slow); make test keeps SPO's stop-and-resume equality without tools
 def test_spo_with_tools_resume_equals_straight_run(small_tool_world, tmp_path, train_small, stable_metrics):
-    straight = train_small("SPO", small_tool_world, tmp_path, "straight", 3, offline_values="none", **TOOLS)
+    straight = train_small("SPO", small_tool_world, tmp_path, "straight", 3, **SPO_TOOLS)
     with pytest.raises(RunStopped):
-        train_small(
-            "SPO", small_tool_world, tmp_path, "resumed", 3, "kit.stop_after_step=2", offline_values="none", **TOOLS
-        )
-    resumed = train_small("SPO", small_tool_world, tmp_path, "resumed", 3, offline_values="none", **TOOLS)
+        train_small("SPO", small_tool_world, tmp_path, "resumed", 3, "kit.stop_after_step=2", **SPO_TOOLS)
+    resumed = train_small("SPO", small_tool_world, tmp_path, "resumed", 3, **SPO_TOOLS)
 
     def state(run_dir):
         step = run_dir / "checkpoints" / "global_step_3"

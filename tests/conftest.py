@@ -21,7 +21,8 @@ cpu_threads.apply_unless_gpu()  # the kit's thread policy for the test process, 
 # ---------------------------------------------------------------------------------------------- polling
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str | Callable[[], str], every: float = 0.05):
     """Poll ``predicate`` until it returns something true, and return that. Fails the test when ``timeout``
-    seconds pass first, naming ``what`` was waited for (a function: called then, for the state at that time)."""
+    seconds pass first, saying what it waited for: ``what`` (a function is called then, for the state at that
+    time)."""
     deadline = time.monotonic() + timeout
     while not (value := predicate()):
         if time.monotonic() > deadline:
@@ -44,9 +45,11 @@ def wait_for_checkpoint_of(proc, checkpoints, step, log_path, timeout=300.0):
     marker = checkpoints / f"global_step_{step}" / COMPLETE_MARKER
 
     def written():
+        if marker.is_file():
+            return True
         if proc.poll() is not None:
             pytest.fail(f"training exited ({proc.returncode}) before step {step}:\n{log_path.read_text()[-3000:]}")
-        return marker.is_file()
+        return False
 
     try:
         wait_until(written, timeout, f"the checkpoint of step {step}", every=0.02)
@@ -133,7 +136,8 @@ SPO_POOL = "data.gen_batch_size=200"
 def small_run_kwargs(method, world, out, name, steps, *extra, settings=SHORT, **train_kwargs) -> dict[str, Any]:
     """``train(method, ...)``'s arguments (``RunSpec(method=method, ...)`` takes the same ones) for a short run
     of ``method`` on ``world``: its model and files, ``steps`` steps, the overrides ``settings`` then ``extra``
-    (SPO's add ``SPO_POOL``) and any other of ``train``'s arguments as given (offline values: none passed)."""
+    (SPO's add ``SPO_POOL``) and any other of ``train``'s arguments as given (``offline_values`` is None unless
+    given)."""
     return {
         "output_dir": str(out),
         "exp_name": name,

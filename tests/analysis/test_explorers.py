@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 import pytest
-from test_analysis import write_jsonl, write_pipeline
+from synthetic_runs import write_jsonl, write_pipeline
 
 from spo_helpers import analysis as A
 from spo_helpers.analysis import explorers as E

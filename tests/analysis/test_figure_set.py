@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 import pytest
-from test_analysis import write_kit_run, write_official_run, write_pipeline
+from synthetic_runs import write_kit_run, write_official_run, write_pipeline
 from test_notebooks import notebook_code
 
 from spo_helpers.analysis import figure_set as F

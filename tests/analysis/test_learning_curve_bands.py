@@ -8,7 +8,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 import numpy as np
-from test_analysis import write_pipeline
+from synthetic_runs import write_pipeline
 
 from spo_helpers import analysis as A
 from spo_helpers.analysis import plots as P

@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
-from test_analysis import VAL_SOURCES, write_kit_run, write_official_run, write_pipeline
+from synthetic_runs import VAL_SOURCES, write_kit_run, write_official_run, write_pipeline
 
 from spo_helpers import analysis as A
 from spo_helpers.analysis import plots as P

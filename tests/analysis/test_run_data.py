@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from test_analysis import write_kit_run, write_official_run, write_pipeline
+from synthetic_runs import write_kit_run, write_official_run, write_pipeline
 
 from spo_helpers.analysis.run_data import RunData
 from spo_helpers.errors import MissingData

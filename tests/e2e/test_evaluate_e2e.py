@@ -9,10 +9,9 @@ import torch
 pytest.importorskip("verl")
 
 from spo_helpers.stages.evaluate import evaluate
-from spo_helpers.stages.train import train
 
 
-def test_evaluate_base_model_and_checkpoint(small_world, tmp_path):
+def test_evaluate_base_model_and_checkpoint(small_world, tmp_path, train_small):
     benchmarks = [f"held_out={small_world.val_file}"]
     base = evaluate(
         model_path=str(small_world.model_dir), benchmarks=benchmarks, n=4, output_dir=str(tmp_path), resamples=200
@@ -24,16 +23,8 @@ def test_evaluate_base_model_and_checkpoint(small_world, tmp_path):
     assert (rows["low"] <= rows["value"]).all() and (rows["value"] <= rows["high"]).all()
     assert rows["value"].is_monotonic_increasing  # unbiased pass@k grows with k
 
-    run = train(
-        "GRPO",
-        output_dir=str(tmp_path),
-        exp_name="grpo",
-        model_path=str(small_world.model_dir),
-        train_files=[str(small_world.train_file)],
-        val_files=[str(small_world.val_file)],
-        total_steps=2,
-        overrides=["trainer.save_freq=2", "trainer.test_freq=0", "actor_rollout_ref.actor.optim.lr=1e-2"],
-    )
+    fast_learning = ["trainer.save_freq=2", "trainer.test_freq=0", "actor_rollout_ref.actor.optim.lr=1e-2"]
+    run = train_small("GRPO", small_world, tmp_path, "grpo", 2, settings=fast_learning)
     checkpoint = run.run_dir / "checkpoints" / "global_step_2"
     tuned = evaluate(
         model_path=str(small_world.model_dir),

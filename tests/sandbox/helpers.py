@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import textwrap
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -78,3 +79,49 @@ def slot_uid_processes(limits: SandboxLimits) -> list[int]:
             except OSError:
                 pass
     return found
+
+
+def processes_with(marker: str) -> list[int]:
+    """Host PIDs whose command line holds ``marker``."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(os.path.join(entry.path, "cmdline"), "rb") as handle:
+                    if marker.encode() in handle.read():
+                        found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+def daemon_code(marker: str, seconds: int) -> str:
+    """Python that leaves a daemon behind: a double-forked process in a session of its own, sleeping ``seconds``
+    with ``marker`` in its command line. It prints ``daemon running`` once that process shows in /proc (``no
+    daemon`` when it has not within 2 s), so that a test sees the leftover existed before checking it is gone."""
+    return textwrap.dedent(
+        f"""
+        import os, sys, time
+        if os.fork() == 0:
+            os.setsid()
+            if os.fork() == 0:
+                os.execv(sys.executable, [sys.executable, "-c", "import time; time.sleep({seconds})", {marker!r}])
+            os._exit(0)
+        os.wait()
+
+        def running():
+            for pid in filter(str.isdigit, os.listdir("/proc")):
+                try:
+                    with open(f"/proc/{{pid}}/cmdline", "rb") as handle:
+                        if {marker!r}.encode() in handle.read():
+                            return True
+                except OSError:
+                    pass
+            return False
+
+        deadline = time.monotonic() + 2
+        while not running() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        print("daemon running" if running() else "no daemon")
+        """
+    ).strip()

@@ -12,25 +12,22 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import SERVER_SECRET, SERVER_SECRET_VAR, assert_alive, http, run, slot_uid_processes
+from .helpers import (
+    SERVER_SECRET,
+    SERVER_SECRET_VAR,
+    assert_alive,
+    daemon_code,
+    http,
+    processes_with,
+    run,
+    slot_uid_processes,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def code(text: str) -> str:
     return textwrap.dedent(text).strip() + "\n"
-
-
-def processes_with(marker: str) -> list[int]:
-    found = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                if marker.encode() in Path(entry.path, "cmdline").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                pass
-    return found
 
 
 def test_plain_run_and_stdin(served):
@@ -150,26 +147,11 @@ def test_process_count_is_limited(served):
     assert slot_uid_processes(served.limits) == []
 
 
-def test_daemonised_leftovers_are_gone_after_the_run(served):
+def test_daemonised_leftovers_are_gone_after_the_run(served, wait_until):
     marker = f"spo-leftover-{uuid.uuid4().hex}"
-    body = run(
-        served,
-        code(
-            f"""
-            import os, sys
-            if os.fork() == 0:
-                os.setsid()
-                if os.fork() == 0:
-                    os.execv(sys.executable, [sys.executable, "-c", "import time; time.sleep(120)", {marker!r}])
-                os._exit(0)
-            os.wait()
-            print("parent done")
-            """
-        ),
-    )
-    assert body["run_result"]["stdout"] == "parent done\n"
-    time.sleep(0.3)
-    assert processes_with(marker) == []
+    body = run(served, daemon_code(marker, seconds=120))
+    assert body["run_result"]["stdout"] == "daemon running\n", body  # there was a leftover to remove
+    wait_until(lambda: processes_with(marker) == [], 5, "the run's daemon to be gone from the host")
     assert slot_uid_processes(served.limits) == []
 
 
@@ -316,7 +298,7 @@ def test_code_runs_unprivileged(served):
     assert uid == gid and groups.strip() == "[]"
 
 
-def test_output_flood_is_capped_and_the_server_stays_responsive(served):
+def test_output_flood_is_capped_and_the_server_stays_responsive(served, wait_until):
     cap = served.limits.output_bytes
     answers = {}
 
@@ -329,10 +311,11 @@ def test_output_flood_is_capped_and_the_server_stays_responsive(served):
 
     thread = threading.Thread(target=flood)
     thread.start()
-    time.sleep(0.5)
+    wait_until(lambda: served.sandbox.busy() == 1, 10, "the flood to take a worker")
     start = time.monotonic()
     status, _ = http("GET", served.base + "/health", timeout=5)
     assert status == 200 and time.monotonic() - start < 2.0
+    assert thread.is_alive()  # answered while the flood ran (its 3 s from taking the worker)
     assert run(served, "print(1)")["run_result"]["stdout"] == "1\n"  # the other worker is free
     thread.join(timeout=20)
     flood = answers["flood"]["run_result"]

@@ -14,7 +14,7 @@ from spo_helpers.sandbox.client import SandboxClientError, health, local_sandbox
 from spo_helpers.sandbox.jail import Sandbox
 from spo_helpers.sandbox.limits import SandboxLimits, limit_flags
 
-from .helpers import TEST_LIMITS
+from .helpers import TEST_LIMITS, daemon_code, processes_with
 
 
 def test_serve_refuses_to_start_without_bwrap(capsys):
@@ -75,33 +75,16 @@ def test_check_refuses_to_probe_without_isolation(capsys):
     assert "hostile probes" in capsys.readouterr().err
 
 
-def test_unsafe_mode_still_removes_daemons(served):
+def test_unsafe_mode_still_removes_daemons(served, wait_until):
     import uuid
 
     marker = f"spo-unsafe-leftover-{uuid.uuid4().hex}"
-    code = (
-        "import os, sys\n"
-        "if os.fork() == 0:\n"
-        "    os.setsid()\n"
-        "    if os.fork() == 0:\n"
-        f"        os.execv(sys.executable, [sys.executable, '-c', 'import time; time.sleep(60)', {marker!r}])\n"
-        "    os._exit(0)\n"
-        "os.wait()\n"
-    )
+    code = daemon_code(marker, seconds=60)
     with Sandbox(SandboxLimits(workers=1, max_run_timeout_s=5), unsafe_no_isolation=True) as sandbox:
         cgroups, sandbox._cgroups = sandbox._cgroups, None  # leave the clean-up to inside.py's subreaper
         try:
             record = sandbox.run(RunRequest(code=code, language="python", run_timeout=5))
         finally:
             sandbox._cgroups = cgroups
-    assert record.status == "Finished", record
-    left = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                with open(f"/proc/{entry.name}/cmdline", "rb") as handle:
-                    if marker.encode() in handle.read():
-                        left.append(entry.name)
-            except OSError:
-                pass
-    assert left == []
+    assert record.status == "Finished" and record.stdout == "daemon running\n", record
+    wait_until(lambda: processes_with(marker) == [], 5, "the run's daemon to be gone")

@@ -10,7 +10,7 @@ import pytest
 from spo_helpers.sandbox.api import RunRequest
 from spo_helpers.sandbox.uid_claim import claim_uids
 
-from .helpers import TEST_LIMITS
+from .helpers import TEST_LIMITS, slot_uid_processes
 
 
 def test_claims_are_disjoint_and_released(tmp_path, monkeypatch):
@@ -26,7 +26,7 @@ def test_claims_are_disjoint_and_released(tmp_path, monkeypatch):
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="slot uids are used only when the server runs as root")
-def test_a_second_sandbox_does_not_kill_the_first_ones_run():
+def test_a_second_sandbox_does_not_kill_the_first_ones_run(wait_until):
     from spo_helpers.sandbox.bwrap import BwrapUnavailable
     from spo_helpers.sandbox.jail import Sandbox
 
@@ -41,6 +41,7 @@ def test_a_second_sandbox_does_not_kill_the_first_ones_run():
         result = {}
         worker = threading.Thread(target=lambda: result.setdefault("slow", first.run(slow)))
         worker.start()
+        wait_until(lambda: slot_uid_processes(first.limits), 10, "the first sandbox's run to start")
         for _ in range(3):  # quick runs on the other sandbox end (and clean their slots) meanwhile
             quick = second.run(RunRequest(code="print(1)", language="python", run_timeout=3))
             assert quick.stdout == "1\n"

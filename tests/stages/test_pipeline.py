@@ -1,9 +1,12 @@
-"""``spo pipeline``: failing cells, skip logic and the config file, with tiny stand-in notebooks."""
+"""``spo pipeline``: failing cells, skip logic and the config file, with tiny stand-in notebooks; the parameters it
+hands each committed template against that template's parameters cell."""
 
 from __future__ import annotations
 
+import ast
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -23,6 +26,9 @@ from spo_helpers.stages.pipeline import (
     run_pipeline,
     stage_outputs,
 )
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "notebooks"
+"""The committed notebook templates."""
 
 # Each stand-in writes the files that mark its stage as finished and appends a line to calls.log.
 SPLIT = """
@@ -153,6 +159,43 @@ def test_failed_rerun_is_not_skipped_afterwards(notebooks, tmp_path):
     assert calls(cfg) == ["02_estimate fresh=True"]
     assert json.loads(dump.read_text()) == {"n_val": 8}
     assert run_pipeline(cfg, stages=stages)["02_estimate"] == "skipped"
+
+
+def parameters_cell_names(notebook: Path) -> set[str]:
+    """The names the notebook's cell tagged ``parameters`` assigns, read with ``ast`` (the cell is not run)."""
+    cells = nbformat.read(notebook, as_version=4).cells
+    (cell,) = [c for c in cells if "parameters" in c.metadata.get("tags", [])]
+    names = set()
+    for node in ast.walk(ast.parse(cell.source)):
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, ast.AnnAssign | ast.AugAssign):
+            targets = [node.target]
+        else:
+            continue
+        names |= {name.id for target in targets for name in ast.walk(target) if isinstance(name, ast.Name)}
+    return names
+
+
+@pytest.mark.parametrize("settings", [{}, {"gpu": True, "model_path": "m"}], ids=["cpu", "gpu"])
+def test_every_injected_parameter_is_assigned_in_the_templates_parameters_cell(settings, tmp_path, monkeypatch):
+    """papermill writes the pipeline's values after the cell tagged ``parameters``: a name that cell does not
+    assign is none of the notebook's parameters, and the pipeline's value for it would be ignored."""
+    import papermill
+
+    injected = {}
+
+    def execute_notebook(source, output, parameters, **kwargs):
+        injected[Path(source)] = parameters
+
+    monkeypatch.setenv("SPO_NOTEBOOKS", str(TEMPLATES))
+    monkeypatch.setenv("SPO_HEADLESS", "0")  # run_pipeline sets it; monkeypatch restores it
+    monkeypatch.setattr(papermill, "execute_notebook", execute_notebook)
+    run_pipeline(PipelineConfig(runs_dir=str(tmp_path / "runs"), **settings))
+    assert [notebook.stem for notebook in injected] == list(STAGES)
+    for notebook, parameters in injected.items():
+        unassigned = sorted(set(parameters) - parameters_cell_names(notebook))
+        assert not unassigned, f"{notebook.name}: its parameters cell does not assign {unassigned}"
 
 
 def test_load_config_file(tmp_path):

@@ -14,47 +14,24 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 import torch
 
 pytest.importorskip("verl")
 
 from spo_helpers.formats.checkpoints import COMPLETE_MARKER, newest_complete_checkpoint
-from spo_helpers.formats.offline_values import write_offline_values
-from spo_helpers.formats.steplog import read_step_log
 from spo_helpers.stages.train import train
 from spo_helpers.verl_glue.config import RunSpec, all_overrides
-from spo_helpers.world.task import read_rows
 
 STEPS = 5
 OVERRIDES = ["trainer.save_freq=1", "trainer.test_freq=2", "actor_rollout_ref.rollout.val_kwargs.n=1"]
-VOLATILE = ("timing_s/", "timing_per_token_ms/", "perf/")
 SEEDS = {"GRPO": 1, "SPO": 11}  # kill during step 3 (GRPO) and late in step 4 (SPO)
 
 
-def run_kwargs(method, world, out, values):
-    """Arguments shared by ``train`` and ``RunSpec``: the same run, whichever way it is started."""
-    extra = ["data.gen_batch_size=200"] if method == "SPO" else []
-    return {
-        "output_dir": str(out),
-        "exp_name": f"{method.lower()}_run",
-        "model_path": str(world.model_dir),
-        "train_files": [str(world.train_file)],
-        "val_files": [str(world.val_file)],
-        "total_steps": STEPS,
-        "overrides": [*OVERRIDES, *extra],
-        "offline_values": values,
-    }
-
-
-def run_in_process(method, world, out, values):
-    return train(method, **run_kwargs(method, world, out, values))
-
-
-def start_subprocess(method, world, out, values, log):
-    """``python -m spo_helpers.verl_glue.main`` with the overrides ``spo train`` would use."""
-    spec = RunSpec(method=method, **run_kwargs(method, world, out, values))
+def start_subprocess(method, kwargs, log):
+    """``python -m spo_helpers.verl_glue.main`` with the overrides ``spo train`` would use for ``train``'s
+    arguments ``kwargs``."""
+    spec = RunSpec(method=method, **kwargs)
     command = [sys.executable, "-m", "spo_helpers.verl_glue.main", *all_overrides(spec)]
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false")
     return spec.run_dir, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -67,13 +44,6 @@ def tear(step_dir):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"torn")
     (step_dir / COMPLETE_MARKER).unlink(missing_ok=True)
-
-
-def stable_metrics(run_dir):
-    return [
-        (r["step"], {k: v for k, v in r["data"].items() if not k.startswith(VOLATILE)})
-        for r in read_step_log(run_dir / "metrics.jsonl")
-    ]
 
 
 def final_state(run_dir):
@@ -92,25 +62,23 @@ def loaded_checkpoint(run_dir):
     return None if lines[-1] == "Training from scratch" else lines[-1].split(": ", 1)[1].strip()
 
 
-@pytest.fixture(scope="module")
-def values_file(small_world, tmp_path_factory):
-    rows = read_rows(small_world.train_file)
-    rng = np.random.default_rng(1)
-    values = {r["extra_info"]["prompt_key"]: rng.integers(0, 2, size=4).astype(float).tolist() for r in rows}
-    return str(write_offline_values(values, tmp_path_factory.mktemp("kill_values") / "offline_values.json"))
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["GRPO", "SPO"])
-def test_sigkill_then_resume_equals_straight_run(method, small_world, tmp_path, values_file, wait_for_checkpoint):
-    values = values_file if method == "SPO" else None
+def test_sigkill_then_resume_equals_straight_run(
+    method, small_world, tmp_path, small_world_values, small_run_kwargs, stable_metrics, wait_for_checkpoint
+):
+    def run_kwargs(out):
+        values = small_world_values(seed=1) if method == "SPO" else None
+        name = f"{method.lower()}_run"
+        return small_run_kwargs(method, small_world, out, name, STEPS, settings=OVERRIDES, offline_values=values)
+
     rng = random.Random(SEEDS[method])
     after_step = rng.randint(2, STEPS - 2)
     fraction = rng.random()
 
     log_path = tmp_path / "killed.log"
     with log_path.open("wb") as log:
-        run_dir, proc = start_subprocess(method, small_world, tmp_path / "killed", values, log)
+        run_dir, proc = start_subprocess(method, run_kwargs(tmp_path / "killed"), log)
         try:
             seen = wait_for_checkpoint(proc, run_dir / "checkpoints", after_step - 1, log_path)
             step_seconds = wait_for_checkpoint(proc, run_dir / "checkpoints", after_step, log_path) - seen
@@ -132,12 +100,12 @@ def test_sigkill_then_resume_equals_straight_run(method, small_world, tmp_path, 
     tear(torn)
     (checkpoints / "latest_checkpointed_iteration.txt").write_text(torn.name.split("_")[-1])
 
-    resumed = run_in_process(method, small_world, tmp_path / "killed", values)
+    resumed = train(method, **run_kwargs(tmp_path / "killed"))
     assert loaded_checkpoint(run_dir) == str(newest)
     assert resumed.steps == STEPS
     assert (torn / COMPLETE_MARKER).is_file()  # rewritten by the resumed run, not loaded from
 
-    straight = run_in_process(method, small_world, tmp_path / "straight", values)
+    straight = train(method, **run_kwargs(tmp_path / "straight"))
     (w1, t1), (w2, t2) = final_state(straight.run_dir), final_state(run_dir)
     assert w1.keys() == w2.keys()
     assert all(torch.equal(w1[name], w2[name]) for name in w1)

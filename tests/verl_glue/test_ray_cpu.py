@@ -47,7 +47,10 @@ pytestmark = [
 CHECKOUT = Path(__file__).resolve().parents[2]
 SETTINGS = RayCPUSettings()
 FAST = ["actor_rollout_ref.rollout.val_kwargs.n=2", "trainer.test_freq=2"]
-VOLATILE = ("timing_s/", "timing_per_token_ms/", "perf/")
+RAY = {"backend": "ray", "device": "cpu", "settings": FAST}
+"""A short run on the ray backend on CPU."""
+VALUES_SEED = 2
+"""SPO's offline values: the small world's of this seed."""
 STEPS = 4
 """Steps of the runs a SIGKILLed driver is compared with."""
 
@@ -68,64 +71,24 @@ def ray_cluster():
         ray.shutdown()
 
 
-def run_kwargs(method, world, out, name, steps, *extra, values=None):
-    """``train`` arguments for a run on the ray backend on CPU (``RunSpec`` takes the same ones)."""
-    overrides = [*FAST, *extra]
-    if method == "SPO":
-        overrides.append("data.gen_batch_size=200")
-    return {
-        "backend": "ray",
-        "device": "cpu",
-        "output_dir": str(out),
-        "exp_name": name,
-        "model_path": str(world.model_dir),
-        "train_files": [str(world.train_file)],
-        "val_files": [str(world.val_file)],
-        "offline_values": values,
-        "total_steps": steps,
-        "overrides": overrides,
-    }
-
-
-def run(method, world, out, name, steps, *extra, values=None):
-    return train(method, **run_kwargs(method, world, out, name, steps, *extra, values=values))
-
-
 @pytest.fixture(scope="module")
-def values_file(small_world, tmp_path_factory):
-    from spo_helpers.formats.offline_values import write_offline_values
-
-    rows = read_rows(small_world.train_file)
-    rng = np.random.default_rng(2)
-    values = {r["extra_info"]["prompt_key"]: rng.integers(0, 2, size=4).astype(float).tolist() for r in rows}
-    return str(write_offline_values(values, tmp_path_factory.mktemp("ray_values") / "offline_values.json"))
-
-
-@pytest.fixture(scope="module")
-def spo_straight(ray_cluster, small_world, values_file, tmp_path_factory):
+def spo_straight(ray_cluster, small_world, small_world_values, train_small, tmp_path_factory):
     """An SPO run that never stops: checked on its own and the reference for the resumed run."""
-    out = tmp_path_factory.mktemp("spo_straight")
-    return run("SPO", small_world, out, "spo", STEPS, "trainer.save_freq=1", values=values_file)
+    out, values = tmp_path_factory.mktemp("spo_straight"), small_world_values(VALUES_SEED)
+    return train_small("SPO", small_world, out, "spo", STEPS, "trainer.save_freq=1", offline_values=values, **RAY)
 
 
 @pytest.fixture(scope="module")
-def grpo_straight(ray_cluster, small_world, tmp_path_factory):
+def grpo_straight(ray_cluster, small_world, train_small, tmp_path_factory):
     """A GRPO run that never stops: checked on its own and the reference for the resumed run."""
     out = tmp_path_factory.mktemp("grpo_straight")
-    return run("GRPO", small_world, out, "grpo", STEPS, "trainer.save_freq=1")
+    return train_small("GRPO", small_world, out, "grpo", STEPS, "trainer.save_freq=1", **RAY)
 
 
 @pytest.fixture
 def straight(request):
     """The uninterrupted run of the method a test is parametrised with."""
     return request.getfixturevalue(f"{request.param.lower()}_straight")
-
-
-def stable_metrics(run_dir):
-    return [
-        (r["step"], {k: v for k, v in r["data"].items() if not k.startswith(VOLATILE)})
-        for r in read_step_log(RunLayout(run_dir).metrics)
-    ]
 
 
 def shards(run_dir, step, kind="model"):
@@ -339,7 +302,7 @@ def test_shims_work(probe):
     assert probe["kit_rollout_class"] == "HFGenerateRollout"
 
 
-def test_verl_pool_manager_needs_gpus_and_the_cpu_one_does_not(ray_cluster):
+def test_verl_pool_manager_needs_gpus_and_the_cpu_one_does_not(ray_cluster, wait_for_free_cpus):
     """verl's manager refuses a GPU-less cluster (ray_trainer.py:102-118); the CPU manager places 1-CPU bundles."""
     import inspect
 
@@ -361,13 +324,11 @@ def test_verl_pool_manager_needs_gpus_and_the_cpu_one_does_not(ray_cluster):
     groups = pool.get_placement_groups(device_name="cpu")  # waits until the bundles are reserved
     assert [g.bundle_specs for g in groups] == [[{"CPU": 1.0}] * SETTINGS.ranks]
     release_resource_pools(manager)
-    deadline = time.monotonic() + 30
-    while ray_cluster.available_resources().get("CPU", 0) < SETTINGS.num_cpus and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_for_free_cpus(ray_cluster, SETTINGS.num_cpus, timeout=30)
     assert ray_cluster.available_resources().get("CPU", 0) == SETTINGS.num_cpus
 
 
-def test_rollout_samples_as_the_cpu_backend(small_world):
+def test_rollout_samples_as_the_cpu_backend(small_world, small_run_kwargs):
     """The registered rollout, fed the weights by ``update_weights``, samples what ``CPURollout`` samples."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from verl import DataProto
@@ -379,7 +340,7 @@ def test_rollout_samples_as_the_cpu_backend(small_world):
     from spo_helpers.verl_glue.cpu_backend import CPURollout
     from spo_helpers.verl_glue.ray_cpu.rollout import HFGenerateRollout, sampling_seed
 
-    spec = RunSpec(**run_kwargs("GRPO", small_world, "/tmp/unused", "x", 1))
+    spec = RunSpec(method="GRPO", **small_run_kwargs("GRPO", small_world, "/tmp/unused", "x", 1, **RAY))
     config = build_config(spec)
     model_config = omega_conf_to_dataclass(config.actor_rollout_ref.model, dataclass_type=HFModelConfig)
     rollout = HFGenerateRollout(config.actor_rollout_ref.rollout, model_config, device_mesh=None)
@@ -422,7 +383,7 @@ def test_rollout_samples_as_the_cpu_backend(small_world):
 
 
 # ---------------------------------------------------------------------------------------------- training
-def test_grpo_through_ray_on_two_ranks(grpo_straight):
+def test_grpo_through_ray_on_two_ranks(grpo_straight, stable_metrics):
     summary = grpo_straight
     assert summary.steps == STEPS and summary.samples == STEPS * 16 * 8
     metrics = dict(stable_metrics(summary.run_dir))
@@ -444,7 +405,7 @@ def test_grpo_through_ray_on_two_ranks(grpo_straight):
     ]
 
 
-def test_spo_through_ray_pads_odd_drift_batches(spo_straight):
+def test_spo_through_ray_pads_odd_drift_batches(spo_straight, stable_metrics):
     """SPO's drift pass scores this step's responses plus the revisited prompts' previous ones: an odd
     count of revisits makes an odd batch, padded to the two ranks and unpadded after."""
     records = read_step_log(RunLayout(spo_straight.run_dir).steps)
@@ -465,23 +426,26 @@ def test_spo_through_ray_pads_odd_drift_batches(spo_straight):
     assert metrics[1]["spo/first_sampled_ratio"] == 1.0 and metrics[STEPS]["spo/D"] > 0
 
 
-def wait_for_free_cpus(ray, timeout=120.0):
-    """Until Ray has ended the killed job's actors and placement groups."""
-    deadline = time.monotonic() + timeout
-    while ray.available_resources().get("CPU", 0) < SETTINGS.num_cpus:
-        assert time.monotonic() < deadline, f"CPUs still held after {timeout:.0f}s: {ray.available_resources()}"
-        time.sleep(0.2)
-
-
 @pytest.mark.parametrize(("method", "straight"), [("SPO", "SPO"), ("GRPO", "GRPO")], indirect=["straight"])
 def test_sigkill_driver_then_resume_matches_straight_run(
-    method, straight, ray_cluster, small_world, values_file, tmp_path, wait_for_checkpoint
+    method,
+    straight,
+    ray_cluster,
+    small_world,
+    small_world_values,
+    small_run_kwargs,
+    tmp_path,
+    wait_for_checkpoint,
+    stable_metrics,
+    wait_for_free_cpus,
 ):
     """SIGKILL the driver (the process that runs ``run_ppo``) during step 3, resume from verl's sharded
     checkpoint, and compare with the run that never stopped: bit-exact on two ranks (GRPO: verl's own fit(),
     its data loader's state and the shadow tracker; SPO: the kit's loop, sampler and stored log-probs)."""
-    values = values_file if method == "SPO" else None
-    kwargs = run_kwargs(method, small_world, tmp_path, method.lower(), STEPS, "trainer.save_freq=1", values=values)
+    values = small_world_values(VALUES_SEED) if method == "SPO" else None
+    kwargs = small_run_kwargs(
+        method, small_world, tmp_path, method.lower(), STEPS, "trainer.save_freq=1", offline_values=values, **RAY
+    )
     spec = RunSpec(method=method, **kwargs)
     command = [sys.executable, "-m", "spo_helpers.verl_glue.main", *all_overrides(spec)]
     env = dict(
@@ -507,7 +471,7 @@ def test_sigkill_driver_then_resume_matches_straight_run(
     newest = newest_complete_checkpoint(checkpoints)
     assert newest is not None and newest.name in ("global_step_2", "global_step_3")
     assert not (checkpoints / f"global_step_{STEPS}").exists()
-    wait_for_free_cpus(ray_cluster)
+    wait_for_free_cpus(ray_cluster, SETTINGS.num_cpus)
 
     resumed = train(method, **kwargs)
     assert resumed.steps == STEPS
@@ -570,7 +534,9 @@ def test_estimate_through_ray(ray_cluster, small_world, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- notebook 04
-def test_notebook_04_on_the_ray_backend_on_cpu(ray_cluster, small_world, values_file, tmp_path, monkeypatch):
+def test_notebook_04_on_the_ray_backend_on_cpu(
+    ray_cluster, small_world, small_world_values, tmp_path, monkeypatch, wait_for_free_cpus
+):
     """Notebook 04 through papermill with ``backend="ray", device="cpu"``: GRPO and SPO on verl's workers, its
     kernel joining this session's cluster, then its curves cells."""
     papermill = pytest.importorskip("papermill")
@@ -590,7 +556,7 @@ def test_notebook_04_on_the_ray_backend_on_cpu(ray_cluster, small_world, values_
             "backend": "ray",
             "device": "cpu",
             "train_data_dir": str(splits),
-            "offline_values": values_file,
+            "offline_values": small_world_values(VALUES_SEED),
             "output_dir": str(tmp_path / "out"),
             "model_path": str(small_world.model_dir),
             "total_steps": 2,
@@ -609,4 +575,4 @@ def test_notebook_04_on_the_ray_backend_on_cpu(ray_cluster, small_world, values_
         assert config["trainer"]["n_gpus_per_node"] == SETTINGS.ranks
     cells = [c for c in json.loads(output.read_text())["cells"] if c["cell_type"] == "code"]
     assert cells[-1]["outputs"], "the last curves cell drew nothing"  # papermill raised on any failing cell
-    wait_for_free_cpus(ray_cluster)
+    wait_for_free_cpus(ray_cluster, SETTINGS.num_cpus)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import pytest
 import torch
 
@@ -15,14 +14,13 @@ from verl import DataProto
 
 from spo_helpers.errors import UserError
 from spo_helpers.formats.checkpoints import complete_checkpoints
-from spo_helpers.formats.offline_values import write_offline_values
 from spo_helpers.formats.steplog import read_step_log
-from spo_helpers.stages.train import train
 from spo_helpers.verl_glue.config import RunSpec, build_config
 from spo_helpers.verl_glue.spo_trainer import ProfileSteps, fit_path_refusals, rollout_correction
-from spo_helpers.world.task import read_rows
 
-FAST = ["actor_rollout_ref.rollout.val_kwargs.n=2", "data.gen_batch_size=200"]
+FAST = ["actor_rollout_ref.rollout.val_kwargs.n=2"]
+VALUES_SEED = 5
+"""The runs' offline values: the small world's of this seed."""
 
 
 def config_with(*overrides):
@@ -86,29 +84,9 @@ def test_rollout_correction_as_verls_decoupled_mode():
 
 
 # ---------------------------------------------------------------------------------------------- a run
-@pytest.fixture(scope="module")
-def values_file(small_world, tmp_path_factory):
-    rows = read_rows(small_world.train_file)
-    rng = np.random.default_rng(5)
-    values = {r["extra_info"]["prompt_key"]: rng.integers(0, 2, size=4).astype(float).tolist() for r in rows}
-    return str(write_offline_values(values, tmp_path_factory.mktemp("fit_values") / "offline_values.json"))
-
-
-def spo(world, out, name, steps, *extra, values=None):
-    return train(
-        "SPO",
-        output_dir=str(out),
-        exp_name=name,
-        model_path=str(world.model_dir),
-        train_files=[str(world.train_file)],
-        val_files=[str(world.val_file)],
-        offline_values=values,
-        total_steps=steps,
-        overrides=[*FAST, *extra],
-    )
-
-
-def test_profiling_and_the_forced_checkpoint_in_an_spo_run(small_world, values_file, tmp_path, monkeypatch):
+def test_profiling_and_the_forced_checkpoint_in_an_spo_run(
+    small_world, small_world_values, train_small, tmp_path, monkeypatch
+):
     """verl's profiler hooks start and stop around the listed steps, a memory snapshot follows each step with the
     torch_memory tool, and a capacity block about to expire forces a checkpoint between save_freq's."""
     from spo_helpers.verl_glue.cpu_backend import CPUActorRolloutWorkerGroup
@@ -122,7 +100,8 @@ def test_profiling_and_the_forced_checkpoint_in_an_spo_run(small_world, values_f
     # The block "expires" in 10 minutes; with 1000 s of margin every step after the first is close to it (the
     # first has no step duration yet, as in verl's fit()).
     monkeypatch.setenv("MLP_CURRENT_CAPACITY_BLOCK_EXPIRATION_TIMESTAMP", str(time.time() + 600))
-    summary = spo(
+    summary = train_small(
+        "SPO",
         small_world,
         tmp_path,
         "paths",
@@ -133,7 +112,8 @@ def test_profiling_and_the_forced_checkpoint_in_an_spo_run(small_world, values_f
         "global_profiler.steps=[2,3]",
         "global_profiler.profile_continuous_steps=true",
         "global_profiler.tool=torch_memory",
-        values=values_file,
+        settings=FAST,
+        offline_values=small_world_values(VALUES_SEED),
     )
     assert summary.steps == 3
     assert [c for c in calls if c[0] != "snapshot"] == [("start", {"role": "e2e", "profile_step": 2}), ("stop", {})]
@@ -156,7 +136,10 @@ def test_profiling_and_the_forced_checkpoint_in_an_spo_run(small_world, values_f
     assert not [key for key in initial["data"] if key.startswith("val-core/") and "/acc/" not in key]
 
 
-def test_an_asynchronous_reward_is_refused_before_the_first_step(small_world, values_file, tmp_path):
+def test_an_asynchronous_reward_is_refused_before_the_first_step(
+    small_world, small_world_values, train_small, tmp_path
+):
+    values, async_reward = small_world_values(VALUES_SEED), "reward_model.launch_reward_fn_async=True"
     with pytest.raises(UserError, match="launch_reward_fn_async"):
-        spo(small_world, tmp_path, "async", 2, "reward_model.launch_reward_fn_async=True", values=values_file)
+        train_small("SPO", small_world, tmp_path, "async", 2, async_reward, settings=FAST, offline_values=values)
     assert not (tmp_path / "spo" / "async" / "steps.jsonl").exists()

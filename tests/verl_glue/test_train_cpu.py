@@ -18,47 +18,10 @@ from spo_helpers.formats.offline_values import read_offline_values, write_offlin
 from spo_helpers.formats.steplog import read_step_log
 from spo_helpers.stages.train import train
 from spo_helpers.verl_glue.checkpoint import RunStopped
-from spo_helpers.world.task import read_rows
-
-FAST = ["actor_rollout_ref.rollout.val_kwargs.n=2", "trainer.save_freq=2", "trainer.test_freq=2"]
-VOLATILE = ("timing_s/", "timing_per_token_ms/", "perf/")
 
 
-def run(method, world, out, name, steps, *extra, offline_values=None):
-    overrides = [*FAST, *extra]
-    if method == "SPO":
-        overrides.append("data.gen_batch_size=200")
-    return train(
-        method,
-        output_dir=str(out),
-        exp_name=name,
-        model_path=str(world.model_dir),
-        train_files=[str(world.train_file)],
-        val_files=[str(world.val_file)],
-        offline_values=offline_values,
-        total_steps=steps,
-        overrides=overrides,
-    )
-
-
-@pytest.fixture(scope="module")
-def offline_values(small_world, tmp_path_factory):
-    """Offline scores for every training prompt (4 samples each, from a fixed pattern)."""
-    rows = read_rows(small_world.train_file)
-    rng = np.random.default_rng(0)
-    values = {r["extra_info"]["prompt_key"]: rng.integers(0, 2, size=4).astype(float).tolist() for r in rows}
-    return str(write_offline_values(values, tmp_path_factory.mktemp("values") / "offline_values.json"))
-
-
-def stable_metrics(run_dir):
-    return [
-        (r["step"], {k: v for k, v in r["data"].items() if not k.startswith(VOLATILE)})
-        for r in read_step_log(run_dir / "metrics.jsonl")
-    ]
-
-
-def test_grpo_short_run(small_world, tmp_path):
-    summary = run("GRPO", small_world, tmp_path, "grpo", 2)
+def test_grpo_short_run(small_world, tmp_path, train_small, stable_metrics):
+    summary = train_small("GRPO", small_world, tmp_path, "grpo", 2)
     assert summary.steps == 2 and summary.samples == 2 * 16 * 8
     metrics = dict(stable_metrics(summary.run_dir))
     for key in ("kit/zero_adv_frac", "kit/adv_var_before_norm", "kit/samples_total", "kit/calibration/brier"):
@@ -73,8 +36,9 @@ def test_grpo_short_run(small_world, tmp_path):
     assert newest_complete_checkpoint(summary.run_dir / "checkpoints").name == "global_step_2"
 
 
-def test_spo_short_run(small_world, tmp_path, offline_values):
-    summary = run("SPO", small_world, tmp_path, "spo", 3, offline_values=offline_values)
+def test_spo_short_run(small_world, tmp_path, train_small, stable_metrics, small_world_values):
+    values_file = small_world_values()
+    summary = train_small("SPO", small_world, tmp_path, "spo", 3, offline_values=values_file)
     records = read_step_log(summary.run_dir / "steps.jsonl")
     assert [r["step"] for r in records] == [1, 2, 3]
     for record in records:
@@ -89,19 +53,19 @@ def test_spo_short_run(small_world, tmp_path, offline_values):
     adv = np.asarray(records[0]["data"]["advantage"])
     assert abs(adv.mean()) < 1e-6 and adv.std(ddof=1) == pytest.approx(1.0, rel=1e-4)
     # The first step's baselines are the offline priors (s + 0.5) / (n + 1) with n = 4.
-    values = read_offline_values(offline_values)
+    values = read_offline_values(values_file)
     p_hat = np.asarray(records[0]["data"]["p_hat"])
     assert np.all(np.isin(np.round(p_hat * 5 - 0.5, 6), [0, 1, 2, 3, 4]))
     assert len(values) == 300
 
 
 @pytest.mark.parametrize("method", ["SPO", "GRPO"])
-def test_resume_equals_straight_run(method, small_world, tmp_path, offline_values):
-    values = offline_values if method == "SPO" else None
-    straight = run(method, small_world, tmp_path, "straight", 4, offline_values=values)
+def test_resume_equals_straight_run(method, small_world, tmp_path, train_small, small_world_values, stable_metrics):
+    values = small_world_values() if method == "SPO" else None
+    straight = train_small(method, small_world, tmp_path, "straight", 4, offline_values=values)
     with pytest.raises(RunStopped):
-        run(method, small_world, tmp_path, "resumed", 4, "kit.stop_after_step=2", offline_values=values)
-    resumed = run(method, small_world, tmp_path, "resumed", 4, offline_values=values)
+        train_small(method, small_world, tmp_path, "resumed", 4, "kit.stop_after_step=2", offline_values=values)
+    resumed = train_small(method, small_world, tmp_path, "resumed", 4, offline_values=values)
 
     def state(run_dir):
         step = run_dir / "checkpoints" / "global_step_4"
@@ -122,27 +86,27 @@ def test_resume_equals_straight_run(method, small_world, tmp_path, offline_value
         assert (straight.run_dir / name).read_text() == (resumed.run_dir / name).read_text()
 
 
-def test_half_written_checkpoint_is_never_picked_up(small_world, tmp_path):
-    first = run("GRPO", small_world, tmp_path, "crash", 2)
+def test_half_written_checkpoint_is_never_picked_up(small_world, tmp_path, train_small):
+    first = train_small("GRPO", small_world, tmp_path, "crash", 2)
     checkpoints = first.run_dir / "checkpoints"
     fake = checkpoints / "global_step_4"
     (fake / "actor").mkdir(parents=True)  # a crash mid-save: no completion marker
     (checkpoints / "latest_checkpointed_iteration.txt").write_text("4")
     assert newest_complete_checkpoint(checkpoints).name == "global_step_2"
-    resumed = run("GRPO", small_world, tmp_path, "crash", 3)
+    resumed = train_small("GRPO", small_world, tmp_path, "crash", 3)
     assert [r["step"] for r in read_step_log(resumed.run_dir / "metrics.jsonl")] == [0, 1, 2, 3]
 
 
-def test_damaged_checkpoints_are_detected_and_skipped(small_world, tmp_path, caplog):
+def test_damaged_checkpoints_are_detected_and_skipped(small_world, tmp_path, caplog, train_small):
     """Bit-level damage or truncation of a complete checkpoint: resume falls back to the newest one that verifies."""
-    first = run("GRPO", small_world, tmp_path, "damaged", 4)
+    first = train_small("GRPO", small_world, tmp_path, "damaged", 4)
     checkpoints = first.run_dir / "checkpoints"
     weights = checkpoints / "global_step_4" / "actor" / "cpu_worker.pt"
     data = bytearray(weights.read_bytes())
     data[len(data) // 2 : len(data) // 2 + 8] = bytes(8)  # same size, a few bytes changed
     weights.write_bytes(bytes(data))
     with caplog.at_level("WARNING"):
-        resumed = run("GRPO", small_world, tmp_path, "damaged", 5)
+        resumed = train_small("GRPO", small_world, tmp_path, "damaged", 5)
     assert "global_step_4: actor/cpu_worker.pt: its bytes changed" in caplog.text
     assert "resuming from" in caplog.text and "global_step_2" in caplog.text
     assert [r["step"] for r in read_step_log(resumed.run_dir / "metrics.jsonl")] == [0, 1, 2, 3, 4, 5]
@@ -151,7 +115,7 @@ def test_damaged_checkpoints_are_detected_and_skipped(small_world, tmp_path, cap
         state = checkpoints / f"global_step_{step}" / "kit_state" / "state.pt"
         state.write_bytes(state.read_bytes()[:100])  # truncated
     with pytest.raises(UserError, match=r"no checkpoint of .* verifies .*kit_state/state.pt: 100 bytes"):
-        run("GRPO", small_world, tmp_path, "damaged", 6)
+        train_small("GRPO", small_world, tmp_path, "damaged", 6)
 
 
 @pytest.mark.parametrize(
@@ -176,15 +140,15 @@ def test_bad_requests_fail_before_compute(method, kwargs, match, small_world, tm
     assert not any(tmp_path.iterdir())
 
 
-def test_offline_values_for_another_dataset_are_refused(small_world, tmp_path):
+def test_offline_values_for_another_dataset_are_refused(small_world, tmp_path, train_small):
     other = write_offline_values({"a prompt from elsewhere": [1.0, 0.0]}, tmp_path / "other.json")
     with pytest.raises(UserError, match="none of its 1 prompts"):
-        run("SPO", small_world, tmp_path / "out", "spo", 1, offline_values=str(other))
+        train_small("SPO", small_world, tmp_path / "out", "spo", 1, offline_values=str(other))
 
 
-def test_spo_constant_rho(small_world, tmp_path, offline_values):
-    summary = run(
-        "SPO", small_world, tmp_path, "const", 2, "trainer.spo.rho.type=constant", offline_values=offline_values
+def test_spo_constant_rho(small_world, tmp_path, train_small, stable_metrics, small_world_values):
+    summary = train_small(
+        "SPO", small_world, tmp_path, "const", 2, "trainer.spo.rho.type=constant", offline_values=small_world_values()
     )
     records = read_step_log(summary.run_dir / "steps.jsonl")
     assert all(rho == 0.875 for r in records for rho in r["data"]["rho"])
@@ -193,7 +157,9 @@ def test_spo_constant_rho(small_world, tmp_path, offline_values):
     assert metrics[2]["spo/rho_clipped"] == 0.875 and metrics[2]["spo/store_tokens"] == 0.0
 
 
-def test_a_full_disk_during_a_checkpoint_stops_with_one_line_and_resumes(small_world, tmp_path, monkeypatch):
+def test_a_full_disk_during_a_checkpoint_stops_with_one_line_and_resumes(
+    small_world, tmp_path, monkeypatch, train_small
+):
     """The disk fills while step 2's checkpoint is written: the run stops with the file, the free space and the fix,
     step 2's partial folder is gone, step 1 is the resume point, and the same command then finishes the run."""
     import errno
@@ -212,7 +178,7 @@ def test_a_full_disk_during_a_checkpoint_stops_with_one_line_and_resumes(small_w
 
     monkeypatch.setattr(CPUActorRolloutWorkerGroup, "save_checkpoint", fill_the_disk)
     with pytest.raises(UserError) as caught:
-        run("GRPO", small_world, tmp_path, "full_disk", 3, "trainer.save_freq=1")
+        train_small("GRPO", small_world, tmp_path, "full_disk", 3, "trainer.save_freq=1")
     message = str(caught.value)
     assert "global_step_2: the checkpoint of step 2 could not be written" in message
     assert "actor.partial/cpu_worker.pt: No space left on device" in message and "GiB free" in message
@@ -221,16 +187,16 @@ def test_a_full_disk_during_a_checkpoint_stops_with_one_line_and_resumes(small_w
     assert newest_complete_checkpoint(checkpoints).name == "global_step_1"
     assert not (checkpoints / "global_step_2").exists()
     monkeypatch.setattr(CPUActorRolloutWorkerGroup, "save_checkpoint", original)  # space freed
-    resumed = run("GRPO", small_world, tmp_path, "full_disk", 3, "trainer.save_freq=1")
+    resumed = train_small("GRPO", small_world, tmp_path, "full_disk", 3, "trainer.save_freq=1")
     assert resumed.steps == 3 and newest_complete_checkpoint(checkpoints).name == "global_step_3"
 
 
-def test_a_run_extended_on_resume_validates_as_a_straight_run(small_world, tmp_path):
+def test_a_run_extended_on_resume_validates_as_a_straight_run(small_world, tmp_path, train_small):
     """3 steps (validated at 2 and at its last step, 3), then resumed to 4: its step-4 validation samples what a
     straight 4-step run's does, although the straight run never validated at step 3."""
-    extended = run("GRPO", small_world, tmp_path / "extended", "run", 3, "trainer.save_freq=1")
-    extended = run("GRPO", small_world, tmp_path / "extended", "run", 4, "trainer.save_freq=1")
-    straight = run("GRPO", small_world, tmp_path / "straight", "run", 4, "trainer.save_freq=1")
+    extended = train_small("GRPO", small_world, tmp_path / "extended", "run", 3, "trainer.save_freq=1")
+    extended = train_small("GRPO", small_world, tmp_path / "extended", "run", 4, "trainer.save_freq=1")
+    straight = train_small("GRPO", small_world, tmp_path / "straight", "run", 4, "trainer.save_freq=1")
     assert (extended.run_dir / "validation_data" / "3.jsonl").is_file()
     assert not (straight.run_dir / "validation_data" / "3.jsonl").exists()
     for step in (2, 4):
@@ -239,15 +205,15 @@ def test_a_run_extended_on_resume_validates_as_a_straight_run(small_world, tmp_p
     assert (extended.run_dir / "steps.jsonl").read_text() == (straight.run_dir / "steps.jsonl").read_text()
 
 
-def test_ablation_switches_train(small_world, tmp_path):
+def test_ablation_switches_train(small_world, tmp_path, train_small, stable_metrics):
     """GRPO with DAPO's group filter leaves groups without a reward spread out of the update; SPO with the oracle
     baseline takes its advantages against the current policy's success rate, estimated from extra responses."""
     from spo_helpers.core.advantages import spo_advantages
 
-    grpo = run("GRPO", small_world, tmp_path, "filtered", 2, "algorithm.filter_groups.enable=true")
+    grpo = train_small("GRPO", small_world, tmp_path, "filtered", 2, "algorithm.filter_groups.enable=true")
     metrics = dict(stable_metrics(grpo.run_dir))
     assert all(0.0 < metrics[s]["kit/filtered_sample_share"] < 1.0 for s in (1, 2))
-    oracle = run(
+    oracle = train_small(
         "SPO",
         small_world,
         tmp_path,
@@ -264,4 +230,6 @@ def test_ablation_switches_train(small_world, tmp_path):
         assert np.allclose(data["advantage"], expected)
     assert "spo/p_hat_abs_error_vs_oracle" in dict(stable_metrics(oracle.run_dir))[2]
     with pytest.raises(UserError, match="SPO samples one response per prompt and has no groups"):
-        run("SPO", small_world, tmp_path, "bad", 1, "algorithm.filter_groups.enable=true", offline_values="none")
+        train_small(
+            "SPO", small_world, tmp_path, "bad", 1, "algorithm.filter_groups.enable=true", offline_values="none"
+        )

@@ -19,7 +19,6 @@ SMALL = [
     "trainer.save_freq=2",
     "trainer.test_freq=3",
     "data.train_batch_size=32",
-    "data.gen_batch_size=200",
     "actor_rollout_ref.actor.ppo_mini_batch_size=16",
     "kit.schedule.slots=48",
     "kit.schedule.max_staleness=2",
@@ -27,26 +26,12 @@ SMALL = [
     "kit.tool_latency.mu=-3",
     "kit.tool_latency.sigma=1",
 ]
+STREAMED = {"settings": SMALL, "tools": "sandbox", "schedule": "stream", "offline_values": "none"}
+"""Streamed SPO with tools, 32 samples a step from 48 slots, and lognormal tool delays."""
 
 
-def run(world, out, name, steps, *extra, method="SPO", schedule="stream"):
-    return train(
-        method,
-        output_dir=str(out),
-        exp_name=name,
-        model_path=str(world.model_dir),
-        train_files=[str(world.train_file)],
-        val_files=[str(world.val_file)],
-        offline_values="none" if method == "SPO" else None,
-        total_steps=steps,
-        tools="sandbox",
-        schedule=schedule,
-        overrides=[*SMALL, *extra],
-    )
-
-
-def test_streamed_spo_with_tools(small_tool_world, tmp_path):
-    summary = run(small_tool_world, tmp_path, "stream", 3)
+def test_streamed_spo_with_tools(small_tool_world, tmp_path, train_small):
+    summary = train_small("SPO", small_tool_world, tmp_path, "stream", 3, **STREAMED)
     config = yaml.safe_load((summary.run_dir / "config.yaml").read_text())["config"]
     assert config["kit"]["schedule"]["policy"] == "stream" and config["kit"]["schedule"]["slots"] == 48
     assert config["kit"]["tool_latency"]["dist"] == "lognormal"
@@ -72,25 +57,15 @@ def test_streamed_spo_with_tools(small_tool_world, tmp_path):
 
 @pytest.mark.slow  # about 30 s each (make test-slow); make test keeps the streamed SPO run and the refusals
 @pytest.mark.parametrize("schedule", ["stream", "overprovision"])
-def test_grpo_streamed_by_groups(small_tool_world, tmp_path, schedule):
+def test_grpo_streamed_by_groups(small_tool_world, tmp_path, schedule, train_small):
     extra = ["data.train_batch_size=4", "actor_rollout_ref.actor.ppo_mini_batch_size=2"]
     if schedule == "stream":
         extra += ["kit.schedule.slots=16"]
     else:
         extra += ["kit.schedule.overprovision=0.5"]
-    overrides = [o for o in SMALL if not o.startswith(("data.", "actor_rollout_ref.actor", "kit.schedule"))]
-    summary = train(
-        "GRPO",
-        output_dir=str(tmp_path),
-        exp_name=f"grpo_{schedule}",
-        model_path=str(small_tool_world.model_dir),
-        train_files=[str(small_tool_world.train_file)],
-        val_files=[str(small_tool_world.val_file)],
-        total_steps=3,
-        tools="sandbox",
-        schedule=schedule,
-        overrides=[*overrides, *extra],
-    )
+    settings = [o for o in SMALL if not o.startswith(("data.", "actor_rollout_ref.actor", "kit.schedule"))]
+    tools = {"tools": "sandbox", "schedule": schedule}
+    summary = train_small("GRPO", small_tool_world, tmp_path, f"grpo_{schedule}", 3, *extra, settings=settings, **tools)
     metrics = {r["step"]: r["data"] for r in read_step_log(summary.run_dir / "metrics.jsonl")}
     records = {r["step"]: r["data"] for r in read_step_log(summary.run_dir / "steps.jsonl")}
     for step in (1, 2, 3):
@@ -108,10 +83,10 @@ def test_grpo_streamed_by_groups(small_tool_world, tmp_path, schedule):
 
 
 @pytest.mark.slow  # about 30 s (make test-slow)
-def test_a_stopped_streamed_run_resumes_with_a_fresh_pipeline(small_tool_world, tmp_path):
+def test_a_stopped_streamed_run_resumes_with_a_fresh_pipeline(small_tool_world, tmp_path, train_small):
     with pytest.raises(RunStopped):
-        run(small_tool_world, tmp_path, "resumed", 3, "kit.stop_after_step=2")
-    resumed = run(small_tool_world, tmp_path, "resumed", 3)
+        train_small("SPO", small_tool_world, tmp_path, "resumed", 3, "kit.stop_after_step=2", **STREAMED)
+    resumed = train_small("SPO", small_tool_world, tmp_path, "resumed", 3, **STREAMED)
     records = {r["step"]: r["data"] for r in read_step_log(resumed.run_dir / "steps.jsonl")}
     assert sorted(records) == [1, 2, 3]
     # what was in flight at the stop is started again from the checkpoint: step 3's samples are all new

@@ -16,37 +16,13 @@ pytest.importorskip("verl")
 
 from spo_helpers.formats.checkpoints import COMPLETE_MARKER, newest_complete_checkpoint
 from spo_helpers.formats.steplog import read_step_log
-from spo_helpers.stages.train import train
 from spo_helpers.verl_glue.checkpoint import RunStopped
 from spo_helpers.verl_glue.config import RunSpec, all_overrides
 
-FAST = ["actor_rollout_ref.rollout.val_kwargs.n=2", "trainer.save_freq=2", "trainer.test_freq=2"]
-VOLATILE = ("timing_s/", "timing_per_token_ms/", "perf/", "tool/sandbox_latency/")
-
-
-def run(method, world, out, name, steps, *extra, offline_values="none"):
-    overrides = [*FAST, *extra]
-    if method == "SPO":
-        overrides.append("data.gen_batch_size=200")
-    return train(
-        method,
-        output_dir=str(out),
-        exp_name=name,
-        model_path=str(world.model_dir),
-        train_files=[str(world.train_file)],
-        val_files=[str(world.val_file)],
-        offline_values=offline_values if method == "SPO" else None,
-        total_steps=steps,
-        tools="sandbox",
-        overrides=overrides,
-    )
-
-
-def metrics_of(run_dir):
-    return {
-        r["step"]: {k: v for k, v in r["data"].items() if not k.startswith(VOLATILE)}
-        for r in read_step_log(run_dir / "metrics.jsonl")
-    }
+TOOLS = {"tools": "sandbox"}
+"""A short run (the default short settings) with the code tool and a sandbox started for the run."""
+SPO_TOOLS = {**TOOLS, "offline_values": "none"}
+"""The same for SPO, from the uninformative prior."""
 
 
 def test_the_tool_world_fits_the_cpu_tool_preset():
@@ -58,9 +34,9 @@ def test_the_tool_world_fits_the_cpu_tool_preset():
     assert config.data.max_prompt_length == TOOL_PROMPT_LENGTH
 
 
-def test_grpo_with_tools(small_tool_world, tmp_path):
-    summary = run("GRPO", small_tool_world, tmp_path, "grpo_tools", 2)
-    metrics = metrics_of(summary.run_dir)
+def test_grpo_with_tools(small_tool_world, tmp_path, train_small, stable_metrics):
+    summary = train_small("GRPO", small_tool_world, tmp_path, "grpo_tools", 2, **TOOLS)
+    metrics = dict(stable_metrics(summary.run_dir))
     step = metrics[2]
     for key in ("tool/call_rate", "tool/calls/mean", "tool/error_rate", "tool/tool_token_share", "num_turns/mean"):
         assert key in step, key
@@ -83,11 +59,11 @@ def test_grpo_with_tools(small_tool_world, tmp_path):
 
 
 @pytest.mark.slow  # about 35 s (make test-slow); make test keeps SPO's stop-and-resume equality without tools
-def test_spo_with_tools_resume_equals_straight_run(small_tool_world, tmp_path):
-    straight = run("SPO", small_tool_world, tmp_path, "straight", 3)
+def test_spo_with_tools_resume_equals_straight_run(small_tool_world, tmp_path, train_small, stable_metrics):
+    straight = train_small("SPO", small_tool_world, tmp_path, "straight", 3, **SPO_TOOLS)
     with pytest.raises(RunStopped):
-        run("SPO", small_tool_world, tmp_path, "resumed", 3, "kit.stop_after_step=2")
-    resumed = run("SPO", small_tool_world, tmp_path, "resumed", 3)
+        train_small("SPO", small_tool_world, tmp_path, "resumed", 3, "kit.stop_after_step=2", **SPO_TOOLS)
+    resumed = train_small("SPO", small_tool_world, tmp_path, "resumed", 3, **SPO_TOOLS)
 
     def state(run_dir):
         step = run_dir / "checkpoints" / "global_step_3"
@@ -106,7 +82,7 @@ def test_spo_with_tools_resume_equals_straight_run(small_tool_world, tmp_path):
     )
     # Interpreter tokens are stored (NaN log-probs) and D ignores them: it stays finite.
     assert torch.as_tensor(store1["logprobs"]).isnan().any()
-    assert metrics_of(straight.run_dir) == metrics_of(resumed.run_dir)
+    assert dict(stable_metrics(straight.run_dir)) == dict(stable_metrics(resumed.run_dir))
     assert all(np.isfinite(r["data"]["drift"]).all() for r in read_step_log(straight.run_dir / "steps.jsonl"))
     for name in ("steps.jsonl", "validation_data/2.jsonl"):
         assert (straight.run_dir / name).read_text() == (resumed.run_dir / name).read_text()

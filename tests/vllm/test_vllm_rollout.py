@@ -65,6 +65,8 @@ the last bits, which flips the odd near-tie (measured: 64/64 on the sync rollout
 SMALL_POOL = 96
 """Training prompts of the SPO runs: 64 per step from a pool of all 96, so step 2 revisits prompts (drift D)."""
 SPO_SHAPE = ["data.train_batch_size=64", f"data.gen_batch_size={SMALL_POOL}"]
+ASYNC = RayCPUSettings(rollout=VLLM, mode="async")
+"""The cluster's settings: sized for an async vLLM run."""
 
 
 @pytest.fixture(scope="session")
@@ -76,7 +78,7 @@ def ray_cluster(worlds):
 
     started = not ray.is_initialized()
     if started:
-        ray.init(**ray_init_kwargs(RayCPUSettings(rollout=VLLM, mode="async")))
+        ray.init(**ray_init_kwargs(ASYNC))
     yield ray
     if started:
         ray.shutdown()
@@ -109,19 +111,15 @@ def run_kwargs(method, mode, worlds, out, name, steps, *extra, train_file=None):
     }
 
 
-def stable_metrics(run_dir):
-    return {r["step"]: r["data"] for r in read_step_log(RunLayout(run_dir).metrics)}
-
-
 def dump_lines(run_dir, folder, step):
     path = getattr(RunLayout(run_dir), folder) / f"{step}.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_grpo_sync_trains_and_vllm_decodes_with_the_trained_weights(ray_cluster, worlds, tmp_path):
+def test_grpo_sync_trains_and_vllm_decodes_with_the_trained_weights(ray_cluster, worlds, tmp_path, stable_metrics):
     summary = train("GRPO", **run_kwargs("GRPO", "sync", worlds, tmp_path, "grpo_sync", 2, *GREEDY_FP32))
     assert summary.steps == 2 and summary.samples == 2 * 16 * 8
-    metrics = stable_metrics(summary.run_dir)
+    metrics = dict(stable_metrics(summary.run_dir, volatile=()))  # timings too
     assert 0.0 < metrics[2]["critic/score/mean"] < 1.0 and "val-core/spo_arith/acc/mean@1" in metrics[2]
     assert {"kit/zero_adv_frac", "actor/pg_loss", "timing_s/gen"} <= metrics[2].keys()
     assert all(line["data_source"] == "spo_arith" for line in dump_lines(summary.run_dir, "validation_data", 2))
@@ -130,7 +128,9 @@ def test_grpo_sync_trains_and_vllm_decodes_with_the_trained_weights(ray_cluster,
     assert agreement.passes(min_share=FP32_AGREEMENT) and agreement.moved > 0, agreement.summary()
 
 
-def test_spo_sync_runs_its_loop_and_drift_pass_over_vllm_batches(ray_cluster, worlds, small_pool, tmp_path):
+def test_spo_sync_runs_its_loop_and_drift_pass_over_vllm_batches(
+    ray_cluster, worlds, small_pool, tmp_path, stable_metrics
+):
     kwargs = run_kwargs("SPO", "sync", worlds, tmp_path, "spo_sync", 2, *SPO_SHAPE, train_file=small_pool)
     summary = train("SPO", **kwargs)
     records = {r["step"]: r["data"] for r in read_step_log(RunLayout(summary.run_dir).steps)}
@@ -142,7 +142,7 @@ def test_spo_sync_runs_its_loop_and_drift_pass_over_vllm_batches(ray_cluster, wo
     drift = np.asarray(records[2]["drift"])
     assert revisited.any() and np.all(drift[~revisited] == 0) and np.all(np.isfinite(drift))
     assert np.all(drift[revisited] > 0)  # the stored vLLM response scored under the updated policy
-    metrics = stable_metrics(summary.run_dir)
+    metrics = dict(stable_metrics(summary.run_dir, volatile=()))  # timings too
     assert metrics[1]["spo/first_sampled_ratio"] == 1.0 and metrics[2]["spo/first_sampled_ratio"] < 1.0
 
 
@@ -169,7 +169,7 @@ def resumed_choice(run_dir, step_dir):
 
 
 def test_sigkilled_async_spo_resumes_from_verls_checkpoint(
-    ray_cluster, worlds, small_pool, tmp_path, wait_for_checkpoint
+    ray_cluster, worlds, small_pool, tmp_path, wait_for_checkpoint, wait_for_free_cpus
 ):
     """SIGKILL the driver of an async SPO run after step 2's checkpoint, resume it: see the module docstring."""
     steps = 4
@@ -197,7 +197,7 @@ def test_sigkilled_async_spo_resumes_from_verls_checkpoint(
     assert newest is not None and newest.name in ("global_step_2", "global_step_3")
     resume_from = int(newest.name.rsplit("_", 1)[1])
     rows, p_hat = resumed_choice(spec.run_dir, newest)
-    wait_for_free_cpus(ray_cluster)
+    wait_for_free_cpus(ray_cluster, ASYNC.num_cpus)
 
     resumed = train("SPO", **kwargs)
     assert resumed.steps == steps
@@ -207,12 +207,3 @@ def test_sigkilled_async_spo_resumes_from_verls_checkpoint(
     assert after["row"] == rows and after["p_hat"] == p_hat  # chosen and baselined from the state it resumed
     agreement = greedy_agreement(resumed.run_dir, steps)  # vLLM got the resumed and updated weights
     assert agreement.passes(min_share=FP32_AGREEMENT), agreement.summary()
-
-
-def wait_for_free_cpus(ray, timeout=120.0):
-    """Until Ray has ended the killed job's actors and placement groups."""
-    expected = RayCPUSettings(rollout=VLLM, mode="async").num_cpus
-    deadline = time.monotonic() + timeout
-    while ray.available_resources().get("CPU", 0) < expected:
-        assert time.monotonic() < deadline, f"CPUs still held after {timeout:.0f}s: {ray.available_resources()}"
-        time.sleep(0.2)

@@ -21,7 +21,7 @@ from spo_helpers.run_settings import VerlSettings
 
 if TYPE_CHECKING:
     from spo_helpers.verl_glue.config import RunSpec
-    from spo_helpers.world.build import WorldPaths
+    from spo_helpers.world.paths import WorldPaths
 
 MODEL_PATH_MISSING = "MODEL_PATH is not set: pass --model_path (a Hugging Face id or local folder)"
 

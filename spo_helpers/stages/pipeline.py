@@ -140,6 +140,10 @@ def kernel_arguments(kernel: str | None) -> dict[str, Any]:
     }
 
 
+RERUN_PARAMETER = {"02_estimate": "force", "04_train": "fresh"}
+"""The setting that makes a verl stage start afresh (``EstimateSettings.force``, ``TrainSettings.fresh``)."""
+
+
 def verl_stage_parameters(cls: type, parameters: dict[str, Any], own: tuple[str, ...] = ()) -> dict[str, Any]:
     """``parameters`` for a verl stage's notebook, each one a setting of ``cls`` (``run_settings``) or one of the
     notebook's ``own``, checked as the command line checks its flags."""
@@ -262,7 +266,8 @@ def run_pipeline(
         # overwritten the outputs, so the stage is never skipped on the strength of an older run.
         record[stage] = {"started": key}
         atomic_write_json(layout.record, record, indent=2)
-        stage_params = dict(params[stage], **({"fresh": fresh} if stage in ("02_estimate", "04_train") else {}))
+        rerun = RERUN_PARAMETER.get(stage)
+        stage_params = dict(params[stage], **({rerun: fresh} if rerun else {}))
         start = time.perf_counter()
         output = layout.notebooks / f"{stage}.ipynb"
         try:

@@ -52,24 +52,30 @@ def test_committed_without_outputs(name):
     assert saved_state(notebooks_dir() / name) == [], name  # the rule spo pipeline and spo notebooks --check apply
 
 
-@pytest.mark.parametrize("name", ["02_estimate.ipynb", "04_train.ipynb"])
-def test_backend_and_preset_resolved_as_the_cli_does(name):
+@pytest.mark.parametrize(
+    ("name", "settings", "stage"),
+    [("02_estimate.ipynb", "EstimateSettings", "run_estimation"), ("04_train.ipynb", "TrainSettings", "run_training")],
+)
+def test_parameters_checked_as_the_cli_checks_its_flags(name, settings, stage):
+    """The verl notebooks turn their parameters into the verb's settings once (``check_parameters``: the flags'
+    choices and types, backend and preset chosen as the command chooses them) and run the stage with them."""
     tree = ast.parse(notebook_code(name))
-    calls = [
+    checks = [
         node
         for node in ast.walk(tree)
         if isinstance(node, ast.Assign)
         and isinstance(node.value, ast.Call)
-        and _name(node.value.func) == "resolve_backend"
+        and _name(node.value.func) == "check_parameters"
     ]
-    assert len(calls) == 1
-    (assign,) = calls
-    assert [ast.unparse(t) for t in assign.targets] == ["(backend, preset)"]
-    args = [ast.unparse(a) for a in assign.value.args]
-    assert args in (["backend", "preset"], ["backend", "preset", "device"]) and not assign.value.keywords
+    assert len(checks) == 1
+    (assign,) = checks
+    assert [ast.unparse(t) for t in assign.targets] == ["settings"]
+    assert [ast.unparse(a) for a in assign.value.args] == [settings, "globals()"]
+    runs = [node for node in ast.walk(tree) if isinstance(node, ast.Call) and _name(node.func) == stage]
+    assert runs and all("settings" in ast.unparse(node) for node in runs)
     names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
     names |= {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
-    assert "gpu_available" not in names
+    assert not names & {"gpu_available", "resolve_backend"}
 
 
 def _name(func: ast.expr) -> str:

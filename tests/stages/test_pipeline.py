@@ -48,14 +48,14 @@ for i in range(subsets):
     dump.parent.mkdir(parents=True, exist_ok=True)
     dump.write_text(json.dumps({"n_val": n_val}) + "\\n")
 with open(root / "calls.log", "a") as log:
-    log.write(f"02_estimate fresh={fresh}\\n")
+    log.write(f"02_estimate force={force}\\n")
 if n_val == 3:
     raise RuntimeError("estimation crashed after writing its dumps")
 """
 PARAMETERS = {
     "01_split": "dataset = None\noutput_dir = ''\nnum_subsets = 1\nseed = 0\nassets = None",
     "02_estimate": "data_dir = ''\noutput_dir = ''\nmodel_path = None\nn_val = 8\nbackend = 'cpu'\n"
-    "preset = 'cpu'\nseed = 0\nassets = None\nfresh = False",
+    "preset = 'cpu'\nseed = 0\nassets = None\nforce = False",
 }
 
 
@@ -113,7 +113,7 @@ def test_skip_logic(notebooks, tmp_path):
     cfg = PipelineConfig(name="skip", runs_dir=str(tmp_path / "runs"), num_subsets=2, n_val=8)
 
     assert run_pipeline(cfg, stages=stages) == {"01_split": "ran", "02_estimate": "ran"}
-    assert calls(cfg) == ["01_split", "02_estimate fresh=False"]
+    assert calls(cfg) == ["01_split", "02_estimate force=False"]
     assert all(p.exists() for s in stages for p in stage_outputs(cfg, s))
 
     assert run_pipeline(cfg, stages=stages) == {"01_split": "skipped", "02_estimate": "skipped"}
@@ -121,12 +121,12 @@ def test_skip_logic(notebooks, tmp_path):
 
     cfg.n_val = 4  # a parameter of stage 02 only
     assert run_pipeline(cfg, stages=stages) == {"01_split": "skipped", "02_estimate": "ran"}
-    assert calls(cfg) == ["02_estimate fresh=True"]
+    assert calls(cfg) == ["02_estimate force=True"]
 
     manifest = cfg.root / "splits" / "split_manifest.json"  # stage 02's input
     manifest.write_text(manifest.read_text().replace("}", ', "edited": true}'))
     assert run_pipeline(cfg, stages=stages) == {"01_split": "skipped", "02_estimate": "ran"}
-    assert calls(cfg) == ["02_estimate fresh=True"]
+    assert calls(cfg) == ["02_estimate force=True"]
 
     stage_outputs(cfg, "02_estimate")[1].unlink()  # an output went missing
     assert run_pipeline(cfg, stages=stages)["02_estimate"] == "ran"
@@ -138,7 +138,7 @@ def test_skip_logic(notebooks, tmp_path):
     calls(cfg)
 
     assert run_pipeline(cfg, stages=stages, force=True) == {"01_split": "ran", "02_estimate": "ran"}
-    assert calls(cfg) == ["01_split", "02_estimate fresh=True"]
+    assert calls(cfg) == ["01_split", "02_estimate force=True"]
 
 
 def test_failed_rerun_is_not_skipped_afterwards(notebooks, tmp_path):
@@ -151,12 +151,12 @@ def test_failed_rerun_is_not_skipped_afterwards(notebooks, tmp_path):
     for fresh in (True, False):  # a second attempt with the same inputs resumes the first
         with pytest.raises(PipelineStageFailed, match="estimation crashed"):
             run_pipeline(cfg, stages=stages)
-        assert calls(cfg) == [f"02_estimate fresh={fresh}"]
+        assert calls(cfg) == [f"02_estimate force={fresh}"]
     dump = stage_outputs(cfg, "02_estimate")[0]
     assert json.loads(dump.read_text()) == {"n_val": 3}
     cfg.n_val = 8  # back to the parameters of the last successful run: the dumps on disk are not theirs
     assert run_pipeline(cfg, stages=stages) == {"01_split": "skipped", "02_estimate": "ran"}
-    assert calls(cfg) == ["02_estimate fresh=True"]
+    assert calls(cfg) == ["02_estimate force=True"]
     assert json.loads(dump.read_text()) == {"n_val": 8}
     assert run_pipeline(cfg, stages=stages)["02_estimate"] == "skipped"
 

@@ -89,6 +89,20 @@ def resolve(settings: VerlSettings) -> tuple[VerlSettings, Defaults]:
     return settings, defaults
 
 
+def run_spec_settings(settings: VerlSettings) -> dict[str, Any]:
+    """The ``RunSpec`` keywords every verl stage takes from its settings as they are (backend and preset resolved)."""
+    return {
+        "preset": settings.preset,
+        "backend": settings.backend,
+        "device": settings.device,
+        "output_dir": str(settings.output_dir),
+        "model_path": str(settings.model_path),
+        "response_length": settings.response_length,
+        "seed": settings.seed,
+        "tools": settings.tools,
+    }
+
+
 class VerlStage(Protocol):
     """What is particular to one verl stage."""
 
@@ -144,4 +158,4 @@ def run_verl_stage(stage: VerlStage, settings: VerlSettings, *, resolved: bool =
     return stage.result(settings, spec, time.perf_counter() - start)
 
 
-__all__ = ["DryRun", "StageResult", "VerlStage", "resolve", "run_verl_stage"]
+__all__ = ["DryRun", "StageResult", "VerlStage", "resolve", "run_spec_settings", "run_verl_stage"]

@@ -27,7 +27,7 @@ from spo_helpers.formats.layout import (
 from spo_helpers.formats.layout import subset_files as layout_subset_files
 from spo_helpers.preflight import check_data_files, require_file
 from spo_helpers.run_settings import ENV_NOTE, EstimateSettings, add_flags, from_args
-from spo_helpers.verl_stage import Defaults, DryRun, StageResult, resolve, run_verl_stage
+from spo_helpers.verl_stage import Defaults, DryRun, StageResult, resolve, run_spec_settings, run_verl_stage
 
 DEFAULT_EXP_NAME = ESTIMATION_EXP_NAME
 
@@ -144,19 +144,12 @@ class Estimation:
 
         return RunSpec(
             method="EVAL",
-            preset=settings.preset,
-            backend=settings.backend,
-            device=settings.device,
-            output_dir=str(settings.output_dir),
+            **run_spec_settings(settings),
             exp_name=settings.exp_name or DEFAULT_EXP_NAME,
-            model_path=str(settings.model_path),
             train_files=[str(settings.data_file)],
             n_val=settings.n_val,
-            response_length=settings.response_length,
             debug=settings.debug,
             small_batch=settings.small_batch,
-            seed=settings.seed,
-            tools=settings.tools,
             overrides=list(settings.overrides),
         )
 

@@ -17,7 +17,7 @@ from spo_helpers.formats.eval_protocol import protocol
 from spo_helpers.formats.layout import RunLayout
 from spo_helpers.formats.run_config import read_run_config, run_method
 from spo_helpers.run_settings import ENV_NOTE, EvaluateSettings, add_flags, from_args
-from spo_helpers.verl_stage import Defaults, DryRun, StageResult, run_verl_stage
+from spo_helpers.verl_stage import Defaults, DryRun, StageResult, run_spec_settings, run_verl_stage
 
 DEFAULT_EXP_NAME = "evaluation"
 
@@ -100,18 +100,11 @@ class Evaluation:
             extra += ["trainer.resume_mode=resume_path", f"trainer.resume_from_path={Path(checkpoint).resolve()}"]
         return RunSpec(
             method="EVAL",
-            preset=settings.preset,
-            backend=settings.backend,
-            device=settings.device,
-            output_dir=str(settings.output_dir),
+            **run_spec_settings(settings),
             exp_name=name,
-            model_path=str(settings.model_path),
             train_files=files,
             val_files=files,
             n_val=samples,
-            response_length=settings.response_length,
-            seed=settings.seed,
-            tools=settings.tools,
             overrides=[*extra, *settings.overrides],
         )
 

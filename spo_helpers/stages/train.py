@@ -16,7 +16,7 @@ from spo_helpers.errors import UserError
 from spo_helpers.formats.layout import SUBSET_GLOB, RunLayout, subset_files
 from spo_helpers.formats.steplog import read_step_log
 from spo_helpers.run_settings import ENV_NOTE, TrainSettings, add_flags, from_args
-from spo_helpers.verl_stage import Defaults, DryRun, StageResult, run_verl_stage
+from spo_helpers.verl_stage import Defaults, DryRun, StageResult, run_spec_settings, run_verl_stage
 
 logger = logging.getLogger(__name__)
 
@@ -142,24 +142,17 @@ class Training:
         schedule = [f"schedule={settings.schedule}"] if settings.schedule else []
         return RunSpec(
             method=settings.method,
-            preset=settings.preset,
-            backend=settings.backend,
-            device=settings.device,
-            output_dir=settings.output_dir,
+            **run_spec_settings(settings),
             exp_name=settings.exp_name or f"{settings.method.lower()}_{settings.preset}",
-            model_path=settings.model_path,
             train_files=list(train_files),
             val_files=list(val_files or []),
             offline_values=None if (values or "").lower() in ("", "none") else values,
-            response_length=settings.response_length,
             n_train=settings.n_train,
             n_val=settings.n_val,
             debug=settings.debug,
             small_batch=settings.small_batch,
             val_before_train=settings.val_before_train,
             total_steps=settings.total_steps,
-            seed=settings.seed,
-            tools=settings.tools,
             overrides=[*schedule, *settings.overrides],
         )
 

@@ -7,7 +7,11 @@ samples on ``--seeds`` seeds:
 - ``GRPO sync``: verl's synchronous ``fit()``, 16 prompts x 8 (the paper's baseline);
 - ``SPO sync``: SPO's synchronous loop, 128 x 1 (a step waits for its slowest sample, as GRPO's);
 - ``SPO stream``: ``schedule=stream`` (128 slots, max staleness 4): a step takes the first 128 samples to finish;
-- ``SPO overprovision``: ``schedule=overprovision`` (192 launched, the first 128 trained, the rest cancelled).
+- ``SPO overprovision``: ``schedule=overprovision`` (192 launched, the first 128 trained, the rest cancelled);
+- ``GRPO stream``: ``schedule=stream`` by groups (128 slots, max staleness 4): a step takes the first 16 complete
+  groups of 8, a group's staleness is its oldest member's;
+- ``GRPO overprovision``: ``schedule=overprovision`` by groups (24 groups launched, the first 16 complete
+  trained, the rest cancelled).
 
 Validation runs before training and after the last step only, and no checkpoint is written in between, so the
 step times hold rollouts and updates alone. Measured per run, from ``metrics.jsonl`` and ``steps.jsonl``:
@@ -23,8 +27,9 @@ step times hold rollouts and updates alone. Measured per run, from ``metrics.jso
 The simulation (``analysis/throughput``) is run with the measured shape: 128 slots and samples per step, the
 measured code runs per sample (Poisson), the configured latency distribution plus the measured sandbox time,
 ``turn_time`` = the synchronous SPO run's generation time per round, ``update_time`` = its non-generation step
-time. It predicts samples per second for ``grpo`` (a synchronous barrier) and ``spo`` (streamed); the ratio of
-the two is printed beside the measured ``SPO stream / GRPO sync``.
+time. It predicts samples per second for each measured policy (its ``grpo``: a synchronous barrier, by groups
+of 8 or, for SPO's lock-step loop, of 1, over-provisioned or not; ``spo``: streamed samples; ``grpo_async``:
+streamed groups), and each policy's predicted ratio to GRPO sync is printed beside the measured one.
 
     python bench/bench_streaming.py [--seeds 0 1 2] [--steps 8] [--mu -1.4] [--sigma 1.0] [--quick]
 """
@@ -62,12 +67,26 @@ from spo_helpers.world.build import build_world
 from spo_helpers.world.task import DATA_SOURCE
 
 SAMPLES = 128
+GROUP = 8  # GRPO's responses per prompt in the CPU world's preset
+STREAM = ["kit.schedule.slots=128", "kit.schedule.max_staleness=4"]
+OVERPROVISION = ["kit.schedule.overprovision=0.5"]
 POLICIES = {
     # name: (method, schedule, overrides)
     "GRPO sync": ("GRPO", "sync", []),
     "SPO sync": ("SPO", "sync", []),
-    "SPO stream": ("SPO", "stream", ["kit.schedule.slots=128", "kit.schedule.max_staleness=4"]),
-    "SPO overprovision": ("SPO", "overprovision", ["kit.schedule.overprovision=0.5"]),
+    "SPO stream": ("SPO", "stream", STREAM),
+    "SPO overprovision": ("SPO", "overprovision", OVERPROVISION),
+    "GRPO stream": ("GRPO", "stream", STREAM),
+    "GRPO overprovision": ("GRPO", "overprovision", OVERPROVISION),
+}
+SIMULATED = {
+    # name: the simulation's policy for it (analysis/throughput.py): policy, group size, overprovision, staleness
+    "GRPO sync": ("grpo", GROUP, 0.0, None),
+    "SPO sync": ("grpo", 1, 0.0, None),
+    "SPO stream": ("spo", 1, 0.0, 4),
+    "SPO overprovision": ("grpo", 1, 0.5, None),
+    "GRPO stream": ("grpo_async", GROUP, 0.0, 4),
+    "GRPO overprovision": ("grpo", GROUP, 0.5, None),
 }
 HELD_OUT = f"{VAL_CORE_PREFIX}{DATA_SOURCE}/acc/mean@2"
 
@@ -141,20 +160,23 @@ def measure(run_dir: Path) -> dict[str, float]:
     }
 
 
-def simulated_rates(shape: dict[str, float], mu: float, sigma: float, steps: int) -> dict[str, float]:
-    """Samples per second the simulation predicts for a synchronous barrier and for streaming, with the measured
-    shape: code runs per sample, turn time, update time; latency = the configured lognormal delay plus the measured
+def simulated_rates(shape: dict[str, float], mu: float, sigma: float, steps: int, names: list[str]) -> dict[str, float]:
+    """Samples per second the simulation predicts for each named policy (``SIMULATED``), with the measured shape:
+    code runs per sample, turn time, update time; latency = the configured lognormal delay plus the measured
     sandbox time (folded into ``mu``, keeping ``sigma``)."""
     base = math.exp(mu + sigma**2 / 2)  # mean of the added delay
     latency_mean = base + shape["sandbox_s"]
     mu_total = math.log(latency_mean) - sigma**2 / 2
     rates = {}
-    for policy in ("grpo", "spo"):
+    for name in names:
+        policy, group_size, overprovision, max_staleness = SIMULATED[name]
         config = SimConfig(
             policy=policy,
             slots=SAMPLES,
             batch_size=SAMPLES,
-            group_size=8,
+            group_size=group_size,
+            overprovision=overprovision,
+            max_staleness=max_staleness,
             steps=max(steps, 20),
             dist="lognormal",
             mu=mu_total,
@@ -163,7 +185,7 @@ def simulated_rates(shape: dict[str, float], mu: float, sigma: float, steps: int
             turn_time=shape["round_s"],
             update_time=shape["update_s"],
         )
-        rates[policy] = float(np.mean([simulate(replace(config, seed=seed)).throughput for seed in range(3)]))
+        rates[name] = float(np.mean([simulate(replace(config, seed=seed)).throughput for seed in range(3)]))
     return rates
 
 
@@ -236,16 +258,18 @@ def main() -> None:
     if "SPO sync" in args.policies:
         shape = table.loc[table["policy"] == "SPO sync", ["calls_per_sample", "round_s", "update_s", "sandbox_s"]]
         shape = shape.mean().to_dict()
-        rates = simulated_rates(shape, args.mu, args.sigma, args.steps)
-        predicted = rates["spo"] / rates["grpo"]
+        rates = simulated_rates(shape, args.mu, args.sigma, args.steps, list(SIMULATED))
+        predicted = rates["SPO stream"] / rates["GRPO sync"]
         print(
             f"\nsimulation with the measured shape (turn {shape['round_s']:.3f} s, update {shape['update_s']:.2f} s, "
-            f"{shape['calls_per_sample']:.2f} code runs per sample, sandbox {shape['sandbox_s']:.3f} s): "
-            f"grpo {rates['grpo']:.1f}, spo {rates['spo']:.1f} samples/s, ratio {predicted:.2f}x"
+            f"{shape['calls_per_sample']:.2f} code runs per sample, sandbox {shape['sandbox_s']:.3f} s), "
+            "samples/s and ratio to GRPO sync, simulated beside measured:"
         )
+        for name in SIMULATED:
+            measured = f"measured {results[name]}" if name in results else ""
+            simulated = rates[name] / rates["GRPO sync"]
+            print(f"  {name:<18} simulated {rates[name]:6.1f} samples/s, {simulated:.2f}x  {measured}")
         if "SPO stream" in results:
-            measured = results["SPO stream"]
-            print(f"measured SPO stream / GRPO sync: {measured}; simulated {predicted:.2f}x")
             emit(
                 "streaming (tool world, lognormal delays), trainable samples/s: simulated SPO stream vs GRPO sync",
                 predicted,

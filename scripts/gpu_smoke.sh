@@ -7,7 +7,7 @@
 # in async mode with TP 1): the CPU world and a split into two subsets, `spo estimate` and `spo merge`, GRPO and
 # SPO for a few steps math only, the weight sync (greedy vLLM validation = HF generate() on the checkpoint), SPO
 # stopped after step 2 as if killed and resumed, GRPO and SPO with tools (a local sandbox started by the run),
-# and `spo figures`. Then prints a one-screen verdict (exit code 0: every step passed). Each step's output is in
+# SPO streamed and GRPO over-provisioned on the agent-loop workers (--schedule), and `spo figures`. Then prints a one-screen verdict (exit code 0: every step passed). Each step's output is in
 # DIR/logs/.
 #
 # --device cpu runs the same steps on CPU: verl's FSDP workers as two Ray actors and vLLM's CPU build, in the
@@ -159,6 +159,19 @@ print(note + (f", val acc {val[-1]:.2f}" if val else ""))
 EOF
 }
 
+streamed_of() {  # a streamed run folder -> its summary, after checking the steps logged what the schedule did
+    cat <<EOF
+$(summary_of "$1" "$2")
+import math
+stream = [r["data"] for r in train]
+for data in stream:
+    assert data["stream/slot_utilisation"] > 0 and data["stream/in_flight"] >= 0, "no stream metrics"
+    assert math.isfinite(data["stream/behaviour_abs_logprob_gap"]), "no behaviour log-probs from the rollout"
+stale = max(data["stream/staleness/max"] for data in stream)
+print(note + f", stale up to {stale:.0f}, {sum(d['stream/aborted'] for d in stream):.0f} aborted")
+EOF
+}
+
 echo "gpu-smoke: $( [ "$DRY_RUN" = 1 ] && echo "dry run, " )output in $OUT"
 
 # 1. The machine: a GPU (or vLLM's CPU platform), vLLM and verl.
@@ -223,7 +236,16 @@ step "spo tools" spo "$SPO" "${TOOLS[@]}" --method SPO --exp_name spo_tools --of
     "${VLLM[@]}" "${FAST[@]}"
 check "spo tools result" "$(summary_of "$OUT/spo/spo_tools" 2)"
 
-# 6. The figures of everything above.
+# 6. Streamed schedules on verl's agent-loop workers: SPO streamed (a step takes the first samples to finish, the
+#    others join the next step, generation paused across each update) and GRPO over-provisioned by groups.
+step "spo tools stream" spo "$SPO" "${TOOLS[@]}" --method SPO --exp_name spo_tools_stream --offline_values none \
+    --schedule stream "${VLLM[@]}" "${FAST[@]}"
+check "spo stream result" "$(streamed_of "$OUT/spo/spo_tools_stream" 2)"
+step "grpo tools overprov" spo "$SPO" "${TOOLS[@]}" --method GRPO --exp_name grpo_tools_overprovision \
+    --schedule overprovision "${VLLM[@]}" "${FAST[@]}"
+check "grpo overprov result" "$(streamed_of "$OUT/spo/grpo_tools_overprovision" 2)"
+
+# 7. The figures of everything above.
 step "figures" gpu "$SPO" figures "$OUT" --formats png
 check "figures written" "
 import pathlib

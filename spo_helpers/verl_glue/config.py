@@ -383,8 +383,9 @@ def resolve_pkg_paths(config: DictConfig) -> DictConfig:
 
 def schedule_refusal(config: DictConfig) -> str | None:
     """Why ``kit.schedule`` cannot run with this config, or None. The streamed and over-provisioned schedules run
-    the tool agent loop of the CPU backend for SPO and GRPO (``verl_glue/agent_loop/stream_engine.py``); elsewhere
-    a run keeps the synchronous loop."""
+    a tool agent loop for SPO and GRPO: the CPU backend's (``verl_glue/agent_loop/stream_engine.py``) or, on the
+    ray backend in async rollout mode, verl's agent-loop workers with their vLLM servers
+    (``verl_glue/agent_loop/agent_loop_stream.py``); elsewhere a run keeps the synchronous loop."""
     policy = str(config.kit.get("schedule", {}).get("policy", "sync"))
     if policy == "sync":
         return None
@@ -393,8 +394,9 @@ def schedule_refusal(config: DictConfig) -> str | None:
     where = []
     if str(config.kit.method) not in TRAIN_METHODS:
         where.append(f"method=spo or grpo (this run: {str(config.kit.method).lower()})")
-    if str(config.kit.backend) != "cpu":
-        where.append(f"the cpu backend (this run: {config.kit.backend})")
+    mode = str(config.actor_rollout_ref.rollout.get("mode", "sync"))
+    if str(config.kit.backend) == "ray" and mode != "async":
+        where.append(f"verl's agent-loop rollout, actor_rollout_ref.rollout.mode=async (this run: {mode})")
     if not config.actor_rollout_ref.rollout.multi_turn.get("enable", False):
         where.append("tools (--tools sandbox or agent=tools)")
     if where:

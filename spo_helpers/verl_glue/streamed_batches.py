@@ -1,11 +1,13 @@
-"""Training batches from streamed rollouts (``schedule=stream`` or ``overprovision``; CPU backend, tools).
+"""Training batches from streamed rollouts (``schedule=stream`` or ``overprovision``, with tools).
 
 ``StreamedBatches`` sits between a trainer (``SPOTrainer``: units of one sample; ``GRPOTrainer``: groups of
-``rollout.n``) and the streaming engine (``agent_loop/stream_engine.py``): it keeps the engine's prompt queue
-filled from the trainer's prompt source (SPO: its prioritised sampler; GRPO: ``PromptCycle``), turns each closed
-step into the batch the trainer's synchronous path would have built (the same tensors, a ``uid`` per group, plus
-``rollout_log_probs``: the behaviour log-probs), and reports what the schedule did as ``stream/*`` metrics. What
-streaming changes in SPO's update is in docs/algorithm.md (streamed rollouts).
+``rollout.n``) and a streaming engine: the CPU backend's (``agent_loop/stream_engine.py``: the in-process model)
+or, with ``--backend ray`` and ``rollout.mode=async``, the one on verl's agent-loop workers and their vLLM servers
+(``agent_loop/agent_loop_stream.py``). It keeps the engine's prompt queue filled from the trainer's prompt source
+(SPO: its prioritised sampler; GRPO: ``PromptCycle``), turns each closed step into the batch the trainer's
+synchronous path would have built (the same tensors, a ``uid`` per group, plus ``rollout_log_probs``: the
+behaviour log-probs), and reports what the schedule did as ``stream/*`` metrics. What streaming changes in SPO's
+update is in docs/algorithm.md (streamed rollouts).
 """
 
 from __future__ import annotations
@@ -76,22 +78,47 @@ def schedule_config(schedule: Any, batch_units: int, group_size: int = 1) -> Sch
 
 
 class StreamedBatches:
-    """The streamed path of ``SPOTrainer``: ``start`` (after the checkpoint is loaded), ``next_batch`` per step,
-    ``resume`` after the step's update (and validation, checkpoint), ``close`` at the end."""
+    """The streamed path of both trainers: ``start`` (after the checkpoint is loaded), ``next_batch`` per step,
+    ``resume`` after the step's update (and validation, checkpoint), ``close`` at the end.
+
+    A queue item is ``(tracker row, what the engine starts from)``: the prompt's token ids on the CPU backend, the
+    row's one-row generation batch on verl's agent-loop workers."""
 
     def __init__(self, trainer: Any, draw: Callable[[int, set[int]], list[int]]) -> None:
+        config = trainer.config
+        self.trainer = trainer
+        self.group_size = int(config.actor_rollout_ref.rollout.n)
+        self.draw = draw
+        self.schedule = schedule_config(config.kit.schedule, int(config.data.train_batch_size), self.group_size)
+        self.timeout_s = float(config.kit.schedule.get("timeout_s", 3600) or 3600)
+        self.scheduler = StreamScheduler(self.schedule, start_version=max(0, int(trainer.global_steps) - 1))
+        self.rollout = getattr(trainer.actor_rollout_wg, "rollout", None)
+        self.server = None  # the CPU backend's generation server
+        if self.rollout is not None and getattr(self.rollout, "tools", None) is not None:
+            self.engine = self._cpu_engine()
+        elif getattr(trainer, "async_rollout_mode", False) and config.actor_rollout_ref.rollout.multi_turn.enable:
+            self.engine = self._agent_loop_engine()
+        else:
+            raise UserError(
+                "streamed rollouts run a tool agent loop: --tools sandbox with --backend cpu, or with --backend ray "
+                "and actor_rollout_ref.rollout.mode=async"
+            )
+        per_step = self.schedule.requests_per_step or 0  # None when streaming: slots decide
+        self.slots = int(self.schedule.slots or per_step)
+        units_per_step = self.schedule.units_per_step or 0
+        self.queue_target = self.schedule.batch_units + -(-self.slots // self.group_size) + units_per_step
+        self.trained = 0
+        self.dropped = 0
+
+    # ------------------------------------------------------------------ the engines
+    def _cpu_engine(self):
+        """The CPU backend's: the rollout worker's model behind a batched generation server in this process."""
         from spo_helpers.verl_glue.agent_loop.cpu_server import CPUGenerationServer
-        from spo_helpers.verl_glue.agent_loop.prompt import prompt_token_ids
         from spo_helpers.verl_glue.agent_loop.stream_engine import StreamingRollout
         from spo_helpers.verl_glue.agent_loop.tool import CodeInterpreter
 
-        rollout = getattr(trainer.actor_rollout_wg, "rollout", None)
-        if rollout is None or getattr(rollout, "tools", None) is None:
-            raise UserError("streamed rollouts run the cpu backend's tool agent loop: --backend cpu --tools sandbox")
-        self.trainer = trainer
-        self.rollout = rollout
+        rollout = self.rollout
         self.settings = rollout.tools
-        self._prompt_token_ids = prompt_token_ids
         _, sampling = rollout._sampling_kwargs({})
         self.server = CPUGenerationServer(
             rollout.module,
@@ -103,13 +130,7 @@ class StreamedBatches:
             micro_batch_size=rollout.micro_batch_size,
             log_probs=True,
         )
-        config = trainer.config
-        self.group_size = int(config.actor_rollout_ref.rollout.n)
-        self.draw = draw
-        self.schedule = schedule_config(config.kit.schedule, int(config.data.train_batch_size), self.group_size)
-        self.timeout_s = float(config.kit.schedule.get("timeout_s", 3600) or 3600)
-        self.scheduler = StreamScheduler(self.schedule, start_version=max(0, int(trainer.global_steps) - 1))
-        self.engine = StreamingRollout(
+        return StreamingRollout(
             self.scheduler,
             flush=self.server.generate_batch,
             prompt_ids=lambda item: item[1],
@@ -118,22 +139,50 @@ class StreamedBatches:
             tokenizer=rollout.tokenizer,
             latency=rollout.latency,
         )
-        per_step = self.schedule.requests_per_step or 0  # None when streaming: slots decide
-        self.slots = int(self.schedule.slots or per_step)
-        units_per_step = self.schedule.units_per_step or 0
-        self.queue_target = self.schedule.batch_units + -(-self.slots // self.group_size) + units_per_step
-        self.trained = 0
-        self.dropped = 0
+
+    def _agent_loop_engine(self):
+        """verl's agent-loop workers and their servers (vLLM's on the GPU path), as the trainer's manager built
+        them; the manager's sleep / wake-up around updates when it frees the servers' cache between batches."""
+        from spo_helpers.verl_glue.agent_loop.agent_loop_stream import AgentLoopStreamingRollout
+
+        manager = self.trainer.async_rollout_manager
+        frees_cache = bool(self.trainer.config.actor_rollout_ref.rollout.free_cache_engine)
+        return AgentLoopStreamingRollout(
+            self.scheduler,
+            workers=manager.agent_loop_workers,
+            request=lambda item: item[1],
+            wake_up=manager.wake_up if frees_cache else None,
+            sleep=manager.sleep if frees_cache else None,
+        )
+
+    @property
+    def on_cpu_backend(self) -> bool:
+        return self.server is not None
 
     # ------------------------------------------------------------------ the prompt queue
-    def _draw(self, count: int) -> list[tuple[int, tuple[int, ...]]]:
-        """``count`` prompts from the trainer's source (tracker rows with their prompt ids), none already in use."""
+    def _rows_batch(self, rows: list[int]) -> DataProto:
+        """The dataset rows of tracker ``rows`` as verl's loader batches them."""
+        from verl.utils.dataset.rl_dataset import collate_fn
+
+        trainer = self.trainer
+        items = [trainer.train_dataset[int(trainer.key_rows[r])] for r in rows]
+        return DataProto.from_single_dict(collate_fn(items))
+
+    def _draw(self, count: int) -> list[tuple[int, Any]]:
+        """``count`` prompts from the trainer's source, none already in use, as queue items (class docstring)."""
+        from spo_helpers.verl_glue.agent_loop.prompt import prompt_token_ids
+
         trainer = self.trainer
         busy = {item[0] for item in self.engine.in_use()}
-        items = []
+        items: list[tuple[int, Any]] = []
         for row in self.draw(count, busy)[:count]:
+            if not self.on_cpu_backend:
+                request = trainer._get_gen_batch(self._rows_batch([row]))
+                request.meta_info["global_steps"] = trainer.global_steps
+                items.append((int(row), request))
+                continue
             raw = trainer.train_dataset[int(trainer.key_rows[row])]["raw_prompt"]
-            ids = self._prompt_token_ids(
+            ids = prompt_token_ids(
                 self.rollout.tokenizer,
                 raw,
                 rewrite=self.settings.rewrite_prompt,
@@ -158,23 +207,31 @@ class StreamedBatches:
     def next_batch(self, global_step: int) -> tuple[DataProto, list[str], dict[str, float], list[int]]:
         """The step's batch (as the synchronous path builds it, plus ``rollout_log_probs``), its prompt keys,
         the ``stream/*`` metrics, and each sample's staleness."""
-        from verl.utils.dataset.rl_dataset import collate_fn
-
-        from spo_helpers.verl_glue.agent_loop.cpu_server import non_tensor_fields, pack_turn_results
-
         trainer = self.trainer
         closed, units, stats = self.engine.next_step(timeout=self.timeout_s)
         now = time.perf_counter()
-        self.rollout.rng["train"] = self.server.rng_state.clone()  # checkpoints keep the stream's RNG
         samples = [sample for unit in units for sample in unit]  # a group's members together, in member order
         rows = [int(s.item[0]) for s in samples]
         keys = list(trainer.tracker.keys_at(np.asarray(rows)))
-        items = [trainer.train_dataset[int(trainer.key_rows[r])] for r in rows]
-        batch = DataProto.from_single_dict(collate_fn(items))
+        batch = self._rows_batch(rows)
         groups = [index for index, unit in enumerate(units) for _ in unit]
         batch.non_tensor_batch["uid"] = np.array([f"{global_step}-{g}" for g in groups], dtype=object)
         gen = trainer._get_gen_batch(batch)
-        results = [s.result for s in samples]
+        if self.on_cpu_backend:
+            self.rollout.rng["train"] = self.server.rng_state.clone()  # checkpoints keep the stream's RNG
+            batch = batch.union(self._packed([s.result for s in samples], gen))
+        else:  # one-row outputs of verl's workers, as AgentLoopManager.generate_sequences concatenates them
+            output = DataProto.concat([s.result for s in samples])
+            output.meta_info.pop("metrics", None)
+            batch = batch.union(output)
+        staleness = [int(s) for s, unit in zip(closed.staleness, units, strict=True) for _ in unit]
+        return batch, keys, self._metrics(closed, stats, staleness, now), staleness
+
+    def _packed(self, results: list, gen: DataProto) -> DataProto:
+        """The CPU engine's turn results as the tensors of verl's agent loop, with the behaviour log-probs."""
+        from spo_helpers.verl_glue.agent_loop.cpu_server import non_tensor_fields, pack_turn_results
+
+        trainer = self.trainer
         response_length = int(trainer.config.actor_rollout_ref.rollout.response_length)
         tensors = pack_turn_results(
             results,
@@ -189,10 +246,11 @@ class StreamedBatches:
         tensors["rollout_log_probs"] = behaviour
         non_tensors = dict(gen.non_tensor_batch)
         non_tensors.update(non_tensor_fields(results))
-        batch = batch.union(DataProto.from_dict(tensors=tensors, non_tensors=non_tensors))
+        return DataProto.from_dict(tensors=tensors, non_tensors=non_tensors)
 
-        staleness = [int(s) for s, unit in zip(closed.staleness, units, strict=True) for _ in unit]
-        self.trained += len(samples)
+    def _metrics(self, closed, stats, staleness: list[int], now: float) -> dict[str, float]:
+        """The ``stream/*`` metrics of a closed step (``staleness``: each trained sample's)."""
+        self.trained += len(staleness)
         self.dropped += len(closed.dropped)
         elapsed = now - stats.started_at
         slots = self.slots
@@ -206,10 +264,10 @@ class StreamedBatches:
             "stream/starved": float(stats.starved),
             "stream/in_flight": float(self.scheduler.in_flight),
             STREAM_SLOT_UTILISATION: stats.utilisation(slots, now),
-            "stream/samples_per_second": len(samples) / elapsed if elapsed > 0 else 0.0,
+            "stream/samples_per_second": len(staleness) / elapsed if elapsed > 0 else 0.0,
             "stream/step_wait_seconds": float(elapsed),
             "stream/version": float(closed.version),
         }
         if not math.isfinite(metrics[STREAM_SLOT_UTILISATION]):
             metrics[STREAM_SLOT_UTILISATION] = 0.0
-        return batch, keys, metrics, staleness
+        return metrics

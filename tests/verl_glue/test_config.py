@@ -312,7 +312,14 @@ def test_the_paper_regime_of_the_cpu_world():
         (["preset=cpu", "method=grpo", "agent=tools", "schedule=overprovision"], None),
         (["preset=cpu", "method=spo", "schedule=stream"], "tools"),
         (["preset=cpu", "method=eval", "agent=tools", "schedule=stream"], "method=spo or grpo"),
-        (["preset=official", "method=spo", "schedule=stream"], "the cpu backend"),
+        (["preset=official", "method=spo", "agent=none", "schedule=stream"], "tools"),
+        (["preset=official", "method=spo", "schedule=stream"], None),  # the official preset runs tools
+        (["preset=official", "method=spo", "agent=tools", "schedule=stream"], None),
+        (["preset=official", "method=grpo", "agent=tools", "schedule=overprovision"], None),
+        (
+            ["preset=official", "method=spo", "agent=tools", "schedule=stream", "actor_rollout_ref.rollout.mode=sync"],
+            "actor_rollout_ref.rollout.mode=async",
+        ),
         (["preset=official", "method=spo"], None),
     ],
 )
@@ -322,6 +329,8 @@ def test_streamed_schedules_run_where_the_engine_runs(overrides, refused):
     config = compose(overrides)
     assert {p.stem for p in (CONFIG_DIR / "schedule").glob("*.yaml")} == {"sync", "stream", "overprovision"}
     message = schedule_refusal(config)
+    if "schedule=stream" in overrides or "schedule=overprovision" in overrides:  # the PPO ratio needs them
+        assert config.actor_rollout_ref.rollout.calculate_log_probs is True
     if refused is None:
         assert message is None
     else:

@@ -3,7 +3,8 @@ through verl's vLLM rollout on CPU (async, the GPU presets' path), then its outp
 
 The script runs each step as its own ``spo`` command (each starts its own Ray): the world and a split, ``spo
 estimate`` and ``spo merge``, GRPO, the weight-sync check, SPO stopped after step 2 and resumed, GRPO and SPO with
-tools (the kit's ``spo_tool_agent`` on vLLM's servers, code run in the run's own sandbox), and ``spo figures``.
+tools (the kit's ``spo_tool_agent`` on vLLM's servers, code run in the run's own sandbox), SPO streamed and GRPO
+over-provisioned on verl's agent-loop workers, and ``spo figures``.
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ def test_every_step_of_the_smoke_passes(smoke):
         assert " PASS " in rows[name], rows.get(name)
     for name in ("spo, stopped", "spo stopped at 2", "spo, resumed", "spo result", "grpo tools", "spo tools"):
         assert " PASS " in rows[name], rows.get(name)
+    for name in ("spo tools stream", "spo stream result", "grpo tools overprov", "grpo overprov result"):
+        assert " PASS " in rows[name], rows.get(name)
     assert " PASS " in rows["figures written"] and "cpu run" in verdict
 
 
@@ -109,6 +112,40 @@ def test_tool_runs_on_vllm_servers(smoke, name):
         )
         assert torch.as_tensor(state["store"]["logprobs"]).isnan().any()
         assert all(np.isfinite(r["data"]["drift"]).all() for r in read_step_log(RunLayout(run).steps))
+
+
+def test_spo_streams_single_samples_through_the_agent_loop_workers(smoke):
+    """Each step trains on a full batch of samples that finished, some launched before the previous update, each
+    with its staleness; the PPO ratio is against vLLM's behaviour log-probs; the tracker sees every sample once."""
+    out, _, _ = smoke
+    run = out / "spo" / "spo_tools_stream"
+    records = read_step_log(RunLayout(run).steps)
+    assert [r["step"] for r in records] == [1, 2]
+    batch = len(records[0]["data"]["reward"])
+    for record in records:
+        staleness = np.asarray(record["data"]["staleness"])
+        assert len(staleness) == batch and ((staleness >= 0) & (staleness <= 4)).all()
+    assert np.asarray(records[0]["data"]["staleness"]).max() == 0  # nothing was stale before the first update
+    metrics = metrics_of(run)
+    for step in (1, 2):
+        assert metrics[step]["stream/in_flight"] > 0  # the samples that had not finished ran on into the next step
+        assert 0.0 < metrics[step]["stream/behaviour_abs_logprob_gap"] < 1.0
+    assert metrics[2]["stream/version"] == 1.0
+    visits = torch.load(RunLayout(run).checkpoints / "global_step_2" / KIT_STATE_DIR / "state.pt", weights_only=False)[
+        "tracker"
+    ]["visits"]
+    assert int(np.asarray(visits).sum()) == 2 * batch
+
+
+def test_grpo_overprovision_trains_whole_groups_and_cancels_the_rest(smoke):
+    out, _, _ = smoke
+    run = out / "spo" / "grpo_tools_overprovision"
+    metrics = metrics_of(run)
+    for record in read_step_log(RunLayout(run).steps):
+        groups = np.bincount(np.asarray(record["data"]["group"]))
+        assert (groups == groups[0]).all() and groups[0] > 1, groups  # every group complete: rollout.n members
+        assert metrics[record["step"]]["stream/staleness/max"] == 0  # nothing carries over an update
+    assert all(metrics[step]["stream/dropped"] == 0 for step in (1, 2))
 
 
 def test_figures_of_the_vllm_runs(smoke):

@@ -7,6 +7,9 @@
                   (``spo_tool_agent_loop.yaml`` for verl's registry, ``spo_tool_config.yaml`` for the tool)
 - ``verl_loop``   ``SPOToolAgentLoop``, registered as ``spo_tool_agent`` for verl's agent-loop workers (vLLM)
 - ``cpu_server``  the in-process server for the CPU backend's tiny model, and the batch entry point
+- ``stream_book`` the bookkeeping of a streaming engine (queue, running and finished requests, a step's close)
+- ``stream_engine``      streamed rollouts on the CPU backend's server
+- ``agent_loop_stream``  streamed rollouts on verl's agent-loop workers (vLLM), paused through a gate actor
 
 Only the server-free parts are imported here; ``verl_loop`` (verl) and ``cpu_server`` (torch) are
 imported by name where they are used. See ``docs/tools.md``.

@@ -19,6 +19,9 @@ thread of its own, under a ``core.streaming.StreamScheduler``:
   the one it was drawn with, and its version is the one it was launched under.
 - **Closing.** ``close`` cancels what is in flight and stops the thread.
 
+The queue, running and finished requests and a step's closing are ``stream_book.RolloutBook``, which the engine
+on verl's agent-loop workers (``agent_loop_stream``) shares.
+
 Timing decides which samples finish first, so streamed runs are not reproducible bit for bit (the synchronous
 loop is); the prompts launched are (the queue is filled from the trainer's seeded sampler, in order).
 """
@@ -26,24 +29,22 @@ loop is); the prompts launched are (the queue is filled from the trainer's seede
 from __future__ import annotations
 
 import asyncio
-import collections
 import functools
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 from spo_helpers.core.latency import LatencyModel
 from spo_helpers.core.streaming import Request, StepBatch, StreamScheduler
+from spo_helpers.verl_glue.agent_loop.stream_book import RolloutBook, StreamedSample, StreamStats
 from spo_helpers.verl_glue.agent_loop.turns import (
     CodeTool,
     GenerateRequest,
     Generation,
     ToolTurns,
     TurnConfig,
-    TurnResult,
     run_turns,
 )
 
@@ -107,33 +108,6 @@ class ContinuousGate:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
 
-@dataclass(frozen=True)
-class StreamedSample:
-    """A finished rollout: the scheduler's request, the queue item it ran (e.g. a dataset row), its result, and when
-    it was launched and finished (``time.perf_counter`` seconds)."""
-
-    request: Request
-    item: Any
-    result: TurnResult
-    launched_at: float
-    finished_at: float
-
-
-@dataclass
-class StreamStats:
-    """What the engine did between two steps (``next_step`` returns them and starts new ones)."""
-
-    started_at: float = field(default_factory=time.perf_counter)
-    busy_slot_seconds: float = 0.0
-    finished: int = 0
-    starved: int = 0
-
-    def utilisation(self, slots: int, now: float) -> float:
-        """Busy slot-time over ``slots`` x elapsed time."""
-        elapsed = now - self.started_at
-        return self.busy_slot_seconds / (slots * elapsed) if elapsed > 0 and slots > 0 else 0.0
-
-
 class StreamingRollout:
     """``slots`` tool-integrated rollouts kept in flight across steps (module docstring).
 
@@ -155,7 +129,8 @@ class StreamingRollout:
         latency: LatencyModel | None = None,
     ) -> None:
         self.scheduler = scheduler
-        self.slots = int(scheduler.config.slots or scheduler.config.requests_per_step)
+        self._book = RolloutBook(scheduler)  # under self._state
+        self.slots = self._book.slots
         self._prompt_ids = prompt_ids
         self._turn_config = turn_config
         self._tool = tool
@@ -164,15 +139,8 @@ class StreamingRollout:
         self.model_lock = threading.Lock()  # held by whoever may not share the model with generation
         self._state = threading.Lock()  # the scheduler, the queue and the finished samples
         self._gate = ContinuousGate(flush, self.model_lock)
-        self._queue: collections.deque[Any] = collections.deque()
-        self._unstarted: collections.deque[Request] = collections.deque()
-        self._unit_items: dict[int, Any] = {}  # the prompt of each unit with a request started
-        self._launched_at: dict[int, tuple[float, Any]] = {}
-        self._done: dict[int, StreamedSample] = {}
         self._ready = threading.Event()
         self._error: BaseException | None = None
-        self._stats = StreamStats()
-        self._last_event = time.perf_counter()
         self._loop = asyncio.new_event_loop()
         self._tasks: set[asyncio.Task] = set()
         self._thread = threading.Thread(target=self._run_loop, name="stream-rollout", daemon=True)
@@ -183,7 +151,7 @@ class StreamingRollout:
     def start(self, items: Sequence[Any]) -> None:
         """Queue ``items`` and start the first requests."""
         with self._state:
-            self._queue.extend(items)
+            self._book.add(items)
         self._thread.start()
         self._loop.call_soon_threadsafe(self._start_pump)
         self._loop.call_soon_threadsafe(self._launch_due)
@@ -191,12 +159,12 @@ class StreamingRollout:
     @property
     def queued(self) -> int:
         with self._state:
-            return len(self._queue)
+            return self._book.queued
 
     def refill(self, items: Sequence[Any]) -> None:
         """Add prompts to the queue (requests waiting for one start when the engine runs)."""
         with self._state:
-            self._queue.extend(items)
+            self._book.add(items)
         self._loop.call_soon_threadsafe(self._launch_due)
 
     def next_step(self, timeout: float | None = None) -> tuple[StepBatch, list[list[StreamedSample]], StreamStats]:
@@ -215,30 +183,9 @@ class StreamingRollout:
         self.model_lock.acquire()
         self._paused = True
         with self._state:
-            batch = self.scheduler.close_step()
+            batch, units, stats = self._book.close_step(time.perf_counter())
             self._ready.clear()
-            units = [[self._done.pop(r.request_id) for r in unit] for unit in batch.units]
-            dropped = set(batch.dropped)
-            for request_id in [rid for rid, s in self._done.items() if s.request.unit_id in dropped]:
-                del self._done[request_id]
-            if self.scheduler.config.policy != "stream":  # nothing carries over: unused samples are discarded
-                self._done.clear()
-            returned: set[int] = set()
-            for request_id in batch.aborted:  # cancelled below; a rollout ending meanwhile is ignored
-                if request_id in self._launched_at:
-                    _, item = self._launched_at.pop(request_id)
-                    if id(item) not in returned:  # its prompt was not trained on: the next unit takes it
-                        returned.add(id(item))
-                        self._queue.appendleft(item)
-            if self.scheduler.config.policy != "stream":
-                self._unit_items.clear()
-            else:
-                used = {r.unit_id for unit in batch.units for r in unit}
-                for unit_id in [u for u in self._unit_items if u in used or u in dropped]:
-                    del self._unit_items[unit_id]
-            self._account(time.perf_counter())
-            stats, self._stats = self._stats, StreamStats()
-        for request_id in batch.aborted:
+        for request_id in batch.aborted:  # a rollout ending meanwhile is ignored (``RolloutBook.finished``)
             self._loop.call_soon_threadsafe(self._cancel, request_id)
         return batch, units, stats
 
@@ -282,39 +229,16 @@ class StreamingRollout:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _account(self, now: float) -> None:
-        """Busy slot-time since the last event (call with the state lock)."""
-        self._stats.busy_slot_seconds += len(self._launched_at) * (now - self._last_event)
-        self._last_event = now
-
     def _launch_due(self) -> None:
         with self._state:
-            now = time.perf_counter()
-            self._account(now)
-            if self._paused and self.scheduler.config.pause_during_update:
-                return
-            new = self.scheduler.launches()
-            self._unstarted.extend(new)
-            starts = []
-            while self._unstarted:
-                request = self._unstarted[0]
-                if request.member == 0:  # a new unit takes the next prompt; its other members share it
-                    if not self._queue:
-                        break
-                    self._unit_items[request.unit_id] = self._queue.popleft()
-                self._unstarted.popleft()
-                item = self._unit_items[request.unit_id]
-                self._launched_at[request.request_id] = (now, item)
-                starts.append((request, item))
-            self._stats.starved += sum(1 for r in new if r in self._unstarted)
+            starts = self._book.take_launches(time.perf_counter(), paused=self._paused)
         for request, item in starts:
             self._spawn(self._rollout(request, item), request.request_id)
 
     def in_use(self) -> list[Any]:
         """The items queued, running, or finished and waiting for a step."""
         with self._state:
-            running = [item for _, item in self._launched_at.values()]
-            return [*self._queue, *running, *(s.item for s in self._done.values())]
+            return self._book.in_use()
 
     async def _rollout(self, request: Request, item: Any) -> None:
         try:
@@ -329,15 +253,9 @@ class StreamingRollout:
             self._error = self._error or err
             self._ready.set()
             return
-        now = time.perf_counter()
         with self._state:
-            if request.request_id not in self._launched_at:  # aborted while it finished
+            if not self._book.finished(request, result, time.perf_counter()):  # aborted while it finished
                 return
-            self._account(now)
-            launched_at, _ = self._launched_at.pop(request.request_id)
-            self._done[request.request_id] = StreamedSample(request, item, result, launched_at, now)
-            self._stats.finished += 1
-            self.scheduler.finished(request.request_id)
             if self.scheduler.ready():
                 self._ready.set()
         self._launch_due()
@@ -347,7 +265,7 @@ class StreamingRollout:
             if getattr(task, "request_id", None) == request_id:
                 task.cancel()
         with self._state:
-            self._unstarted = collections.deque(r for r in self._unstarted if r.request_id != request_id)
+            self._book.forget(request_id)
 
     async def _cancel_all(self) -> None:
         tasks = [t for t in self._tasks if not t.done()]

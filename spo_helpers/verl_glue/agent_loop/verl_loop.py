@@ -34,6 +34,7 @@ from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopOutp
 from verl.utils.rollout_trace import rollout_trace_op
 
 from spo_helpers.core.latency import LatencyModel
+from spo_helpers.verl_glue.agent_loop.agent_loop_stream import GATE_FIELD, gate_pass
 from spo_helpers.verl_glue.agent_loop.prompt import check_prompt_length, prompt_token_ids
 from spo_helpers.verl_glue.agent_loop.settings import AGENT_NAME, tool_config_from_file, turn_config_from_rollout
 from spo_helpers.verl_glue.agent_loop.tool import CodeInterpreter
@@ -111,7 +112,8 @@ class SPOToolAgentLoop(AgentLoopBase):
         cls._class_initialized = True
         logger.info("%s: %s, tool %s", AGENT_NAME, cls.turn_config, cls.tool.config)
 
-    def _generate(self, sampling_params: Mapping[str, Any]) -> Generate:
+    def _generate(self, sampling_params: Mapping[str, Any], gate: str | None = None) -> Generate:
+        """One turn's generation on verl's servers; a streamed row's calls pass its gate (``agent_loop_stream``)."""
         params = {
             **sampling_params,
             "stop": list(self.turn_config.stop),
@@ -119,11 +121,12 @@ class SPOToolAgentLoop(AgentLoopBase):
         }
 
         async def generate(request: GenerateRequest) -> Generation:
-            output = await self.server_manager.generate(
-                request_id=uuid4().hex,
-                prompt_ids=list(request.prompt_ids),
-                sampling_params=dict(params),  # the server edits its copy (pops "logprobs")
-            )
+            async with gate_pass(gate):
+                output = await self.server_manager.generate(
+                    request_id=uuid4().hex,
+                    prompt_ids=list(request.prompt_ids),
+                    sampling_params=dict(params),  # the server edits its copy (pops "logprobs")
+                )
             log_probs = tuple(output.log_probs) if output.log_probs else None
             return Generation(token_ids=tuple(output.token_ids), log_probs=log_probs)
 
@@ -145,7 +148,7 @@ class SPOToolAgentLoop(AgentLoopBase):
         )
         check_prompt_length(prompt_ids, self.prompt_length)
         turns = ToolTurns(prompt_ids, self.turn_config, self.tokenizer, self.tool.extract)
-        generate = self._generate(sampling_params)
+        generate = self._generate(sampling_params, kwargs.get(GATE_FIELD))
         result = await run_turns(turns, generate, self.tool, extra_latency=self._delays(prompt_ids))
         return agent_loop_output(result)
 

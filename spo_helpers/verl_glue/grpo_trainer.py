@@ -16,7 +16,7 @@ from verl.trainer.ppo.ray_trainer import RayPPOTrainer
 from spo_helpers.core.diagnostics import calibration, grpo_diagnostics
 from spo_helpers.verl_glue.kit_trainer import KitTrainerMixin, first_occurrence_codes
 from spo_helpers.verl_glue.sandbox_health import SandboxHealth
-from spo_helpers.verl_glue.streamed_batches import PromptCycle
+from spo_helpers.verl_glue.streamed_batches import STALENESS_COLUMN, PromptCycle
 from spo_helpers.verl_glue.tracking import use_kit_tracking
 from spo_helpers.verl_glue.update_mask import without_samples, zero_variance_groups
 
@@ -100,6 +100,8 @@ class GRPOTrainer(KitTrainerMixin, RayPPOTrainer):
         calls = self._tool_calls(batch)
         if calls is not None:
             record["tool_calls"] = calls[known].tolist()
+        if STALENESS_COLUMN in batch.non_tensor_batch:  # streamed schedules
+            record["staleness"] = batch.non_tensor_batch[STALENESS_COLUMN][known].tolist()
         self.step_records.log(self.global_steps, record)
         if known_keys:
             self.tracker.update(known_keys, np.clip(rewards[known], 0.0, 1.0))
@@ -160,8 +162,9 @@ class GRPOTrainer(KitTrainerMixin, RayPPOTrainer):
         is_last_step = self.global_steps >= self.total_training_steps
         with marked_timer("step", timing):
             with marked_timer("gen", timing, color="red"):
-                batch, _, stream_metrics, _ = streamed.next_batch(self.global_steps)
+                batch, _, stream_metrics, staleness = streamed.next_batch(self.global_steps)
             metrics.update(stream_metrics)
+            batch.non_tensor_batch[STALENESS_COLUMN] = np.array(staleness, dtype=np.int64)
             if "response_mask" not in batch.batch.keys():  # noqa: SIM118 - a TensorDict
                 batch.batch["response_mask"] = compute_response_mask(batch)
             batch.meta_info["global_token_num"] = torch.sum(batch.batch["attention_mask"], dim=-1).tolist()

@@ -43,6 +43,7 @@ from spo_helpers.errors import UserError
 from spo_helpers.verl_glue.drift_pass import drift_and_store
 from spo_helpers.verl_glue.kit_trainer import KitTrainerMixin
 from spo_helpers.verl_glue.sandbox_health import without_failed_samples
+from spo_helpers.verl_glue.streamed_batches import STALENESS_COLUMN
 
 logger = logging.getLogger(__name__)
 
@@ -284,7 +285,7 @@ class SPOTrainer(KitTrainerMixin, RayPPOTrainer):
                 batch = batch.union(gen_output)
             batch.non_tensor_batch["spo_key"] = np.array(keys, dtype=object)
             if staleness is not None:
-                batch.non_tensor_batch["spo_staleness"] = np.array(staleness, dtype=np.int64)
+                batch.non_tensor_batch[STALENESS_COLUMN] = np.array(staleness, dtype=np.int64)
             if "response_mask" not in batch.batch.keys():  # noqa: SIM118 - a TensorDict
                 batch.batch["response_mask"] = compute_response_mask(batch)
             if self.config.trainer.balance_batch:
@@ -365,7 +366,7 @@ class SPOTrainer(KitTrainerMixin, RayPPOTrainer):
             if calls is not None:
                 record["tool_calls"] = calls.tolist()
             if staleness is not None:
-                record["staleness"] = batch.non_tensor_batch["spo_staleness"].tolist()
+                record["staleness"] = batch.non_tensor_batch[STALENESS_COLUMN].tolist()
             if oracle_p is not None:
                 record["oracle_p"] = oracle_p.tolist()
                 metrics["spo/oracle_p"] = float(oracle_p.mean())

@@ -26,6 +26,7 @@ from spo_helpers.core.streaming import ScheduleConfig, StreamScheduler
 from spo_helpers.errors import UserError
 
 QUEUE_DRAWS = 8  # SPO: sampler draws at most per refill (prompts already in use are skipped)
+STALENESS_COLUMN = "spo_staleness"  # the batch's non-tensor column of each streamed sample's staleness
 
 
 class PromptCycle:

@@ -72,8 +72,10 @@ def test_grpo_streamed_by_groups(small_tool_world, tmp_path, schedule, train_sma
         groups = np.asarray(records[step]["group"])
         rows = np.asarray(records[step]["row"])
         assert groups.size == 4 * 8 and np.bincount(groups).tolist() == [8] * 4  # 4 whole groups of 8
-        for group in range(4):  # a group's 8 responses answer one prompt
-            assert len(set(rows[groups == group])) == 1
+        staleness = np.asarray(records[step]["staleness"])  # logged per sample, a group's from its oldest member
+        assert staleness.size == 4 * 8 and staleness.max() == metrics[step]["stream/staleness/max"]
+        for group in range(4):  # a group's 8 responses answer one prompt, all equally stale
+            assert len(set(rows[groups == group])) == 1 and len(set(staleness[groups == group])) == 1
         assert metrics[step]["stream/version"] == step - 1
         assert "critic/advantages/mean" in metrics[step] and "actor/pg_loss" in metrics[step]
     if schedule == "overprovision":

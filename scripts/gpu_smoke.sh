@@ -257,9 +257,9 @@ print(f'{len(figures)} figures in $OUT/figures')"
 failed=0
 echo
 echo "gpu-smoke verdict ($( [ "$DRY_RUN" = 1 ] && echo "dry run" || echo "$DEVICE run" ), $OUT)"
-printf '%-20s %-5s %6s  %s\n' "step" "" "s" "note"
+printf '%-20s  %-5s %6s  %s\n' "step" "" "s" "note"
 for i in "${!NAMES[@]}"; do
-    printf '%-20s %-5s %6s  %s\n' "${NAMES[$i]}" "${RESULTS[$i]}" "${SECONDS_TAKEN[$i]}" "${NOTES[$i]}"
+    printf '%-20s  %-5s %6s  %s\n' "${NAMES[$i]}" "${RESULTS[$i]}" "${SECONDS_TAKEN[$i]}" "${NOTES[$i]}"
     [ "${RESULTS[$i]}" = FAIL ] && failed=$((failed + 1))
 done
 if [ "$failed" = 0 ]; then

@@ -48,16 +48,18 @@ def test_dry_run_composes_every_command(tmp_path):
     verdict = done.stdout[done.stdout.index("gpu-smoke verdict") :]
     rows = {line.split("  ")[0].strip(): line for line in verdict.splitlines()[2:] if line and "gpu-smoke:" not in line}
     composed = ("estimate", "grpo", "spo, stopped", "spo, resumed", "grpo tools", "spo tools")
+    composed += ("spo tools stream", "grpo tools overprov")  # the streamed schedules on verl's agent-loop workers
     for name in ("world", "split", *composed):
         assert " PASS " in rows[name], rows.get(name)
     for name in ("gpu and packages", "merge", "figures"):
         assert " SKIP " in rows[name], rows.get(name)
-    assert "all 11 steps passed" in verdict
+    assert "all 13 steps passed" in verdict
 
     commands = [line[2:] for line in done.stdout.splitlines() if line.startswith("+ ")]
     trains = [c for c in commands if " train " in c]
-    assert len(trains) == 5 and all("actor_rollout_ref.rollout.name=vllm" in c for c in trains)
-    assert sum("--tools sandbox" in c for c in trains) == 2
+    assert len(trains) == 7 and all("actor_rollout_ref.rollout.name=vllm" in c for c in trains)
+    assert sum("--tools sandbox" in c for c in trains) == 4
+    assert sum("--schedule stream" in c for c in trains) == sum("--schedule overprovision" in c for c in trains) == 1
     assert any("kit.stop_after_step=2" in c for c in trains)
 
     logs = sorted((out / "logs").glob("*.log"))

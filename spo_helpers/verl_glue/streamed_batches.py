@@ -104,8 +104,7 @@ class StreamedBatches:
                 "streamed rollouts run a tool agent loop: --tools sandbox with --backend cpu, or with --backend ray "
                 "and actor_rollout_ref.rollout.mode=async"
             )
-        per_step = self.schedule.requests_per_step or 0  # None when streaming: slots decide
-        self.slots = int(self.schedule.slots or per_step)
+        self.slots = self.engine.slots
         units_per_step = self.schedule.units_per_step or 0
         self.queue_target = self.schedule.batch_units + -(-self.slots // self.group_size) + units_per_step
         self.trained = 0

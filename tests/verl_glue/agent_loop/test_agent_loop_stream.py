@@ -70,6 +70,8 @@ class PlannedWorker:
     generation it ran, ``(row, start, end)`` (``time.time``)."""
 
     def __init__(self) -> None:
+        import verl  # noqa: F401  (what unpickling a request imports: seconds, or a minute on a loaded machine)
+
         self._cancelled: list[int] = []
         self._generations: list[tuple[int, float, float]] = []
 
@@ -117,6 +119,7 @@ def engine_for(config: ScheduleConfig, plans: dict[int, list[tuple[float, float]
     from spo_helpers.verl_glue.agent_loop.agent_loop_stream import AgentLoopStreamingRollout
 
     handles = [ray.remote(PlannedWorker).options(num_cpus=0).remote() for _ in range(workers)]
+    ray.get([handle.generations.remote() for handle in handles])  # every worker is up (verl imported) first
     calls: list[str] = []
     engine = AgentLoopStreamingRollout(
         StreamScheduler(config),
@@ -130,8 +133,10 @@ def engine_for(config: ScheduleConfig, plans: dict[int, list[tuple[float, float]
 
 @ray_case
 def test_a_step_takes_the_first_samples_and_generation_pauses_during_the_update(ray_local):
-    fast, slow = [(0.05, 0.0)], [(0.05, 1.5), (0.05, 0.0)]  # slow: a long code run between two generations
-    plans = {0: fast, 1: slow, 2: fast, 3: fast, 4: fast, 5: fast}
+    # row 1: a short generation, a long code run, a second generation. Rows 0 and 2 finish after row 1's first
+    # generation and 0.2 s apart; row 3, launched when row 0 ends, finishes after row 2: the step is rows 0 and 2.
+    slow = [(0.05, 1.5), (0.05, 0.0)]
+    plans = {0: [(0.2, 0.0)], 1: slow, 2: [(0.4, 0.0)], 3: [(0.6, 0.0)], 4: [(0.6, 0.0)], 5: [(0.6, 0.0)]}
     config = ScheduleConfig(batch_units=2, policy="stream", slots=3, max_staleness=4)
     engine, handles, calls = engine_for(config, plans)
     try:

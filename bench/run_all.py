@@ -14,6 +14,9 @@ Timings only mean something on an otherwise idle machine. The full suite takes a
 ``--quick`` passes small settings to each benchmark for a smoke check and writes to
 ``bench/results/quick/`` only (no RESULTS.md, no README change).
 
+``bench_targets`` (whole ``make`` targets idle and beside a busy process: hours) runs only when named:
+``--only targets`` (``make bench-targets``).
+
     python bench/run_all.py [--only core merge throughput reward demo train] [--quick] [--table_only]
 """
 
@@ -48,7 +51,10 @@ ORDER = (
     "rollout_tools",
     "streaming",
     "claims",
+    "targets",
 )
+# Run only when named with --only (hours), with these arguments; their last capture is tabulated like any other.
+ON_REQUEST = {"targets": ["--targets", "demo", "test-ray", "test", "--replace_demo", "--cap_minutes", "20"]}
 
 
 def quick_args(name: str, scratch: Path) -> list[str]:
@@ -60,6 +66,8 @@ def quick_args(name: str, scratch: Path) -> list[str]:
     if name == "ground_truth":
         output = str(scratch / "bench_ground_truth")
         return ["--steps", "2", "--save_freq", "1", "--n", "4", "--resamples", "200", "--output", output]
+    if name == "targets":
+        return ["--targets", "test-ray", "--cap_minutes", "1"]  # the harness: four runs stopped at a minute
     return ["--quick"]
 
 
@@ -312,7 +320,12 @@ def main() -> int:
     parser.add_argument("--table_only", action="store_true", help="run nothing: the table from the captures")
     args = parser.parse_args()
 
-    names = [] if args.table_only else [n for n in ORDER if args.only is None or n in args.only]
+    if args.table_only:
+        names = []
+    elif args.only is None:
+        names = [n for n in ORDER if n not in ON_REQUEST]
+    else:
+        names = [n for n in ORDER if n in args.only]
     results_dir = BENCH / "results" / ("quick" if args.quick else "")
     if not args.quick and "train" in names and (REPO / "runs" / "bench_train").is_dir():
         print(
@@ -323,7 +336,7 @@ def main() -> int:
     codes = {}
     with tempfile.TemporaryDirectory(prefix="bench_quick_") as scratch:
         for name in names:
-            extra = quick_args(name, Path(scratch)) if args.quick else []
+            extra = quick_args(name, Path(scratch)) if args.quick else ON_REQUEST.get(name, [])
             codes[name] = run_one(name, extra, results_dir / f"{name}.txt")
 
     rows, failed = [], []

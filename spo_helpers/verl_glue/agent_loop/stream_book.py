@@ -67,8 +67,9 @@ class RolloutBook:
         self._unit_items: dict[int, Any] = {}  # the prompt of each unit with a request started
         self._running: dict[int, tuple[float, Any]] = {}  # request id -> (launched at, item)
         self._done: dict[int, StreamedSample] = {}
-        self.stats = StreamStats()
-        self._last_event = time.perf_counter()
+        now = time.perf_counter()
+        self.stats = StreamStats(started_at=now)  # busy time is accounted from the same instant
+        self._last_event = now
 
     @property
     def queued(self) -> int:
@@ -145,7 +146,9 @@ class RolloutBook:
             for unit_id in [u for u in self._unit_items if u in used or u in dropped]:
                 del self._unit_items[unit_id]
         self.account(now)
-        stats, self.stats = self.stats, StreamStats()
+        # the next stats start where this accounting ends: their busy time and elapsed time cover the same span, so
+        # the utilisation is at most 1 however long the close itself took
+        stats, self.stats = self.stats, StreamStats(started_at=now)
         return batch, units, stats
 
     def forget(self, request_id: int) -> None:

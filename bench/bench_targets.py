@@ -14,7 +14,11 @@ times are lower bounds, and a ratio against it is a bound too (the RESULT line's
 defaults beside a busy process can take ten times the idle time, so a capture of all three targets fits a
 working day only with a cap.
 
+``--policies`` / ``--loads`` rerun a subset (a run that failed, say): its lines print, a RESULT line needs both
+policies of a load measured in the same invocation.
+
     python bench/bench_targets.py [--targets demo test-ray test] [--busy 1] [--replace_demo] [--cap_minutes M]
+                                  [--policies torch kit] [--loads idle loaded]
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from results_line import emit
 
 REPO = Path(__file__).resolve().parent.parent
 POLICIES = ("torch", "kit")
+LOADS = ("idle", "loaded")
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -134,6 +139,8 @@ def main() -> int:
     parser.add_argument("--replace_demo", action="store_true", help="delete runs/demo before each demo run")
     parser.add_argument("--logs", default="runs/bench_targets", help="folder for each run's output")
     parser.add_argument("--cap_minutes", type=float, default=None, help="stop a run after this many minutes")
+    parser.add_argument("--policies", nargs="+", choices=POLICIES, default=list(POLICIES), help="a rerun's subset")
+    parser.add_argument("--loads", nargs="+", choices=LOADS, default=list(LOADS), help="a rerun's subset")
     args = parser.parse_args()
     demo_dir = REPO / "runs" / "demo"
     if "demo" in args.targets and demo_dir.exists() and not args.replace_demo:
@@ -145,8 +152,9 @@ def main() -> int:
     failed = False
     for target in args.targets:
         results = {}
-        for busy in (0, args.busy):
-            for policy in POLICIES:
+        loads = [busy for busy, load in zip((0, args.busy), LOADS, strict=True) if load in args.loads]
+        for busy in loads:
+            for policy in [p for p in POLICIES if p in args.policies]:
                 if target == "demo":
                     shutil.rmtree(demo_dir, ignore_errors=True)
                 cap_s = None if args.cap_minutes is None else 60 * args.cap_minutes
@@ -162,7 +170,9 @@ def main() -> int:
                     + ("" if code in (0, None) else f"  EXIT {code}"),
                     flush=True,
                 )
-        for busy in (0, args.busy):
+        for busy in loads:
+            if ("kit", busy) not in results or ("torch", busy) not in results:
+                continue  # a ratio needs both policies measured in this run
             state = f"beside {args.busy} busy process(es)" if busy else "idle"
             (kit_wall, kit_cpu, kit_capped), (torch_wall, torch_cpu, torch_capped) = (
                 results[("kit", busy)],

@@ -120,7 +120,7 @@ bench: $(STAMP)
 	$(PY) bench/run_all.py
 
 # The time of make demo, test-ray and test, idle and beside a busy process, with the kit's thread policy and with
-# torch's defaults (12 runs, each stopped at 20 minutes: about 2.5 hours on 2 cores; not part of make bench).
+# torch's defaults (12 runs, each stopped at 20 minutes: 1.5 hours on 2 cores; not part of make bench).
 bench-targets: $(STAMP)
 	$(PY) bench/run_all.py --only targets
 

@@ -54,7 +54,7 @@ ORDER = (
     "targets",
 )
 # Run only when named with --only (hours), with these arguments; their last capture is tabulated like any other.
-ON_REQUEST = {"targets": ["--targets", "demo", "test-ray", "test", "--replace_demo", "--cap_minutes", "20"]}
+ON_REQUEST = {"targets": ["--replace_demo", "--cap_minutes", "20"]}
 
 
 def quick_args(name: str, scratch: Path) -> list[str]:

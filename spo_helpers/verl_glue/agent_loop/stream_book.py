@@ -22,7 +22,7 @@ from __future__ import annotations
 import collections
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from spo_helpers.core.streaming import Request, StepBatch, StreamScheduler
@@ -43,9 +43,10 @@ class StreamedSample:
 
 @dataclass
 class StreamStats:
-    """What the engine did between two steps (``close_step`` returns them and starts new ones)."""
+    """What the engine did between two steps (``close_step`` returns them and starts new ones). ``started_at``: the
+    instant the book's busy-time accounting of this span starts (no default: a clock read of its own starts later)."""
 
-    started_at: float = field(default_factory=time.perf_counter)
+    started_at: float
     busy_slot_seconds: float = 0.0
     finished: int = 0
     starved: int = 0
